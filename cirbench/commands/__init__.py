@@ -1,0 +1,31 @@
+"""The Typer apps every command module registers on; ``cirbench.cli`` imports the modules.
+
+Command modules keep heavy imports (torch, open_clip) inside command bodies so ``cirbench --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="cirbench",
+    help="Benchmark harness and leaderboard for zero-shot composed image retrieval.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(help="Train methods (LinCIR's phi from text alone).", no_args_is_help=True)
+lincir_app = typer.Typer(help="Inspect LinCIR's Self-Masking Projection.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect or clear the gallery feature cache.", no_args_is_help=True)
+data_app = typer.Typer(help="Check benchmark data on disk.", no_args_is_help=True)
+shapes_app = typer.Typer(help="The synthetic shapes world and its tiny CLIP.", no_args_is_help=True)
+
+app.add_typer(train_app, name="train")
+app.add_typer(lincir_app, name="lincir")
+app.add_typer(cache_app, name="cache")
+app.add_typer(data_app, name="data")
+app.add_typer(shapes_app, name="shapes")
+
+
+class CLIError(Exception):
+    """An error shown to the user as one clear message (no traceback), exit code 2."""

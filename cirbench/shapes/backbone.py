@@ -1,0 +1,127 @@
+"""The shipped shapes CLIP as a registered backbone (``shapes-clip:v1``) and its compact weight format.
+
+Why a custom format: the weights ship inside the package (≤ 10 MB), so they are stored in fp16 and only the
+token-embedding rows the shapes grammar can produce are kept; pretraining keeps every other row at zero from the
+start, so restoring them as zeros reproduces the trained model exactly (up to fp16 rounding).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cirbench.backbones import BACKBONE_LOADERS, Backbone, BackboneError, file_sha256, register_configs
+
+MODEL_NAME = "shapes-clip"
+CONFIG_MODEL_FILE = Path(__file__).resolve().parents[1] / "model_configs" / f"{MODEL_NAME}.json"
+BACKBONE_ID = "shapes-clip:v1"
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes_clip"
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+EMBED_KEY = "token_embedding.weight"
+# OpenAI CLIP statistics; recorded in meta.json and used by both pretraining and evaluation.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def image_transform(size: int = 48, mean: tuple = MEAN, std: tuple = STD) -> Callable:
+    """Eval preprocessing: the world's images are already ``size`` px, so resize/crop are no-ops for them."""
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(size),
+            T.Lambda(lambda image: image.convert("RGB")),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def create_model(seed: int = 0) -> Any:
+    """A freshly initialised ``shapes-clip`` open_clip model (deterministic from ``seed``)."""
+    import open_clip
+
+    register_configs()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return open_clip.create_model(MODEL_NAME, pretrained=None)
+
+
+def save_weights(model: Any, out_dir: Path, kept_ids: list[int], meta: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` (fp16, kept embedding rows only) and ``meta.json`` into ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = torch.tensor(sorted(kept_ids), dtype=torch.long)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != EMBED_KEY}
+    embedding = model.state_dict()[EMBED_KEY]
+    dropped = embedding.clone()
+    dropped[ids] = 0
+    if dropped.abs().max() > 0:
+        raise ValueError("token-embedding rows outside kept_ids are non-zero; they would be lost on save")
+    state["token_embedding.rows"] = embedding[ids].to(torch.float16).contiguous()
+    state["token_embedding.ids"] = ids
+    tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp), metadata={"format": "cirbench-shapes-clip-v1", "model": MODEL_NAME})
+    tmp.replace(out_dir / WEIGHTS_FILE)
+    meta = {**meta, "weights_sha256": file_sha256(out_dir / WEIGHTS_FILE), "kept_token_ids": ids.tolist()}
+    tmp_meta = out_dir / f".{META_FILE}.tmp"
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp_meta.replace(out_dir / META_FILE)
+    return out_dir / WEIGHTS_FILE
+
+
+def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
+    """The fp32 model from a weights folder, in eval mode and frozen, plus its metadata."""
+    from safetensors.torch import load_file
+
+    weights_dir = Path(weights_dir)
+    path = weights_dir / WEIGHTS_FILE
+    if not path.is_file():
+        raise BackboneError(
+            f"shapes CLIP weights not found at {path}; regenerate with "
+            "`python -m cirbench.shapes.pretrain --out cirbench/assets/shapes_clip`"
+        )
+    meta = json.loads((weights_dir / META_FILE).read_text())
+    state = load_file(str(path))
+    ids = state.pop("token_embedding.ids")
+    rows = state.pop("token_embedding.rows")
+    model = create_model(seed=0)
+    embedding = torch.zeros_like(model.token_embedding.weight)
+    embedding[ids] = rows.float()
+    state = {k: v.float() for k, v in state.items()}
+    state[EMBED_KEY] = embedding
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "attn_mask"]:
+        raise BackboneError(f"{path} does not match {MODEL_NAME}: missing {missing}, unexpected {unexpected}")
+    model.eval().requires_grad_(False)
+    return model, meta
+
+
+def load_shapes_backbone(device: str | torch.device = "cpu", weights_dir: Path = ASSET_DIR, **_: Any) -> Backbone:
+    """``shapes-clip:v1``: the CLIP pretrained on the shapes world that ships with cirbench."""
+    import open_clip
+
+    model, meta = load_model(weights_dir)
+    model.to(device)
+    size = int(meta.get("image_size", 48))
+    return Backbone(
+        id=BACKBONE_ID,
+        model=model,
+        preprocess=image_transform(size, tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD))),
+        tokenizer=open_clip.get_tokenizer(MODEL_NAME),
+        weights_id=f"sha256:{file_sha256(Path(weights_dir) / WEIGHTS_FILE)}",
+        quick_gelu=False,
+        device=torch.device(device),
+    )
+
+
+def register() -> None:
+    BACKBONE_LOADERS[BACKBONE_ID] = load_shapes_backbone
