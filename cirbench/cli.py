@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 from cirbench.commands import app
 
@@ -29,13 +28,5 @@ _register_commands()
 
 
 def main() -> None:
-    """Run the CLI; known user errors print one line instead of a traceback."""
-    from cirbench.errors import USER_ERRORS
-
-    try:
-        app()
-    except USER_ERRORS as error:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
-        sys.exit(2)
+    """Run the CLI (user errors print one line and exit 2; see ``cirbench.commands``)."""
+    app()

@@ -6,9 +6,27 @@ Command modules keep heavy imports (torch, open_clip) inside command bodies so `
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
+
+
+class _UserErrorGroup(TyperGroup):
+    """Show user errors (missing data, bad ids, wrong checkpoints) as one line and exit 2, without a traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            from cirbench.errors import USER_ERRORS
+
+            if not isinstance(error, USER_ERRORS):
+                raise
+            typer.secho(f"error: {error}", err=True, fg="red")
+            raise typer.Exit(2) from error
+
 
 app = typer.Typer(
     name="cirbench",
+    cls=_UserErrorGroup,
     help="Benchmark harness and leaderboard for zero-shot composed image retrieval.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

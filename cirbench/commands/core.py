@@ -158,13 +158,17 @@ def score_command(
 ) -> None:
     """Score a rankings file made by any code against the official annotations (no images needed)."""
     from cirbench.benchmarks import get_benchmark
-    from cirbench.scoring import score_files
+    from cirbench.scoring import load_rankings, score
 
     bench = get_benchmark(benchmark)
     data = bench.load(root, split or bench.splits[0], parse_pairs(protocol))
-    metrics = score_files(bench, data, rankings, subset_rankings, allow_missing=allow_missing)
+    try:
+        report = score(bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing)
+    except ValueError as error:
+        raise CLIError(str(error)) from error
+    metrics = report["metrics"]
     if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -175,6 +179,8 @@ def score_command(
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+    if report["n_missing"]:
+        Console().print(f"[yellow]{report['n_missing']} queries had no ranking and were scored as misses[/]")
 
 
 @data_app.command("check")
