@@ -26,6 +26,7 @@ class MethodCard:
     variant: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    benchmarks: list[str] | None = None  # restrict to these benchmark names (None: every benchmark card)
     path: Path | None = None
 
 
@@ -70,6 +71,7 @@ def load_method_card(path: Path) -> MethodCard:
         variant=str(data.get("variant", "") or ""),
         options=dict(data.get("options") or {}),
         description=str(data.get("description", "") or ""),
+        benchmarks=list(data["benchmarks"]) if data.get("benchmarks") else None,
         path=path,
     )
 

@@ -35,6 +35,8 @@ from cirbench.results import (
 from cirbench.retrieval import rank_candidates, topk_chunked
 
 TOP_K = 50
+# Protocol options that say where data lives, not how it is scored: recorded, but kept out of the run key.
+LOCATION_OPTIONS = frozenset({"root", "coco_root", "vg_root", "image_info", "images_root"})
 
 
 @dataclass
@@ -190,7 +192,7 @@ def run_fields(
         "benchmark": data.benchmark,
         "split": data.split,
         "protocol_version": benchmark.protocol_version,
-        "protocol": data.protocol,
+        "protocol": {k: v for k, v in data.protocol.items() if k not in LOCATION_OPTIONS},
         "annotations_sha256": files_sha256(data.annotation_files),
         "skip_missing": skip_missing,
     }

@@ -52,7 +52,7 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
 # Where published numbers come from when reported.yaml does not say (see its header).
 DEFAULT_REPORTED_SPLITS = {"circo": "test", "cirr": "test", "fashioniq": "val", "genecis": "test"}
 # Protocol entries that are locations, not choices: never shown as deviations.
-PATH_OPTIONS = frozenset({"image_info", "coco_root", "vg_root", "root"})
+PATH_OPTIONS = frozenset({"image_info", "coco_root", "vg_root", "root", "images_root"})
 META_COLUMNS = ("Method", "Backbone", "Split", "Protocol", "Training data", "Train time", "Source")
 HIDDEN_COLUMNS = ("Citation", "Run key")
 DELTA_NOTE = (
@@ -309,6 +309,7 @@ def _sort_key(entry: Entry) -> tuple:
         entry.group,
         entry.created_at,
         entry.run_key,
+        entry.benchmark,
     )
 
 
@@ -376,10 +377,10 @@ def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
         if not same:
             continue
         if not run.default_protocol and any(r.split == run.split for r in same):
-            notes.add(f"{run.label} · {run.backbone} ({run.split}): non-default protocol, not compared")
+            notes.add(f"{run.label} · {run.backbone} (run on {run.split} with a non-default protocol)")
         elif not any(r.split == run.split for r in same):
             splits = "/".join(sorted({r.split for r in same}))
-            notes.add(f"{run.label} · {run.backbone}: run on {run.split}, reported on {splits}, not compared")
+            notes.add(f"{run.label} · {run.backbone} (run on {run.split}, reported on {splits})")
     return sorted(notes)
 
 
@@ -451,7 +452,10 @@ def best_mask(df: pd.DataFrame, columns: Sequence[str], group: str | None = "Spl
 def _fmt(value: float, delta: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
-    return f"{value:+.{DECIMALS}f}" if delta else f"{value:.{DECIMALS}f}"
+    if delta:
+        rounded = round(float(value), DECIMALS)
+        return f"{rounded:+.{DECIMALS}f}" if rounded else f"{0:.{DECIMALS}f}"
+    return f"{value:.{DECIMALS}f}"
 
 
 class _Footnotes:
@@ -540,7 +544,9 @@ def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_ru
         parts += ["", f"## {TITLES.get(name, name)}", "", table]
         kinds = {e.source for e in entries if e.benchmark == name}
         extra = [DELTA_NOTE] if {"run", "reported"} <= kinds else []
-        extra += [f"Not compared: {n}." for n in not_compared(entries, name)]
+        skipped = not_compared(entries, name)
+        if skipped:
+            extra.append(f"Not compared (different split or protocol): {'; '.join(skipped)}.")
         if name == "cirr":
             extra.insert(0, "Avg = (R@5 + Rsubset@1) / 2 (CLIP4Cir convention).")
         parts += ["", *notes] if notes else []
@@ -583,21 +589,30 @@ def write_chart(entries: Sequence[Entry], path: Path) -> Path:
     value_cols = [c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")]
     if not value_cols:
         raise LeaderboardError("nothing to chart: no headline metric (CIRCO mAP@10, CIRR R@1, ...) in any row")
-    labels = [f"{m} · {b}" + (" (reported)" if s == "reported" else "") for m, b, s in
-              zip(summary["Method"], summary["Backbone"], summary["Source"], strict=True)]
-    height = max(2.5, 0.32 * len(summary) + 1.2)
-    fig, axes = plt.subplots(1, len(value_cols), figsize=(3.6 * len(value_cols) + 3, height), sharey=True, squeeze=False)
+    labels = [
+        f"{m} · {b}" + (" (reported)" if s == "reported" else "")
+        for m, b, s in zip(summary["Method"], summary["Backbone"], summary["Source"], strict=True)
+    ]
+    ncols = min(3, len(value_cols))
+    nrows = math.ceil(len(value_cols) / ncols)
+    panel_h = max(1.8, 0.3 * len(summary) + 0.8)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.2 * ncols + 2.5, panel_h * nrows + 0.6), sharey=True, squeeze=False
+    )
     colors = ["#4C72B0" if s == "run" else "#BBBBBB" for s in summary["Source"]]
     positions = list(range(len(summary)))
-    for ax, col in zip(axes[0], value_cols, strict=True):
+    for ax in axes.flat[len(value_cols) :]:
+        ax.set_visible(False)
+    for ax, col in zip(axes.flat, value_cols, strict=False):
         values = summary[col].astype(float)
         ax.barh(positions, values.fillna(0).tolist(), color=colors)
         for y, v in zip(positions, values, strict=True):
             ax.text(0 if math.isnan(v) else v, y, f" {MISSING}" if math.isnan(v) else f" {v:.2f}", va="center", fontsize=7)
         ax.set_title(col, fontsize=9)
-        ax.set_xlim(0, max(1.0, float(values.max(skipna=True) if values.notna().any() else 1.0)) * 1.25)
+        top = float(values.max()) if values.notna().any() else 1.0
+        ax.set_xlim(0, max(1.0, top) * 1.25)
         ax.tick_params(axis="x", labelsize=7)
-    axes[0][0].set_yticks(positions, labels, fontsize=7)
+        ax.set_yticks(positions, labels, fontsize=7)
     axes[0][0].invert_yaxis()
     fig.suptitle("cirbench leaderboard (grey: reported, blue: runs)", fontsize=10)
     fig.tight_layout()

@@ -157,6 +157,8 @@ def run_all_cards(methods_dir: Path, benchmarks_dir: Path, **settings: Any) -> l
             skipped.append((bcard.name, "*", problem))
             continue
         for mcard in method_cards:
+            if mcard.benchmarks is not None and bcard.benchmark not in mcard.benchmarks:
+                continue
             if mcard.checkpoint is not None and not mcard.checkpoint.exists():
                 skipped.append((bcard.name, mcard.name, f"checkpoint {mcard.checkpoint} not found"))
                 continue

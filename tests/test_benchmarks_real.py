@@ -68,7 +68,7 @@ def test_cirr_real(shared_annotations: Path, cirr_val: BenchmarkSplit) -> None:
 
 
 def test_cirr_hard_vs_soft_on_perfect_rankings(shared_annotations: Path, cirr_val: BenchmarkSplit) -> None:
-    """A ranking that puts target_hard first: hard scoring is perfect, soft scoring is not (the ~40 queries)."""
+    """target_hard ranked first: hard scoring is perfect, soft scoring is not (the ~40 queries)."""
     top = {q.qid: [q.reference, q.target, *[m for m in q.subset if m != q.target]] for q in cirr_val.queries}
     hard = get_benchmark("cirr").metrics(cirr_val, Rankings(top=top))
     assert hard["R@1"] == 100.0 and hard["Rsubset@1"] == 100.0

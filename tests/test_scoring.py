@@ -1,4 +1,4 @@
-"""Rankings files: official submission formats, id normalisation, coverage checks and the CIRCO fixture values."""
+"""Rankings files: official submission formats, id normalisation, coverage checks, CIRCO fixture values."""
 
 from __future__ import annotations
 

@@ -93,7 +93,9 @@ def pic2word_prompts(query: Query, benchmark: str, protocol: str = "paper") -> l
 
 def read_img2text(path: Path | str) -> dict[str, Any]:
     """``state_dict_img2text`` of a Pic2Word checkpoint, ``module.`` stripped when present."""
-    return released_state_dict(load_checkpoint(path, "Pic2Word"), CHECKPOINT_KEY, path, "Pic2Word")
+    return released_state_dict(
+        load_checkpoint(path, "Pic2Word", CHECKPOINT_KEY), CHECKPOINT_KEY, path, "Pic2Word"
+    )
 
 
 def im2text_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<state dict>") -> IM2TEXT:

@@ -44,7 +44,7 @@ SEARLE_TRAINING_DATA = "ImageNet1K test images (unlabelled), phi distilled from 
 
 
 # --- shared by the released-checkpoint adapters -------------------------------------------------------------
-def load_checkpoint(path: Path | str, what: str) -> dict[str, Any]:
+def load_checkpoint(path: Path | str, what: str, key: str) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` on CPU with errors a user can act on; never unpickles code."""
     path = Path(path)
     if not path.is_file():
@@ -53,11 +53,20 @@ def load_checkpoint(path: Path | str, what: str) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
+        detail = str(error.__context__ or error).splitlines()[0]
+        if "Unsupported global" not in detail:
+            raise MethodError(
+                f"cannot read {what} checkpoint {path}: not a torch checkpoint ({detail})"
+            ) from error
+        resave = (
+            f"python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+            f"torch.save({{'{key}': c['{key}']}}, 'weights_only.pt')\""
+        )
+        found = detail.split(" was not")[0]
         raise MethodError(
-            f"{what} checkpoint {path} holds objects other than tensors and plain containers; cirbench loads "
-            "checkpoints with torch.load(weights_only=True) and will not unpickle arbitrary code. If you "
-            "trust the file, re-save only its mapper weights as a dict of tensors. Detail: "
-            f"{str(error).splitlines()[0]}"
+            f"{what} checkpoint {path} holds pickled objects besides tensors ({found}); "
+            "cirbench loads checkpoints with torch.load(weights_only=True) and never unpickles code. If you "
+            f"trust the file, keep only the weights and pass the new file: {resave}"
         ) from error
     except Exception as error:  # noqa: BLE001 - corrupt / truncated / not a torch file
         raise MethodError(f"cannot read {what} checkpoint {path}: {error}") from error
@@ -235,7 +244,7 @@ def searle_prompts(query: Query, benchmark: str) -> list[str]:
 
 def read_phi(path: Path | str) -> dict[str, Any]:
     """The ``Phi`` state dict of a released (or trained) SEARLE checkpoint."""
-    return released_state_dict(load_checkpoint(path, "SEARLE"), "Phi", path, "SEARLE")
+    return released_state_dict(load_checkpoint(path, "SEARLE", "Phi"), "Phi", path, "SEARLE")
 
 
 def phi_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<state dict>") -> Phi:

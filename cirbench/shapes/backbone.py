@@ -1,8 +1,8 @@
 """The shipped shapes CLIP as a registered backbone (``shapes-clip:v1``) and its compact weight format.
 
-Why a custom format: the weights ship inside the package (≤ 10 MB), so they are stored in fp16 and only the
-token-embedding rows the shapes grammar can produce are kept; pretraining keeps every other row at zero from the
-start, so restoring them as zeros reproduces the trained model exactly (up to fp16 rounding).
+Why a custom format: the weights ship inside the package (≤ 10 MB), so they are stored in fp16 and only
+the token-embedding rows the shapes grammar can produce are kept; pretraining keeps every other row at zero
+from the start, so restoring them as zeros reproduces the trained model exactly (up to fp16 rounding).
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def save_weights(model: Any, out_dir: Path, kept_ids: list[int], meta: dict[str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = torch.tensor(sorted(kept_ids), dtype=torch.long)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != EMBED_KEY}
+    state = {
+        k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != EMBED_KEY
+    }
     embedding = model.state_dict()[EMBED_KEY]
     dropped = embedding.clone()
     dropped[ids] = 0
@@ -105,7 +107,9 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
     return model, meta
 
 
-def load_shapes_backbone(device: str | torch.device = "cpu", weights_dir: Path = ASSET_DIR, **_: Any) -> Backbone:
+def load_shapes_backbone(
+    device: str | torch.device = "cpu", weights_dir: Path = ASSET_DIR, **_: Any
+) -> Backbone:
     """``shapes-clip:v1``: the CLIP pretrained on the shapes world that ships with cirbench."""
     import open_clip
 

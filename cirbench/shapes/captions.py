@@ -1,9 +1,10 @@
 """Caption grammar and modification texts for the shapes world.
 
-Captions vary wording (synonyms, prefixes, word order, relative clauses) and are often partial ("red circle"), so
-the tiny CLIP learns attributes rather than strings and LinCIR's text-only corpus looks like real captions.
-Modification texts come in two styles reported separately by the benchmark: CSS-like imperatives, whose command
-words never occur in captions, and descriptive predicates ("is blue"), which read like caption fragments.
+Captions vary wording (synonyms, prefixes, word order, relative clauses) and are often partial ("red
+circle"), so the tiny CLIP learns attributes rather than strings and LinCIR's text-only corpus looks like real
+captions. Modification texts come in two styles reported separately by the benchmark: CSS-like imperatives,
+whose command words never occur in captions, and descriptive predicates ("is blue"), which read like caption
+fragments.
 Everything is deterministic given a ``numpy`` generator.
 """
 
@@ -66,7 +67,22 @@ _EDGE = {"top", "bottom"}
 GENERIC_NOUNS = ("shape", "object", "thing")
 PREFIXES = ("", "", "a photo of ", "an image of ", "a picture of ", "a drawing of ", "a rendering of ")
 # Words methods commonly put around captions or pseudo tokens; kept in the shipped vocabulary.
-PROMPT_WORDS = ("a", "an", "the", "photo", "image", "picture", "of", "that", "is", "with", "and", "which", ",", ".")
+PROMPT_WORDS = (
+    "a",
+    "an",
+    "the",
+    "photo",
+    "image",
+    "picture",
+    "of",
+    "that",
+    "is",
+    "with",
+    "and",
+    "which",
+    ",",
+    ".",
+)
 
 
 def position_phrases(position: str) -> tuple[str, ...]:
@@ -134,13 +150,13 @@ def caption(attrs: Attributes, rng: np.random.Generator, partial: float = 0.4) -
 
 
 def canonical_caption(attrs: Attributes) -> str:
-    """The fixed full caption used for zero-shot accuracy, e.g. "a photo of a large red circle in the top left"."""
+    """The fixed full caption for zero-shot accuracy: "a photo of a large red circle in the top left"."""
     phrase = f"{attrs.size} {attrs.color} {attrs.shape}"
     return f"a photo of {_article(phrase)} {phrase} {position_phrases(attrs.position)[0]}"
 
 
 def modification_text(attribute: str, value: str, style: str, rng: np.random.Generator) -> str:
-    """Text asking for ``attribute`` to become ``value``, as an ``imperative`` or a ``descriptive`` predicate."""
+    """Text asking for ``attribute`` to become ``value``: an ``imperative`` or a ``descriptive`` predicate."""
     if style not in ("imperative", "descriptive"):
         raise ValueError(f"unknown style {style!r}; use 'imperative' or 'descriptive'")
     imperative = style == "imperative"
@@ -164,7 +180,9 @@ def modification_text(attribute: str, value: str, style: str, rng: np.random.Gen
         word = _pick(rng, SIZE_WORDS[value])
         verb = "shrink it" if value == "small" else "enlarge it"
         options = (
-            (f"make it {comparative}", f"make it {word}", verb) if imperative else (f"is {word}", f"is {comparative}")
+            (f"make it {comparative}", f"make it {word}", verb)
+            if imperative
+            else (f"is {word}", f"is {comparative}")
         )
     elif attribute == "position":
         noun = _pick(rng, POSITION_NOUNS[value])
@@ -180,7 +198,7 @@ def modification_text(attribute: str, value: str, style: str, rng: np.random.Gen
 
 
 def vocabulary_texts() -> list[str]:
-    """Every word the grammar can produce (captions, both modification styles, prompt words), as short texts."""
+    """Every word the grammar can produce (captions, both modification styles, prompt words) as texts."""
     texts: list[str] = list(PROMPT_WORDS) + list(GENERIC_NOUNS) + [p.strip() for p in PREFIXES if p]
     for table in (COLOR_WORDS, SHAPE_WORDS, SIZE_WORDS, POSITION_NOUNS):
         for words in table.values():
@@ -204,7 +222,7 @@ def corpus_captions(n: int, seed: int = 0) -> list[str]:
 
 
 def write_corpus(path: str | Path, n: int = 100_000, seed: int = 0) -> Path:
-    """Write a LinCIR text corpus (one caption per line), atomically; same ``n`` and ``seed`` give the same file."""
+    """Write a LinCIR text corpus (one caption per line) atomically; same ``n`` and ``seed``, same file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

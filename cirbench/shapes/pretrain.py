@@ -34,7 +34,7 @@ from cirbench.shapes.backbone import (
     load_model,
     save_weights,
 )
-from cirbench.shapes.captions import caption, canonical_caption, vocabulary_texts
+from cirbench.shapes.captions import canonical_caption, caption, vocabulary_texts
 from cirbench.shapes.world import (
     ATTRIBUTES,
     IMAGE_SIZE,
@@ -51,7 +51,7 @@ HELDOUT_SEED = 0
 
 
 def kept_token_ids() -> list[int]:
-    """Token ids the grammar can produce, plus start/end of text and the placeholder ids; all others stay zero."""
+    """Token ids the grammar can produce, start/end of text and the placeholder ids; all others stay zero."""
     from open_clip.tokenizer import _tokenizer
 
     ids = {_tokenizer.encoder["<start_of_text>"], _tokenizer.encoder["<end_of_text>"], *PLACEHOLDER_IDS}
@@ -61,7 +61,7 @@ def kept_token_ids() -> list[int]:
 
 
 def init_model(seed: int) -> Any:
-    """Fresh model whose token-embedding rows outside ``kept_token_ids`` are zero (and stay zero in training)."""
+    """Fresh model whose token-embedding rows outside ``kept_token_ids`` are zero (and stay zero)."""
     model = create_model(seed)
     keep = torch.zeros(model.token_embedding.weight.shape[0], dtype=torch.bool)
     keep[kept_token_ids()] = True
@@ -85,7 +85,10 @@ def sample_batch(
 
 
 def contrastive_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, matches: torch.Tensor
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    matches: torch.Tensor,
 ) -> torch.Tensor:
     """Symmetric InfoNCE; ``matches[i, j]`` marks caption j as a positive for image i."""
     logits = logit_scale.exp() * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
@@ -99,9 +102,10 @@ def contrastive_loss(
 def zero_shot_accuracy(
     model: Any, seed: int = HELDOUT_SEED, renders: int = 2, limit: int | None = None
 ) -> dict[str, float]:
-    """Image→text accuracy (%) over all 576 full captions on held-out renderings; per attribute from the same argmax.
+    """Image→text accuracy (%) over all 576 full captions on held-out renderings, overall and per attribute.
 
-    Held-out images use their own random stream (``SALT_HELDOUT``), never seen in pretraining or the benchmark.
+    Per-attribute accuracy reads the same argmax. Held-out images use their own random stream
+    (``SALT_HELDOUT``), never seen in pretraining or the benchmark.
     ``limit`` evaluates only every k-th image so that at most ``limit`` images are used (quick checks).
     """
     model.eval()
@@ -122,7 +126,9 @@ def zero_shot_accuracy(
     truth = [a for _, a in items]
     result = {"exact": 100.0 * np.mean([p == t for p, t in zip(predicted, truth, strict=True)])}
     for name in ATTRIBUTES:
-        result[name] = 100.0 * np.mean([getattr(p, name) == getattr(t, name) for p, t in zip(predicted, truth, strict=True)])
+        result[name] = 100.0 * np.mean(
+            [getattr(p, name) == getattr(t, name) for p, t in zip(predicted, truth, strict=True)]
+        )
     result["images"] = float(len(items))
     return {k: round(float(v), 2) for k, v in result.items()}
 
@@ -147,7 +153,7 @@ def pretrain_shapes_clip(
     log_every: int = 25,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Pretrain the shapes CLIP and write ``model.safetensors`` + ``meta.json`` (with its accuracy) to ``out_dir``.
+    """Pretrain the shapes CLIP; write ``model.safetensors`` and ``meta.json`` (with accuracy) to ``out_dir``.
 
     The recorded accuracy is measured on the saved fp16 weights reloaded, i.e. on exactly what ships.
     """
@@ -174,7 +180,9 @@ def pretrain_shapes_clip(
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup)
         images, tokens, matches = sample_batch(rng, batch, transform, tokenizer)
-        loss = contrastive_loss(model.encode_image(images), model.encode_text(tokens), model.logit_scale, matches)
+        loss = contrastive_loss(
+            model.encode_image(images), model.encode_text(tokens), model.logit_scale, matches
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -213,7 +221,7 @@ def pretrain_shapes_clip(
         "weight_decay": weight_decay,
         "warmup": warmup,
         "threads": threads,
-        "loss": "symmetric InfoNCE, learnable logit scale, every matching caption/image in the batch a positive",
+        "loss": "symmetric InfoNCE, learnable logit scale; every matching pair in the batch is a positive",
         "train_seconds": round(train_seconds, 1),
         "final_loss": round(loss.item(), 4),
         "accuracy_heldout": {"seed": HELDOUT_SEED, "renders_per_combination": 2, "candidates": 576},

@@ -1,8 +1,9 @@
 """The shapes world: one object per 48×48 image, in the spirit of CSS (Vo et al., CVPR 2019).
 
-Attributes are discrete (shape, color, size, position on a 3×3 grid) so ground truth is exact; continuous jitter
-(offset, size, rotation, tint) makes every rendering unique, so retrieval cannot match pixels. Objects are drawn
-at ``SCALE``× resolution and box-filtered down (exact 4×4 supersampling) so small stars stay recognisable.
+Attributes are discrete (shape, color, size, position on a 3×3 grid) so ground truth is exact; continuous
+jitter (offset, size, rotation, tint) makes every rendering unique, so retrieval cannot match pixels. Objects
+are drawn at ``SCALE``× resolution and box-filtered down (exact 4×4 supersampling) so small stars stay
+recognisable.
 Everything is a pure function of the attributes and a ``numpy`` generator: same seed, same pixels.
 """
 

@@ -1,0 +1,232 @@
+"""The ``shapes`` benchmark: composed queries on the synthetic shapes world, no download needed.
+
+Why it exists: it is the one CIR benchmark that runs anywhere in seconds, with exact ground truth. The
+gallery renders every attribute combination ``renders`` times (held out: its random stream is disjoint from
+pretraining and from the zero-shot accuracy check); each query changes one attribute of a gallery image, and
+every gallery image with the resulting attributes is a ground truth. The same (reference, change) pairs are
+worded twice, as CSS-like imperatives ("make it blue") and as descriptive predicates ("is blue"), in two parts
+that share the gallery and are reported separately, so the effect of wording the captions never contain stays
+visible.
+
+Scoring is CIRCO-style: ``mAP@K`` over all ground truths and ``R@K`` = some ground truth within the top K
+(the renderings of one combination are interchangeable, so no single one is "the" target). The reference is
+removed from its own ranking. Images are rendered on first load into ``$CIRBENCH_CACHE/shapes/<hash>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cirbench import metrics as M
+from cirbench.benchmarks import register_benchmark
+from cirbench.benchmarks.base import BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.shapes.captions import modification_text
+from cirbench.shapes.world import (
+    ATTRIBUTES,
+    SALT_GALLERY,
+    SALT_QUERIES,
+    VALUES,
+    Attributes,
+    all_attributes,
+    render,
+    world_hash,
+)
+
+STYLES = ("imperative", "descriptive")
+MAP_KS = M.CIRCO_KS
+RECALL_KS = (1, 5, 10, 50)
+SPLIT_IDS = {"test": 0, "val": 1}
+_BASE_METRICS = tuple(f"mAP@{k}" for k in MAP_KS) + tuple(f"R@{k}" for k in RECALL_KS)
+
+
+def cache_base() -> Path:
+    return Path(os.environ.get("CIRBENCH_CACHE", Path.home() / ".cache" / "cirbench")) / "shapes"
+
+
+def gallery_key(attrs: Attributes, render_index: int) -> str:
+    return f"{attrs.key}-{render_index}"
+
+
+def key_attributes(key: str) -> Attributes:
+    """The attributes of a gallery key such as ``circle-red-large-top_left-1``."""
+    return Attributes.from_key(key)
+
+
+def _gallery(renders: int) -> list[tuple[str, Attributes, int]]:
+    return [
+        (gallery_key(a, r), a, i * renders + r)
+        for i, a in enumerate(all_attributes())
+        for r in range(renders)
+    ]
+
+
+def _queries(split_id: int, seed: int, renders: int, count: int) -> list[dict[str, Any]]:
+    """``count`` (reference, one-attribute change) pairs, attributes balanced, each worded in both styles."""
+    gallery = _gallery(renders)
+    by_attrs: dict[Attributes, list[str]] = {}
+    for key, attrs, _ in gallery:
+        by_attrs.setdefault(attrs, []).append(key)
+    rng = np.random.default_rng([SALT_QUERIES, split_id, seed])
+    wording = {
+        style: np.random.default_rng([SALT_QUERIES, split_id, seed, i]) for i, style in enumerate(STYLES)
+    }
+    out = []
+    for i in range(count):
+        ref_key, ref_attrs, _ = gallery[int(rng.integers(len(gallery)))]
+        attribute = ATTRIBUTES[i % len(ATTRIBUTES)]
+        choices = [v for v in VALUES[attribute] if v != getattr(ref_attrs, attribute)]
+        value = choices[int(rng.integers(len(choices)))]
+        target = ref_attrs.with_value(attribute, value)
+        out.append(
+            {
+                "pair": i,
+                "reference": ref_key,
+                "attribute": attribute,
+                "value": value,
+                "reference_attributes": ref_attrs.key,
+                "target_attributes": target.key,
+                "gt": by_attrs[target],
+                "texts": {s: modification_text(attribute, value, s, wording[s]) for s in STYLES},
+            }
+        )
+    return out
+
+
+def _render_folder(folder: Path, split_id: int, seed: int, renders: int, spec: dict[str, Any]) -> None:
+    """Render the gallery into ``folder`` atomically: a temp folder renamed into place when complete."""
+    if (folder / "spec.json").is_file():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        for key, attrs, index in _gallery(renders):
+            rng = np.random.default_rng([SALT_GALLERY, split_id, seed, index])
+            render(attrs, rng).save(tmp / f"{key}.png")
+        (tmp / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "spec.json").is_file():  # not a lost race with another process: a real error
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Shapes:
+    """Synthetic CSS-like CIR: change one attribute, all renderings with the target attributes are correct."""
+
+    name = "shapes"
+    splits = ("test", "val")
+    protocol_version = "1"
+    main_metric = "mAP@10"
+    metric_names = _BASE_METRICS + tuple(f"{s}_{m}" for s in STYLES for m in _BASE_METRICS)
+
+    def default_options(self) -> dict[str, Any]:
+        return {"seed": 0, "renders": 2, "queries_per_style": 400, "remove_reference": True}
+
+    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
+        """Render (first time only) and describe the split; ``root`` replaces ``$CIRBENCH_CACHE/shapes``."""
+        if split not in self.splits:
+            raise ValueError(f"shapes has splits {self.splits}, not {split!r}")
+        opts = {**self.default_options(), **(options or {})}
+        seed, renders, count = int(opts["seed"]), int(opts["renders"]), int(opts["queries_per_style"])
+        remove_reference = str(opts["remove_reference"]).lower() not in ("false", "0", "no")
+        if renders < 1 or count < 1:
+            raise ValueError("shapes needs renders >= 1 and queries_per_style >= 1")
+        split_id = SPLIT_IDS[split]
+        digest = world_hash(
+            split=split, seed=seed, renders=renders, queries=count, protocol=self.protocol_version
+        )
+        folder = Path(root if root is not None else cache_base()) / digest
+        pairs = _queries(split_id, seed, renders, count)
+        generated = {"seed": seed, "renders": renders, "queries_per_style": count}
+        spec = {
+            "benchmark": self.name,
+            "split": split,
+            "world_hash": world_hash(),
+            **generated,
+            "pairs": pairs,
+        }
+        _render_folder(folder, split_id, seed, renders, spec)
+
+        gallery = [key for key, _, _ in _gallery(renders)]
+        images = {key: ImageRef(key, folder / f"{key}.png") for key in gallery}
+        parts = []
+        for style in STYLES:
+            queries = [
+                Query(
+                    qid=f"{style}/{p['pair']}",
+                    reference=p["reference"],
+                    texts=(p["texts"][style],),
+                    gt=tuple(p["gt"]),
+                    extra={
+                        "style": style,
+                        "attribute": p["attribute"],
+                        "value": p["value"],
+                        "reference_attributes": p["reference_attributes"],
+                        "target_attributes": p["target_attributes"],
+                    },
+                )
+                for p in pairs
+            ]
+            parts.append(Part(style, queries, gallery, remove_reference=remove_reference))
+        protocol = {
+            **opts,
+            "remove_reference": remove_reference,
+            "world_hash": world_hash(),
+            "folder_hash": digest,
+            "gallery_size": len(gallery),
+            "recall": "some ground truth within the top K",
+        }
+        return BenchmarkSplit(
+            self.name,
+            split,
+            parts,
+            images,
+            protocol,
+            [folder / "spec.json"],
+            has_labels=True,
+            layout="rendered",
+        )
+
+    def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
+        """Overall and per-style ``mAP@K`` (CIRCO) and ``R@K`` (any ground truth in the top K), in percent."""
+        out: dict[str, float] = {}
+        everything: tuple[list, list, list] = ([], [], [])
+        for part in data.parts:
+            preds, gts, firsts = [], [], []
+            for q in part.queries:
+                if q.qid not in rankings.top:
+                    raise ValueError(f"no ranking for shapes query {q.qid}")
+                ranking = rankings.top[q.qid]
+                ranking = M.drop_reference(ranking, q.reference) if part.remove_reference else list(ranking)
+                gt = q.gt or ()
+                preds.append(ranking)
+                gts.append(gt)
+                # R@K with interchangeable ground truths: score the best-ranked one.
+                firsts.append(next((key for key in ranking if key in gt), None))
+            scores = self._score(preds, gts, firsts)
+            out.update({f"{part.name}_{name}": value for name, value in scores.items()})
+            for bucket, values in zip(everything, (preds, gts, firsts), strict=True):
+                bucket.extend(values)
+        out.update(self._score(*everything))
+        return out
+
+    @staticmethod
+    def _score(preds: list, gts: list, firsts: list) -> dict[str, float]:
+        circo = M.circo_metrics(preds, gts, firsts, ks=MAP_KS)
+        scores = {f"mAP@{k}": circo[f"mAP@{k}"] for k in MAP_KS}
+        scores.update({f"R@{k}": v for k, v in M.recall_at_k(preds, firsts, RECALL_KS).items()})
+        return scores
+
+
+register_benchmark(Shapes)

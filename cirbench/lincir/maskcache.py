@@ -1,0 +1,301 @@
+"""Masks computed once per corpus and kept on disk as token ids, so training never runs spaCy per step.
+
+Keyed by corpus hash + masking mode + spaCy pipeline (package, version, spaCy version) + tokenizer version. Layout
+(all ``.npy``, memory-mapped on load; ids fit ``uint16`` because the vocabulary has 49,408 entries):
+
+- ``orig_ids`` / ``orig_offsets``: each caption's original tokens (bos .. eos, unpadded);
+- ``var_offsets``: caption i owns masked rows ``var_offsets[i] : var_offsets[i+1]``: one row, or one per
+  ``caption.split(' ')`` position when upstream would draw a random word (drawn again at every visit);
+- ``masked_ids`` / ``masked_offsets`` / ``masked_indicator``: the masked rows (placeholder = id 259) and
+  upstream's indicator (0 for the ``a photo of $`` last resort).
+
+Building runs the cleaning, spaCy (``nlp.pipe``) and tokenization in ``processes`` worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cirbench.lincir import tokenizer as tk
+from cirbench.lincir.corpus import Corpus, default_cache_dir
+from cirbench.lincir.masking import (
+    DEFAULT_SPACY_MODEL,
+    SpacyInfo,
+    check_mode,
+    clean_caption,
+    keyword_spans,
+    load_spacy,
+    mask_variants,
+    spacy_info,
+)
+
+FORMAT_VERSION = 1
+TOKENIZER_ID = "hf-CLIPTokenizer-4.36(sdxl tokenizer_2,+[$]->259)"
+_FILES = ("orig_ids", "orig_offsets", "var_offsets", "masked_ids", "masked_offsets", "masked_indicator")
+
+
+def mask_cache_key(corpus_hash: str, mode: str, info: SpacyInfo) -> str:
+    payload = {
+        "format": FORMAT_VERSION,
+        "corpus": corpus_hash,
+        "mode": mode,
+        "spacy": info.key(),
+        "disabled": sorted(info.disabled),
+        "tokenizer": TOKENIZER_ID,
+        "context": tk.CONTEXT_LENGTH,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass
+class _Chunk:
+    """One worker's output, already packed as arrays (cheap to pickle, small in memory)."""
+
+    orig_ids: np.ndarray  # uint16, flat
+    orig_lengths: np.ndarray  # int64, one per caption
+    var_counts: np.ndarray  # int64, masked rows per caption
+    masked_ids: np.ndarray  # uint16, flat
+    masked_lengths: np.ndarray  # int64, one per masked row
+    indicators: np.ndarray  # uint8, one per masked row
+    fallbacks: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.orig_lengths)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(spacy_model: str, fast: bool, mode: str) -> None:
+    _WORKER["nlp"], _ = load_spacy(spacy_model, fast=fast)
+    _WORKER["mode"] = mode
+
+
+def _spans(nlp: Any, cleaned: list[str]) -> list[list[Any]]:
+    try:
+        return [keyword_spans(doc) for doc in nlp.pipe(cleaned, batch_size=256)]
+    except Exception:  # noqa: BLE001 - upstream treats a spaCy failure as "no keywords", per caption
+        out = []
+        for caption in cleaned:
+            try:
+                out.append(keyword_spans(nlp(caption)))
+            except Exception:  # noqa: BLE001
+                out.append([])
+        return out
+
+
+def _mask_chunk(captions: Sequence[str | None]) -> _Chunk:
+    nlp, mode = _WORKER["nlp"], _WORKER["mode"]
+    cleaned = [clean_caption(c) for c in captions]
+    orig: list[int] = []
+    orig_lengths, var_counts, masked_lengths = [], [], []
+    masked: list[int] = []
+    indicators: list[int] = []
+    fallbacks = {"none": 0, "random-word": 0, "last-resort": 0}
+    for caption, spans in zip(cleaned, _spans(nlp, cleaned)):
+        variants = mask_variants(caption, spans, mode)
+        orig.extend(variants[0].tokens)
+        orig_lengths.append(len(variants[0].tokens))
+        var_counts.append(len(variants))
+        fallbacks[variants[0].fallback] += 1
+        for v in variants:
+            masked.extend(v.masked)
+            masked_lengths.append(len(v.masked))
+            indicators.append(v.indicator)
+    return _Chunk(
+        np.asarray(orig, dtype=np.uint16),
+        np.asarray(orig_lengths, dtype=np.int64),
+        np.asarray(var_counts, dtype=np.int64),
+        np.asarray(masked, dtype=np.uint16),
+        np.asarray(masked_lengths, dtype=np.int64),
+        np.asarray(indicators, dtype=np.uint8),
+        fallbacks,
+    )
+
+
+def _chunks(texts: Iterator[str | None], size: int) -> Iterator[list[str | None]]:
+    batch: list[str | None] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class MaskCache:
+    """Read-only view of a built mask cache; ``batch`` assembles padded (B, 77) id tensors."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in _FILES}
+        self.orig_ids, self.orig_offsets = arrays["orig_ids"], arrays["orig_offsets"]
+        self.var_offsets = arrays["var_offsets"]
+        self.masked_ids, self.masked_offsets = arrays["masked_ids"], arrays["masked_offsets"]
+        self.masked_indicator = arrays["masked_indicator"]
+
+    def __len__(self) -> int:
+        return len(self.orig_offsets) - 1
+
+    @property
+    def key(self) -> str:
+        return str(self.meta["key"])
+
+    def original(self, i: int) -> list[int]:
+        return self.orig_ids[self.orig_offsets[i] : self.orig_offsets[i + 1]].tolist()
+
+    def n_variants(self, indices: np.ndarray) -> np.ndarray:
+        return self.var_offsets[indices + 1] - self.var_offsets[indices]
+
+    def masked_row(self, i: int, variant: int = 0) -> list[int]:
+        row = int(self.var_offsets[i]) + variant
+        return self.masked_ids[self.masked_offsets[row] : self.masked_offsets[row + 1]].tolist()
+
+    def variant_rows(self, indices: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """Masked row of each caption for uniform ``draws`` in [0, 1): ``floor(u * n_variants)``."""
+        counts = self.n_variants(indices)
+        choice = np.minimum((draws * counts).astype(np.int64), counts - 1)
+        return self.var_offsets[indices] + choice
+
+    def batch(self, indices: np.ndarray, draws: np.ndarray | None = None, context: int = tk.CONTEXT_LENGTH):
+        """(original ids, masked ids, indicators) as int64 tensors padded with 0 to ``context``."""
+        import torch
+
+        indices = np.asarray(indices, dtype=np.int64)
+        draws = np.zeros(len(indices)) if draws is None else np.asarray(draws, dtype=np.float64)
+        rows = self.variant_rows(indices, draws)
+        orig = np.zeros((len(indices), context), dtype=np.int64)
+        masked = np.zeros((len(indices), context), dtype=np.int64)
+        for b, (i, r) in enumerate(zip(indices, rows)):
+            ids = self.orig_ids[self.orig_offsets[i] : self.orig_offsets[i + 1]]
+            orig[b, : len(ids)] = ids
+            ids = self.masked_ids[self.masked_offsets[r] : self.masked_offsets[r + 1]]
+            masked[b, : len(ids)] = ids
+        return torch.from_numpy(orig), torch.from_numpy(masked), torch.from_numpy(self.masked_indicator[rows].copy())
+
+
+def _offsets(lengths: list[np.ndarray]) -> np.ndarray:
+    flat = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum(flat, out=offsets[1:])
+    return offsets
+
+
+def _write(path: Path, chunks: list[_Chunk], meta: dict[str, Any]) -> None:
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        parts = [getattr(c, name) for c in chunks]
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+    arrays = {
+        "orig_ids": cat("orig_ids", np.uint16),
+        "orig_offsets": _offsets([c.orig_lengths for c in chunks]),
+        "var_offsets": _offsets([c.var_counts for c in chunks]),
+        "masked_ids": cat("masked_ids", np.uint16),
+        "masked_offsets": _offsets([c.masked_lengths for c in chunks]),
+        "masked_indicator": cat("indicators", np.uint8),
+    }
+    for name, array in arrays.items():
+        np.save(path / f"{name}.npy", array)
+    (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def mask_cache_root() -> Path:
+    return default_cache_dir() / "lincir" / "masks"
+
+
+def build_mask_cache(
+    corpus: Corpus,
+    mode: str = "upstream",
+    spacy_model: str = DEFAULT_SPACY_MODEL,
+    processes: int = 1,
+    fast_spacy: bool = True,
+    root: Path | None = None,
+    chunk_size: int = 2000,
+    progress: bool = False,
+    rebuild: bool = False,
+) -> MaskCache:
+    """Return the corpus' mask cache, building it (once) when absent. Writes are atomic (temp dir + rename)."""
+    check_mode(mode)
+    info = spacy_info(spacy_model, fast=fast_spacy)
+    key = mask_cache_key(corpus.hash, mode, info)
+    root = Path(root) if root else mask_cache_root()
+    final = root / key
+    if (final / "meta.json").is_file() and not rebuild:
+        return MaskCache(final)
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    chunks: list[_Chunk] = []
+    texts = _chunks(corpus.texts(), chunk_size)
+    bar = _progress(progress, len(corpus))
+    try:
+        if processes <= 1:
+            _init_worker(spacy_model, fast_spacy, mode)
+            results: Iterator[_Chunk] = (_mask_chunk(c) for c in texts)
+            pool = None
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(processes, _init_worker, (spacy_model, fast_spacy, mode))
+            results = pool.imap(_mask_chunk, texts)
+        for chunk in results:
+            chunks.append(chunk)
+            if bar is not None:
+                bar[0].advance(bar[1], len(chunk))
+        if pool is not None:
+            pool.close()
+            pool.join()
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    fallbacks = {k: sum(c.fallbacks[k] for c in chunks) for k in ("none", "random-word", "last-resort")}
+    meta = {
+        "key": key,
+        "format": FORMAT_VERSION,
+        "corpus_hash": corpus.hash,
+        "corpora": corpus.describe(),
+        "captions": len(corpus),
+        "mode": mode,
+        "spacy": {**info.__dict__, "disabled": list(info.disabled)},
+        "tokenizer": TOKENIZER_ID,
+        "fallbacks": fallbacks,
+        "build_seconds": round(time.perf_counter() - start, 3),
+        "processes": processes,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    try:
+        _write(tmp, chunks, meta)
+        if rebuild and final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / "meta.json").is_file():
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return MaskCache(final)
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("masking captions"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    )
+    bar.start()
+    return bar, bar.add_task("mask", total=total)
