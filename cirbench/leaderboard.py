@@ -35,11 +35,19 @@ OFFICIAL_COLUMNS: dict[str, tuple[str, ...]] = {
         "avg_R@50",
     ),
     "genecis": tuple(
-        f"{t}_R@{k}" for t in ("focus_attribute", "change_attribute", "focus_object", "change_object") for k in (1, 2, 3)
+        f"{t}_R@{k}"
+        for t in ("focus_attribute", "change_attribute", "focus_object", "change_object")
+        for k in (1, 2, 3)
     )
     + ("avg_R@1",),
 }
-TITLES = {"circo": "CIRCO", "cirr": "CIRR", "fashioniq": "FashionIQ", "genecis": "GeneCIS", "shapes": "shapes"}
+TITLES = {
+    "circo": "CIRCO",
+    "cirr": "CIRR",
+    "fashioniq": "FashionIQ",
+    "genecis": "GeneCIS",
+    "shapes": "shapes",
+}
 BENCHMARK_ORDER = ("circo", "cirr", "fashioniq", "genecis")
 # Summary: one headline metric per benchmark (shapes only when someone ran it).
 SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
@@ -109,7 +117,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_train_time(seconds: float | None, device: str | None, count: int | None) -> str | None:
-    """"3.1 min, 1× cpu": a training time means little without the device type and count beside it."""
+    """ "3.1 min, 1× cpu": a training time means little without the device type and count beside it."""
     if seconds is None:
         return None
     text = format_duration(float(seconds))
@@ -127,7 +135,7 @@ _REPORTED_TIME = re.compile(
 
 
 def parse_reported_time(text: str | None) -> str | None:
-    """"48 min on 8x A100 (README)" -> "48 min, 8× A100"; None when the text gives no time."""
+    """ "48 min on 8x A100 (README)" -> "48 min, 8× A100"; None when the text gives no time."""
     match = _REPORTED_TIME.search(text or "")
     if not match:
         return None
@@ -275,7 +283,7 @@ def collect_entries(results_dir: Path | None, reported: Path | None) -> list[Ent
 
 
 def benchmark_columns(benchmark: str, entries: Iterable[Entry]) -> list[str]:
-    """The official columns, or (unknown benchmark) every metric present: overall first, then by prefix and K."""
+    """The official columns, or (unknown benchmark) every metric present: overall first, then by prefix, K."""
     if benchmark in OFFICIAL_COLUMNS:
         return list(OFFICIAL_COLUMNS[benchmark])
     names = {m for e in entries if e.benchmark == benchmark for m in e.metrics}
@@ -287,7 +295,13 @@ def _metric_sort_key(name: str) -> tuple:
     if not match:
         return (1, name, "", 0)
     prefix = match["prefix"] or ""
-    return (0 if not prefix else 1, prefix, match["metric"].lower() != "map", match["metric"], int(match["k"]))
+    return (
+        0 if not prefix else 1,
+        prefix,
+        match["metric"].lower() != "map",
+        match["metric"],
+        int(match["k"]),
+    )
 
 
 def entry_values(entry: Entry, columns: Sequence[str]) -> list[float]:
@@ -314,7 +328,7 @@ def _sort_key(entry: Entry) -> tuple:
 
 
 def training_text(entry: Entry) -> str:
-    """"zero-shot: CC3M images" or "trained on the benchmark: ..."; the zero-shot flag matters as much as the data."""
+    """E.g. "zero-shot: CC3M images": whether a method saw the benchmark matters as much as its data."""
     kind = {True: "zero-shot", False: f"trained on {TITLES.get(entry.benchmark, entry.benchmark)}", None: ""}
     head = kind[entry.zero_shot]
     if entry.training_data:
@@ -351,29 +365,37 @@ def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dic
 
 
 def benchmark_table(entries: Sequence[Entry], benchmark: str) -> pd.DataFrame:
-    """One benchmark's rows (numbers as floats, NaN = missing), each run followed by its Δ row when comparable."""
+    """One benchmark's rows (floats, NaN = missing), each run followed by its Δ row when comparable."""
     rows_in = sorted((e for e in entries if e.benchmark == benchmark), key=_sort_key)
     columns = benchmark_columns(benchmark, rows_in)
     reported = [e for e in rows_in if e.source == "reported"]
     rows = []
     for entry in rows_in:
         rows.append(_row(entry, columns))
-        rep = _matching_reported(entry, reported) if entry.source == "run" and entry.default_protocol else None
+        rep = (
+            _matching_reported(entry, reported) if entry.source == "run" and entry.default_protocol else None
+        )
         if rep is not None:
             delta = _row(entry, columns, source="delta")
             delta.update({"Training data": "", "Train time": "", "Citation": rep.citation})
-            for col, run_v, rep_v in zip(columns, entry_values(entry, columns), entry_values(rep, columns), strict=True):
+            for col, run_v, rep_v in zip(
+                columns, entry_values(entry, columns), entry_values(rep, columns), strict=True
+            ):
                 delta[col] = run_v - rep_v
             rows.append(delta)
     return pd.DataFrame(rows, columns=[*META_COLUMNS, *HIDDEN_COLUMNS, *columns])
 
 
 def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
-    """Runs that have a reported counterpart only on another split or protocol: listed so nobody compares them."""
+    """Runs whose reported counterpart is on another split or protocol: listed so nobody compares them."""
     reported = [e for e in entries if e.benchmark == benchmark and e.source == "reported"]
     notes = set()
     for run in (e for e in entries if e.benchmark == benchmark and e.source == "run"):
-        same = [r for r in reported if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)]
+        same = [
+            r
+            for r in reported
+            if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)
+        ]
         if not same:
             continue
         if not run.default_protocol and any(r.split == run.split for r in same):
@@ -459,7 +481,7 @@ def _fmt(value: float, delta: bool = False) -> str:
 
 
 class _Footnotes:
-    """Citations numbered in order of first use, so a table stays narrow and every source is still written out."""
+    """Citations numbered in order of first use: the table stays narrow, every source is still written out."""
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -473,7 +495,9 @@ class _Footnotes:
         return [f"[{i}] {t}" for i, t in enumerate(self.texts, 1)]
 
 
-def markdown_table(df: pd.DataFrame, value_columns: Sequence[str], group: str | None = "Split") -> tuple[str, list]:
+def markdown_table(
+    df: pd.DataFrame, value_columns: Sequence[str], group: str | None = "Split"
+) -> tuple[str, list]:
     """(markdown, footnotes): two decimals, "–" for missing, best per column (and split) in bold."""
     notes = _Footnotes()
     best = best_mask(df, value_columns, group)
@@ -519,13 +543,15 @@ def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_ru
         "# cirbench leaderboard",
         "",
         f"Generated by `cirbench leaderboard` from {runs} run result(s) and {reported} reported row(s). "
-        "Values are percentages with two decimals; **bold** marks the best value of a column among rows of the "
-        f"same split; {MISSING} means not measured or not published (never filled in). Protocol lists the "
-        "options that differ from the benchmark's defaults.",
+        "Values are percentages with two decimals; **bold** marks the best value of a column among rows "
+        f"of the same split; {MISSING} means not measured or not published (never filled in). Protocol "
+        "lists the options that differ from the benchmark's defaults.",
     ]
     if benchmark is None:
         summary = summary_table(entries)
-        value_cols = [c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")]
+        value_cols = [
+            c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")
+        ]
         table, notes = markdown_table(summary, value_cols, group=None)
         parts += [
             "",
@@ -556,7 +582,7 @@ def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_ru
 
 
 def csv_frame(entries: Sequence[Entry], benchmark: str | None = None) -> pd.DataFrame:
-    """All benchmark tables stacked (a Benchmark column first), numbers rounded to two decimals, missing empty."""
+    """All benchmark tables stacked (Benchmark column first), numbers at two decimals, missing = empty."""
     names = [benchmark] if benchmark else benchmarks_in(entries)
     frames = []
     for name in names:
@@ -565,7 +591,8 @@ def csv_frame(entries: Sequence[Entry], benchmark: str | None = None) -> pd.Data
             df.insert(0, "Benchmark", name)
             frames.append(df)
     if not frames:
-        raise LeaderboardError(f"no results or reported rows for {('benchmark ' + repr(benchmark)) if benchmark else 'any benchmark'}")
+        what = f"benchmark {benchmark!r}" if benchmark else "any benchmark"
+        raise LeaderboardError(f"no results or reported rows for {what}")
     out = pd.concat(frames, ignore_index=True)
     numeric = out.select_dtypes("number").columns
     out[numeric] = out[numeric].round(DECIMALS)
@@ -573,7 +600,9 @@ def csv_frame(entries: Sequence[Entry], benchmark: str | None = None) -> pd.Data
 
 
 def render_csv(entries: Sequence[Entry], benchmark: str | None = None) -> str:
-    return csv_frame(entries, benchmark).to_csv(index=False, float_format=f"%.{DECIMALS}f", lineterminator="\n")
+    return csv_frame(entries, benchmark).to_csv(
+        index=False, float_format=f"%.{DECIMALS}f", lineterminator="\n"
+    )
 
 
 def write_chart(entries: Sequence[Entry], path: Path) -> Path:
@@ -586,9 +615,13 @@ def write_chart(entries: Sequence[Entry], path: Path) -> Path:
     from cirbench.io import atomic_write_bytes
 
     summary = summary_table(entries)
-    value_cols = [c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")]
+    value_cols = [
+        c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")
+    ]
     if not value_cols:
-        raise LeaderboardError("nothing to chart: no headline metric (CIRCO mAP@10, CIRR R@1, ...) in any row")
+        raise LeaderboardError(
+            "nothing to chart: no headline metric (CIRCO mAP@10, CIRR R@1, ...) in any row"
+        )
     labels = [
         f"{m} · {b}" + (" (reported)" if s == "reported" else "")
         for m, b, s in zip(summary["Method"], summary["Backbone"], summary["Source"], strict=True)
@@ -607,7 +640,13 @@ def write_chart(entries: Sequence[Entry], path: Path) -> Path:
         values = summary[col].astype(float)
         ax.barh(positions, values.fillna(0).tolist(), color=colors)
         for y, v in zip(positions, values, strict=True):
-            ax.text(0 if math.isnan(v) else v, y, f" {MISSING}" if math.isnan(v) else f" {v:.2f}", va="center", fontsize=7)
+            ax.text(
+                0 if math.isnan(v) else v,
+                y,
+                f" {MISSING}" if math.isnan(v) else f" {v:.2f}",
+                va="center",
+                fontsize=7,
+            )
         ax.set_title(col, fontsize=9)
         top = float(values.max()) if values.notna().any() else 1.0
         ax.set_xlim(0, max(1.0, top) * 1.25)

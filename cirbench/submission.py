@@ -3,9 +3,10 @@ starter-kit ``{cat}.{split}.pred.json``.
 
 Servers go down and reject files late, so everything is checked before anything is written: the validators
 below are pure functions of plain data (query ids, references, group members, gallery ids) and collect every
-problem into one error. Formats (BENCHMARKS.md §1.4, §2.4, §3.4) follow the official example files byte for
-byte: CIRR ``{"version": "rc2", "metric": ..., "<pairid>": [...]}`` with the pair ids in sorted order after the
-two header keys, CIRCO ``{"<id>": [50 int ids]}`` in query order, both ``json.dumps`` with default separators.
+problem into one error. Formats (BENCHMARKS.md §1.4, §2.4, §3.4) follow the official example files byte
+for byte: CIRR ``{"version": "rc2", "metric": ..., "<pairid>": [...]}`` with the pair ids in sorted order
+after the two header keys, CIRCO ``{"<id>": [50 int ids]}`` in query order, both ``json.dumps`` with default
+separators and no trailing newline.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def check_run(result: Mapping[str, Any], benchmark: str) -> None:
         wanted = TEST_SPLITS[benchmark]
         if SPLIT_ALIASES.get(benchmark, {}).get(split, split) != wanted:
             raise SubmissionError(
-                f"run {key} is a {benchmark} {split} result; the {benchmark.upper()} test server needs a {wanted} "
-                f"run (evaluate with `cirbench eval --benchmark {benchmark} --split {wanted}`): "
+                f"run {key} is a {benchmark} {split} result; the {benchmark.upper()} test server needs a "
+                f"{wanted} run (evaluate with `cirbench eval --benchmark {benchmark} --split {wanted}`): "
                 f"{split} rankings must never be uploaded as test predictions"
             )
     dropped = int((result.get("skipped") or {}).get("queries_dropped") or 0)
@@ -89,7 +90,9 @@ def _examples(items: Iterable[Any]) -> str:
     return ", ".join(str(i) for i in items[:_SHOW]) + more
 
 
-def _check_keys(problems: list[str], keys: Collection[str], query_ids: Collection[str] | None, expected: int) -> None:
+def _check_keys(
+    problems: list[str], keys: Collection[str], query_ids: Collection[str] | None, expected: int
+) -> None:
     if query_ids is None:
         if len(keys) != expected:
             problems.append(f"{len(keys)} queries, the test split has {expected}")
@@ -141,7 +144,9 @@ def cirr_files(rankings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     top = rankings.get("top") or {}
     subset = rankings.get("subset")
     if not subset:
-        raise SubmissionError("the rankings have no CIRR subset rankings ('subset'); re-run the CIRR test1 evaluation")
+        raise SubmissionError(
+            "the rankings have no CIRR subset rankings ('subset'); re-run the CIRR test1 evaluation"
+        )
     recall = {"version": CIRR_VERSION, "metric": "recall"}
     recall.update({qid: list(top[qid][:TOP_K]) for qid in sorted(top, key=str)})
     sub = {"version": CIRR_VERSION, "metric": "recall_subset"}
@@ -159,14 +164,19 @@ def validate_cirr(
     gallery: Collection[str] | None = None,
     expected_queries: int = CIRR_TEST_QUERIES,
 ) -> None:
-    """Both CIRR files against the test split; unknown inputs (None) skip their checks. Raises on any problem."""
-    for name, data, metric, k in (("recall", recall, "recall", TOP_K), ("recall_subset", subset, "recall_subset", 3)):
+    """Both CIRR files against the test split; inputs left None skip their checks. Raises on any problem."""
+    for name, data, metric, k in (
+        ("recall", recall, "recall", TOP_K),
+        ("recall_subset", subset, "recall_subset", 3),
+    ):
         problems: list[str] = []
         if data.get("version") != CIRR_VERSION or data.get("metric") != metric:
             problems.append(f"header must be version={CIRR_VERSION!r}, metric={metric!r}")
         lists = {q: v for q, v in data.items() if q not in ("version", "metric")}
         _check_keys(problems, lists.keys(), query_ids, expected_queries)
-        bad_type = [q for q, v in lists.items() if not isinstance(v, list) or not all(isinstance(i, str) for i in v)]
+        bad_type = [
+            q for q, v in lists.items() if not isinstance(v, list) or not all(isinstance(i, str) for i in v)
+        ]
         if bad_type:
             problems.append(f"values must be lists of image names: {_examples(bad_type)}")
             raise _problems_error(f"CIRR {name} file", problems)
@@ -182,7 +192,9 @@ def validate_cirr(
                 if not set(ids) <= set(members.get(q, ())) - {(references or {}).get(q)}
             ]
             if outside:
-                problems.append(f"subset lists not within the group members minus the reference: {_examples(outside)}")
+                problems.append(
+                    f"subset lists not within the group members minus the reference: {_examples(outside)}"
+                )
         if problems:
             raise _problems_error(f"CIRR {name} file", problems)
 
@@ -213,7 +225,7 @@ def write_cirr(
     test: CIRRTestSet | None = None,
     max_bytes: int = CIRR_MAX_BYTES,
 ) -> list[Path]:
-    """Validate, then write ``<stem>.recall.json`` and ``<stem>.recall_subset.json``; nothing is written on error."""
+    """Validate, then write ``<stem>.recall.json`` and ``<stem>.recall_subset.json`` (both or neither)."""
     recall, subset = cirr_files(rankings)
     validate_cirr(
         recall,
@@ -236,7 +248,7 @@ def write_cirr(
 
 
 def circo_file(rankings: Mapping[str, Any]) -> dict[str, list[int]]:
-    """Stored rankings -> ``{"<query id>": [50 int image ids]}`` in query order (ints, as the official example)."""
+    """Stored rankings -> ``{"<query id>": [50 int image ids]}`` in query order (ints, as the example)."""
     top = rankings.get("top") or {}
     out: dict[str, list[int]] = {}
     for qid in sorted(top, key=_int_or_str):
@@ -258,7 +270,7 @@ def validate_circo(
     gallery: Collection[str] | None = None,
     expected_queries: int = CIRCO_TEST_QUERIES,
 ) -> None:
-    """The CIRCO file against the test split (every query, 50 unique int ids, ids in the gallery when known)."""
+    """The CIRCO file against the test split: every query, 50 unique int ids, in the gallery when known."""
     problems: list[str] = []
     _check_keys(problems, submission.keys(), query_ids, expected_queries)
     bad_type = [
@@ -302,7 +314,7 @@ def write_circo(
 def fashioniq_pred_records(
     records: Sequence[Mapping[str, Any]], rankings: Mapping[str, Any], category: str, gallery: Collection[str]
 ) -> list[dict[str, Any]]:
-    """The starter kit's ``{cat}.{split}.pred.json`` content: each caption record plus ``"ranking": [50 ASINs]``.
+    """The starter kit's ``{cat}.{split}.pred.json``: each caption record plus ``"ranking": [50 ASINs]``.
 
     Query ids are ``<category>/<record index>`` (the loader's), so record order is preserved.
     """
@@ -322,9 +334,13 @@ def fashioniq_pred_records(
 
 
 def write_fashioniq(
-    rankings: Mapping[str, Any], root: Path, split: str, out_dir: Path, categories: Sequence[str] = FASHIONIQ_CATEGORIES
+    rankings: Mapping[str, Any],
+    root: Path,
+    split: str,
+    out_dir: Path,
+    categories: Sequence[str] = FASHIONIQ_CATEGORIES,
 ) -> list[Path]:
-    """Validate every category, then write ``<out_dir>/{cat}.{split}.pred.json`` (``indent=4``, as ``eval.py``)."""
+    """Validate every category, then write ``<out_dir>/{cat}.{split}.pred.json`` (indent=4, as eval.py)."""
     from cirbench.benchmarks.fashioniq import LAYOUTS, detect_layout
     from cirbench.io import read_json
 
@@ -361,17 +377,23 @@ def submit(
     check_run(result, benchmark)
     if rankings is None:
         if not result.get("rankings_file"):
-            raise SubmissionError(f"run {result.get('run_key')} has no stored rankings; re-run the evaluation")
+            raise SubmissionError(
+                f"run {result.get('run_key')} has no stored rankings; re-run the evaluation"
+            )
         rankings = load_rankings(dict(result))
-    stem = Path(str(result.get("_path") or f"{benchmark}--{result.get('run_key', 'run')}.json")).name[: -len(".json")]
+    stem = Path(str(result.get("_path") or f"{benchmark}--{result.get('run_key', 'run')}.json")).name[
+        : -len(".json")
+    ]
     notes: list[str] = []
     if root is None and benchmark in TEST_SPLITS:
         notes.append(
-            "validated structure and query count only; pass --root <annotations> to check query ids, references, "
-            "group members and gallery ids against the test split"
+            "validated structure and query count only; pass --root <annotations> to check query ids, "
+            "references, group members and gallery ids against the test split"
         )
     if benchmark == "cirr":
-        return write_cirr(rankings, Path(out_dir) / "cirr", stem, cirr_test_set(root) if root else None), notes
+        return write_cirr(
+            rankings, Path(out_dir) / "cirr", stem, cirr_test_set(root) if root else None
+        ), notes
     if benchmark == "circo":
         test = circo_test_set(root) if root else None
         if test is not None and test.gallery is None:
@@ -379,7 +401,9 @@ def submit(
         return write_circo(rankings, Path(out_dir) / "circo", stem, test), notes
     if benchmark == "fashioniq":
         if root is None:
-            raise SubmissionError("FashionIQ prediction files copy the caption records: pass --root <FashionIQ root>")
+            raise SubmissionError(
+                "FashionIQ prediction files copy the caption records: pass --root <FashionIQ root>"
+            )
         bench = result.get("benchmark") or {}
         cats = (bench.get("protocol") or {}).get("categories") or FASHIONIQ_CATEGORIES
         notes.append("FashionIQ has no live test server: these are the historic starter-kit files")

@@ -463,7 +463,8 @@ def test_build_preprocess_kinds(tiny_backbone):
 def test_method_cards(card, method, backbone, checkpoint, url):
     data = yaml.safe_load((ROOT / "methods" / card).read_text())
     keys = {"name", "method", "variant", "backbone", "checkpoint", "options", "description", "source_url"}
-    assert keys | {"checkpoint_file"} == set(data)
+    assert keys | {"checkpoint_file", "benchmarks"} == set(data)
+    assert data["benchmarks"] == ["circo", "cirr", "fashioniq", "genecis"]
     assert data["name"] == card.removesuffix(".yaml")
     assert (data["method"], data["backbone"], data["checkpoint"]) == (method, backbone, checkpoint)
     assert data["checkpoint_file"] == Path(checkpoint).name

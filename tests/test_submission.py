@@ -70,7 +70,12 @@ def _result(results_dir: Path, bench: str, split: str, rankings: dict, key: str 
         "benchmark": {"name": bench, "split": split, "protocol": {}},
         "metrics": {},
         "n_queries": len(rankings["top"]),
-        "skipped": {"images_missing": 0, "queries_dropped": 0, "gallery_images_dropped": 0, "first_missing": []},
+        "skipped": {
+            "images_missing": 0,
+            "queries_dropped": 0,
+            "gallery_images_dropped": 0,
+            "first_missing": [],
+        },
     }
     path = result_path(results_dir, bench, split, "image-only", "ViT-B-32:openai", key)
     save_result(path, record, rankings)
@@ -95,7 +100,9 @@ def test_cirr_round_trip_excerpt(cirr_excerpt, tmp_path):
     _assert_cirr_structure(ours_subset, subset, 3, "recall_subset")
     assert ours_recall == recall and ours_subset == subset
     assert paths[0].read_bytes() == (EXCERPTS / "cirr_test1_pred_ranks_recall.excerpt.json").read_bytes()
-    assert paths[1].read_bytes() == (EXCERPTS / "cirr_test1_pred_ranks_recall_subset.excerpt.json").read_bytes()
+    assert (
+        paths[1].read_bytes() == (EXCERPTS / "cirr_test1_pred_ranks_recall_subset.excerpt.json").read_bytes()
+    )
 
 
 def test_cirr_round_trip_full_demo(shared_annotations, tmp_path):
@@ -154,12 +161,22 @@ def test_submit_cli(shared_annotations, tmp_path):
     _result(results, "cirr", "test1", rankings, key="abcdef012345")
     _result(results, "cirr", "val", rankings, key="0123456789ab")
     runner = CliRunner()
-    base = ["submit", "--benchmark", "cirr", "--results-dir", str(results), "--out-dir", str(tmp_path / "sub")]
+    base = [
+        "submit",
+        "--benchmark",
+        "cirr",
+        "--results-dir",
+        str(results),
+        "--out-dir",
+        str(tmp_path / "sub"),
+    ]
     res = runner.invoke(app, [*base, "--run", "abcdef", "--root", str(cirr)])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "sub" / "cirr").glob("*.json"))) == 2
     res = runner.invoke(app, [*base, "--run", "012345"])
-    assert res.exit_code == 2 and "val" in res.output and "test1" in res.output and "Traceback" not in res.output
+    assert (
+        res.exit_code == 2 and "val" in res.output and "test1" in res.output and "Traceback" not in res.output
+    )
 
 
 def test_submit_without_root_checks_the_query_count(cirr_excerpt, tmp_path):
@@ -279,7 +296,9 @@ def test_circo_failures(circo_excerpt, break_it, message):
 def test_val_run_refused(bench, cirr_excerpt, circo_excerpt, tmp_path):
     rankings = cirr_excerpt[3] if bench == "cirr" else circo_excerpt[2]
     result = _result(tmp_path / "results", bench, "val", rankings)
-    with pytest.raises(S.SubmissionError, match=f"{bench} val result; the {bench.upper()} test server needs") as err:
+    with pytest.raises(
+        S.SubmissionError, match=f"{bench} val result; the {bench.upper()} test server needs"
+    ) as err:
         S.submit(result, bench, tmp_path / "out")
     assert "never be uploaded" in str(err.value)
     assert not (tmp_path / "out").exists()
@@ -349,8 +368,34 @@ def test_fashioniq_starter_kit_full_test_split(shared_annotations, tmp_path):
         top.update({f"{cat}/{i}": gallery[i % 7 : i % 7 + 50] for i in range(n)})
     result = _result(tmp_path / "results", "fashioniq", "test", {"top": top})
     paths, _ = S.submit(result, "fashioniq", tmp_path / "out", root=root)
-    assert sorted(p.name for p in paths) == ["dress.test.pred.json", "shirt.test.pred.json", "toptee.test.pred.json"]
+    assert sorted(p.name for p in paths) == [
+        "dress.test.pred.json",
+        "shirt.test.pred.json",
+        "toptee.test.pred.json",
+    ]
     counts = {p.name.split(".")[0]: len(_read(p)) for p in paths}
     assert counts == {"dress": 2024, "shirt": 2038, "toptee": 2056}  # BENCHMARKS.md §3.2
     first = _read(paths[0])[0]
     assert set(first) == {"candidate", "captions", "ranking"} and len(first["ranking"]) == 50
+
+
+def test_submit_cli_refuses_val_run(cirr_excerpt, tmp_path):
+    from cirbench.cli import app
+
+    results = tmp_path / "results"
+    _result(results, "cirr", "val", cirr_excerpt[3], key="0123456789ab")
+    args = [
+        "submit",
+        "-b",
+        "cirr",
+        "--run",
+        "0123",
+        "--results-dir",
+        str(results),
+        "--out-dir",
+        str(tmp_path / "s"),
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "needs a test1 run" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, [*args[:4], "nope", *args[5:]])
+    assert res.exit_code == 2 and "no result with run key 'nope'" in res.output

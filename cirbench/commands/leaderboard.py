@@ -17,7 +17,9 @@ DEFAULT_RESULTS = Path("results")
 
 @app.command()
 def leaderboard(
-    results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/ (result files)."),
+    results_dir: Path = typer.Option(
+        DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/ (result files)."
+    ),
     benchmark: str | None = typer.Option(None, "--benchmark", "-b", help="Only this benchmark's table."),
     fmt: str = typer.Option("md", "--format", "-f", help="md (markdown) or csv."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
@@ -67,7 +69,9 @@ def submit(
     results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/."),
     out_dir: Path = typer.Option(Path("submissions"), "--out-dir", help="Where the server files go."),
     root: Path | None = typer.Option(
-        None, "--root", help="Benchmark annotations (dataset root) to validate ids against; FashionIQ needs it."
+        None,
+        "--root",
+        help="Benchmark annotations (dataset root) to validate ids against; FashionIQ needs it.",
     ),
 ) -> None:
     """Evaluation-server files from a run's stored rankings, validated before writing."""
