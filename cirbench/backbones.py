@@ -117,6 +117,11 @@ class Backbone:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
+    def model_key(self) -> str:
+        """Architecture + weights identity, independent of where a checkpoint file lives (for keys)."""
+        return f"{self.id.split(':', 1)[0]}|{self.weights_id}"
+
+    @property
     def embed_dim(self) -> int:
         proj = self.model.text_projection
         return int(proj.weight.shape[0] if isinstance(proj, torch.nn.Linear) else proj.shape[1])
@@ -160,7 +165,9 @@ class Backbone:
         self, texts: Sequence[str], placeholder: str = "$", placeholder_id: int = 259
     ) -> torch.Tensor:
         """Tokenize texts whose ``placeholder`` marks the pseudo-token slot, see ``tokenize_with_placeholder``."""
-        return tokenize_with_placeholder(texts, self.context_length, placeholder, placeholder_id).to(self.device)
+        return tokenize_with_placeholder(texts, self.context_length, placeholder, placeholder_id).to(
+            self.device
+        )
 
     def encode_with_pseudo_tokens(
         self, tokens: torch.Tensor, pseudo_tokens: torch.Tensor, placeholder_id: int = 259
@@ -254,7 +261,9 @@ def resolve_pretrained_file(model: str, tag: str, allow_download: bool, cache_di
     cfg = open_clip.get_pretrained_cfg(model, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
-        raise BackboneError(f"unknown pretrained tag {tag!r} for {model}; open_clip knows: {', '.join(tags) or 'none'}")
+        raise BackboneError(
+            f"unknown pretrained tag {tag!r} for {model}; open_clip knows: {', '.join(tags) or 'none'}"
+        )
     if cfg.get("file"):
         return cfg["file"]
     hint = (
@@ -323,7 +332,9 @@ def load_backbone(
     kwargs: dict[str, Any] = {"precision": precision, "device": device}
     if spec.checkpoint is not None:
         if not spec.checkpoint.is_file():
-            raise BackboneError(f"checkpoint file {spec.checkpoint} does not exist (backbone id {backbone_id!r})")
+            raise BackboneError(
+                f"checkpoint file {spec.checkpoint} does not exist (backbone id {backbone_id!r})"
+            )
         arch_quick = spec.model.endswith("-quickgelu")
         if spec.quick_gelu is None and not arch_quick and _has_openai_tag(spec.model):
             # open_clip#771: a fine-tuned OpenAI checkpoint reloaded as plain ViT-X silently switches to GELU.
@@ -338,13 +349,14 @@ def load_backbone(
     elif spec.tag == RANDOM_TAG:
         use_quick = bool(spec.quick_gelu)
         weights_file = None
-        weights_id = f"random-init:seed0:quick_gelu={use_quick}"
+        weights_id = "random-init:seed0"
     else:
         cfg = open_clip.get_pretrained_cfg(spec.model, spec.tag)
         tag_quick = bool(cfg.get("quick_gelu", False)) if cfg else False
         if spec.quick_gelu is not None and spec.quick_gelu != tag_quick:
             raise BackboneError(
-                f"{spec.model}:{spec.tag} was trained with quick_gelu={tag_quick}; refusing quick_gelu={spec.quick_gelu}"
+                f"{spec.model}:{spec.tag} was trained with quick_gelu={tag_quick}; "
+                f"refusing quick_gelu={spec.quick_gelu}"
             )
         use_quick = tag_quick
         weights_file = resolve_pretrained_file(spec.model, spec.tag, allow_download, cache_dir)
@@ -367,7 +379,7 @@ def load_backbone(
         model=model,
         preprocess=preprocess,
         tokenizer=tokenizer,
-        weights_id=weights_id,
+        weights_id=f"{weights_id}|quick_gelu={use_quick}|{precision}",
         quick_gelu=use_quick,
         device=torch.device(device),
     )

@@ -46,6 +46,7 @@ class Skipped:
     images_missing: int = 0
     queries_dropped: int = 0
     gallery_images_dropped: int = 0
+    queries_target_missing: int = 0  # kept and scored, but their target left the gallery: certain misses
     first_missing: list[str] = field(default_factory=list)
 
 
@@ -71,7 +72,7 @@ def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[Ben
             "(the dropped count is stored in the result)."
         )
     missing = {ref.key for ref in check.missing}
-    parts, dropped_queries, dropped_gallery = [], 0, 0
+    parts, dropped_queries, dropped_gallery, unwinnable = [], 0, 0, 0
     for part in data.parts:
         keep = [
             q
@@ -79,6 +80,7 @@ def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[Ben
             if q.reference not in missing and not (q.candidates and any(c in missing for c in q.candidates))
         ]
         dropped_queries += len(part.queries) - len(keep)
+        unwinnable += sum(1 for q in keep if q.gt and any(g in missing for g in q.gt))
         gallery = part.gallery
         if gallery is not None:
             gallery = [g for g in gallery if g not in missing]
@@ -89,6 +91,7 @@ def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[Ben
         images_missing=len(missing),
         queries_dropped=dropped_queries,
         gallery_images_dropped=dropped_gallery,
+        queries_target_missing=unwinnable,
         first_missing=[str(ref.path) for ref in check.missing[:5]],
     )
     return dataclasses.replace(data, parts=parts, images=images), skipped
@@ -108,6 +111,13 @@ def evaluate_method(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalOutput:
     """Encode (cached) images, build queries, rank, and score (when the split has labels)."""
+    unknown = [p.name for p in data.parts if p.gallery is not None and not p.gallery]
+    if unknown or data.protocol.get("gallery_known") is False:
+        raise DataError(
+            f"{data.benchmark} {data.split}: the gallery is unknown or empty (part {', '.join(unknown) or 'all'}); "
+            "for CIRCO put COCO2017_unlabeled/annotations/image_info_unlabeled2017.json under --root "
+            "(or pass -p image_info=PATH). Scoring a rankings file (`cirbench score`) does not need it."
+        )
     data, skipped = prepare_split(data, skip_missing)
     refs = list(data.images.values())
     feats = encode_images(
@@ -127,7 +137,7 @@ def evaluate_method(
     device = backbone.device
     for part in data.parts:
         start = time.perf_counter()
-        queries = _encode_part_queries(method, part, feats, data.benchmark, batch_size * 4).to(device)
+        queries = _encode_part_queries(method, part, feats, data.benchmark, batch_size * 4, device).to(device)
         query_s += time.perf_counter() - start
         start = time.perf_counter()
         _rank_part(part, queries, feats, top_k, top, scores, subset, device)
@@ -140,12 +150,14 @@ def evaluate_method(
     return EvalOutput(metrics, rankings, timings, len(data.queries), skipped)
 
 
-def _encode_part_queries(method: Method, part: Part, feats, benchmark: str, batch: int) -> torch.Tensor:
+def _encode_part_queries(
+    method: Method, part: Part, feats, benchmark: str, batch: int, device: torch.device
+) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for start in range(0, len(part.queries), batch):
             chunk = part.queries[start : start + batch]
-            refs = feats.rows([q.reference for q in chunk]).to(getattr(method, "device", "cpu"))
+            refs = feats.rows([q.reference for q in chunk]).to(device)
             out.append(method.encode_queries(chunk, refs, benchmark).float().cpu())
     if not out:
         return torch.zeros(0, feats.features.shape[1])
@@ -186,16 +198,25 @@ def run_fields(
         "variant": method.info.variant,
         "method_config": method.eval_config(),
         "checkpoint_sha256": method.info.checkpoint_sha256,
-        "backbone": backbone.id,
-        "weights_id": backbone.weights_id,
+        "backbone": backbone.model_key,
         "preprocess": method.preprocess,
         "benchmark": data.benchmark,
         "split": data.split,
+        "layout": data.layout,
         "protocol_version": benchmark.protocol_version,
         "protocol": {k: v for k, v in data.protocol.items() if k not in LOCATION_OPTIONS},
         "annotations_sha256": files_sha256(data.annotation_files),
         "skip_missing": skip_missing,
+        "missing_images_sha256": _missing_hash(data) if skip_missing else None,
     }
+
+
+def _missing_hash(data: BenchmarkSplit) -> str:
+    """Which images are missing (so adding them later gives a new run key instead of a stale reuse)."""
+    import hashlib
+
+    missing = sorted(ref.key for ref in check_images(data.images.values()).missing)
+    return hashlib.sha256("\n".join(missing).encode()).hexdigest()[:16]
 
 
 def result_record(

@@ -35,12 +35,13 @@ def cache_root() -> Path:
 def image_list_hash(refs: Sequence[ImageRef]) -> str:
     digest = hashlib.sha256()
     for ref in refs:
-        digest.update(f"{ref.key}|{ref.crop}\n".encode())
+        suffix = ref.path.suffix.lower() if ref.path is not None else ""
+        digest.update(f"{ref.key}|{ref.crop}|{suffix}\n".encode())
     return digest.hexdigest()
 
 
 def entry_key(backbone: Backbone, preprocess: str, refs: Sequence[ImageRef]) -> str:
-    payload = json.dumps([backbone.id, backbone.weights_id, preprocess, image_list_hash(refs)])
+    payload = json.dumps([backbone.model_key, preprocess, image_list_hash(refs)])
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -160,7 +161,9 @@ def list_entries() -> list[dict]:
         manifest = folder / "manifest.json"
         info = json.loads(manifest.read_text()) if manifest.is_file() else {}
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-        entries.append({"key": folder.name, "complete": (folder / "features.npy").is_file(), "bytes": size, **info})
+        entries.append(
+            {"key": folder.name, "complete": (folder / "features.npy").is_file(), "bytes": size, **info}
+        )
     return entries
 
 

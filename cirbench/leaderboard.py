@@ -183,6 +183,9 @@ def entry_from_result(result: Mapping[str, Any]) -> Entry:
     dropped = int(skipped.get("queries_dropped") or 0)
     if dropped:
         protocol += (f"skipped {dropped} queries",)
+    missing = int(skipped.get("images_missing") or 0)
+    if missing and not dropped:
+        protocol += (f"{missing} images missing",)
     return Entry(
         benchmark=bench["name"],
         split=bench["split"],

@@ -31,16 +31,18 @@ class EvalRequest:
     variant: str = ""
 
 
-_BACKBONES: dict[tuple[str, str], Any] = {}
+_BACKBONES: dict[tuple[str, str, bool | None], Any] = {}
 
 
-def get_backbone(backbone_id: str, device: str, allow_download: bool):
-    """Load a backbone once per (id, device) for the whole process."""
+def get_backbone(backbone_id: str, device: str, allow_download: bool, quick_gelu: bool | None = None):
+    """Load a backbone once per (id, device, activation) for the whole process."""
     from cirbench.backbones import load_backbone
 
-    key = (backbone_id, device)
+    key = (backbone_id, device, quick_gelu)
     if key not in _BACKBONES:
-        _BACKBONES[key] = load_backbone(backbone_id, device=device, allow_download=allow_download)
+        _BACKBONES[key] = load_backbone(
+            backbone_id, device=device, allow_download=allow_download, quick_gelu=quick_gelu
+        )
     return _BACKBONES[key]
 
 
@@ -80,6 +82,7 @@ def run_request(
     device: str = "cpu",
     use_cache: bool = True,
     allow_download: bool = False,
+    quick_gelu: bool | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one (method, backbone, benchmark, split) and return the result record."""
@@ -90,7 +93,7 @@ def run_request(
     bench = get_benchmark(request.benchmark)
     split = request.split or bench.splits[0]
     data = bench.load(request.root, split, request.protocol_options)
-    backbone = get_backbone(resolve_backbone_id(request), device, allow_download)
+    backbone = get_backbone(resolve_backbone_id(request), device, allow_download, quick_gelu)
     method = build_method(request.method, backbone, request.checkpoint, request.method_options)
     if request.variant and not method.info.variant:
         method.info.variant = request.variant
@@ -101,7 +104,9 @@ def run_request(
             if quiet:
                 return
             if stage not in tasks:
-                tasks[stage] = progress.add_task(f"{request.method} {bench.name}/{split} {stage}", total=total)
+                tasks[stage] = progress.add_task(
+                    f"{request.method} {bench.name}/{split} {stage}", total=total
+                )
             progress.update(tasks[stage], completed=done, total=total)
 
         result, path, reused = run_and_save(
@@ -148,8 +153,10 @@ def run_all_cards(methods_dir: Path, benchmarks_dir: Path, **settings: Any) -> l
     method_cards = load_cards(methods_dir, load_method_card)
     bench_cards = load_cards(benchmarks_dir, load_benchmark_card)
     if not method_cards or not bench_cards:
-        raise CLIError(f"no cards found: {methods_dir}/*.yaml ({len(method_cards)}), {benchmarks_dir}/*.yaml "
-                       f"({len(bench_cards)})")
+        raise CLIError(
+            f"no cards found: {methods_dir}/*.yaml ({len(method_cards)}), {benchmarks_dir}/*.yaml "
+            f"({len(bench_cards)})"
+        )
     results, skipped = [], []
     for bcard in bench_cards:
         problem = _benchmark_unavailable(bcard)
@@ -192,13 +199,17 @@ def _benchmark_unavailable(card) -> str | None:
         data = get_benchmark(card.benchmark).load(card.root, card.split, card.options)
     except (FileNotFoundError, ValueError) as error:
         return f"data not found ({str(error).splitlines()[0][:120]})"
+    if data.protocol.get("gallery_known") is False or any(p.gallery == [] for p in data.parts):
+        return "gallery unknown (CIRCO needs image_info_unlabeled2017.json)"
     missing = check_images(data.images.values()).missing
     if missing:
         return f"{len(missing)} images missing under {card.root} (run `cirbench data check`)"
     return None
 
 
-def data_report(benchmark: str, root: Path | None, split: str | None, options: dict[str, Any]) -> dict[str, Any]:
+def data_report(
+    benchmark: str, root: Path | None, split: str | None, options: dict[str, Any]
+) -> dict[str, Any]:
     """Counts and every problem found for a benchmark split on disk."""
     from cirbench.benchmarks import get_benchmark
     from cirbench.images import check_images
@@ -235,5 +246,10 @@ def data_report(benchmark: str, root: Path | None, split: str | None, options: d
     )
     if check.missing:
         report["problems"].append(check.summary(limit=10))
+    if data.protocol.get("gallery_known") is False or any(p.gallery == [] for p in data.parts):
+        report["problems"].append(
+            "the gallery is unknown: CIRCO needs COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
+        )
+    report["problems"].extend(str(w) for w in data.protocol.get("warnings") or [])
     report["ok"] = not report["problems"]
     return report

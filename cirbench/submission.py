@@ -72,11 +72,20 @@ def check_run(result: Mapping[str, Any], benchmark: str) -> None:
                 f"{wanted} run (evaluate with `cirbench eval --benchmark {benchmark} --split {wanted}`): "
                 f"{split} rankings must never be uploaded as test predictions"
             )
-    dropped = int((result.get("skipped") or {}).get("queries_dropped") or 0)
-    if dropped:
+    skipped = result.get("skipped") or {}
+    dropped = int(skipped.get("queries_dropped") or 0)
+    missing = int(skipped.get("images_missing") or 0)
+    if dropped or missing:
         raise SubmissionError(
-            f"run {key} dropped {dropped} queries (--skip-missing); a submission needs every query: "
-            "get the missing images and evaluate again"
+            f"run {key} was evaluated without {missing} missing images and dropped {dropped} queries "
+            "(--skip-missing); a submission needs every query ranked over the full gallery: get the missing "
+            "images and evaluate again"
+        )
+    protocol = (result.get("benchmark") or {}).get("protocol") or {}
+    if benchmark == "cirr" and protocol.get("remove_reference") is False:
+        raise SubmissionError(
+            f"run {key} kept the reference image in its CIRR rankings (remove_reference=false); the CIRR server "
+            "protocol removes it: evaluate again with the default protocol"
         )
 
 

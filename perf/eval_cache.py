@@ -26,15 +26,24 @@ def make_split(root: Path, n_images: int, n_queries: int) -> None:
     (root / "cirr" / "image_splits").mkdir(parents=True)
     (root / "dev").mkdir()
     for name in names:
-        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(root / "dev" / f"{name}.jpg")
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(
+            root / "dev" / f"{name}.jpg"
+        )
     split = {name: f"./dev/{name}.jpg" for name in names}
     (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
     queries = []
     for q in range(n_queries):
         members = [names[(q + j) % n_images] for j in range(6)]
-        queries.append({"pairid": q, "reference": members[0], "target_hard": members[1],
-                        "target_soft": {members[1]: 1.0}, "caption": "make it brighter",
-                        "img_set": {"id": q, "members": members}})
+        queries.append(
+            {
+                "pairid": q,
+                "reference": members[0],
+                "target_hard": members[1],
+                "target_soft": {members[1]: 1.0},
+                "caption": "make it brighter",
+                "img_set": {"id": q, "members": members},
+            }
+        )
     (root / "cirr" / "captions" / "cap.rc2.val.json").write_text(json.dumps(queries))
 
 
@@ -60,7 +69,9 @@ def main() -> None:
         one = timed(["image+text"], args.backbone, root, Path(folder) / "r1")
         os.environ["CIRBENCH_CACHE"] = str(Path(folder) / "cache3")
         three = timed(["image+text", "image-only", "text-only"], args.backbone, root, Path(folder) / "r3")
-    print(f"{args.backbone}, {args.images} gallery images, {args.queries} queries (backbone loaded before timing)")
+    print(
+        f"{args.backbone}, {args.images} gallery images, {args.queries} queries (backbone loaded before timing)"
+    )
     print(f"1 method: {one:.1f} s; 3 methods: {three:.1f} s ({three / one:.2f}x)")
 
 

@@ -34,8 +34,10 @@ def main() -> None:
     full_matrix_mb = args.queries * args.gallery * 4 / 2**20
     print(f"threads={torch.get_num_threads()} queries={args.queries} gallery={args.gallery} dim={args.dim}")
     print(f"rank top-{args.k}: {seconds:.2f} s; chunk={args.chunk}")
-    print(f"peak RSS {peak_rss:.0f} MiB (features alone {base_rss:.0f} MiB); "
-          f"a full score matrix would be {full_matrix_mb:.0f} MiB")
+    print(
+        f"peak RSS {peak_rss:.0f} MiB (features alone {base_rss:.0f} MiB); "
+        f"a full score matrix would be {full_matrix_mb:.0f} MiB"
+    )
     assert idx.shape == (args.queries, args.k)
 
 

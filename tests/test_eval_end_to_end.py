@@ -14,8 +14,20 @@ from cirbench.io import read_json
 from cirbench.results import iter_results, rankings_path
 
 runner = CliRunner()
-COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (128, 128, 128),
-          (0, 0, 0), (255, 255, 255), (128, 0, 0), (0, 128, 0), (0, 0, 128)]
+COLORS = [
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (0, 255, 255),
+    (255, 0, 255),
+    (128, 128, 128),
+    (0, 0, 0),
+    (255, 255, 255),
+    (128, 0, 0),
+    (0, 128, 0),
+    (0, 0, 128),
+]
 
 
 def make_cirr(root: Path) -> Path:
@@ -51,8 +63,23 @@ def run(*args: str):
 
 
 def eval_args(root: Path, results: Path, method: str) -> list[str]:
-    return ["eval", "--method", method, "--backbone", "cirbench-tiny:random", "--benchmark", "cirr",
-            "--split", "val", "--root", str(root), "--results-dir", str(results), "--device", "cpu"]
+    return [
+        "eval",
+        "--method",
+        method,
+        "--backbone",
+        "cirbench-tiny:random",
+        "--benchmark",
+        "cirr",
+        "--split",
+        "val",
+        "--root",
+        str(root),
+        "--results-dir",
+        str(results),
+        "--device",
+        "cpu",
+    ]
 
 
 def test_eval_writes_result_and_score_reproduces_it(tmp_path):
@@ -74,8 +101,20 @@ def test_eval_writes_result_and_score_reproduces_it(tmp_path):
     sub = tmp_path / "recall_subset.json"
     top.write_text(json.dumps({"version": "rc2", "metric": "recall", **rankings["top"]}))
     sub.write_text(json.dumps({"version": "rc2", "metric": "recall_subset", **rankings["subset"]}))
-    scored = run("score", "--benchmark", "cirr", "--split", "val", "--root", str(root), "--rankings", str(top),
-                 "--subset-rankings", str(sub), "--json")
+    scored = run(
+        "score",
+        "--benchmark",
+        "cirr",
+        "--split",
+        "val",
+        "--root",
+        str(root),
+        "--rankings",
+        str(top),
+        "--subset-rankings",
+        str(sub),
+        "--json",
+    )
     assert scored.exit_code == 0, scored.output
     metrics = json.loads(scored.output)["metrics"]
     assert metrics == pytest.approx(result["metrics"], abs=1e-6)
@@ -127,3 +166,69 @@ def test_data_check_ok_and_list(tmp_path):
     assert listing.exit_code == 0, listing.output
     for name in ("image+text", "text-only", "cirr", "circo", "fashioniq", "genecis", "ViT-L-14:openai"):
         assert name in listing.output
+
+
+def test_random_baseline_does_not_depend_on_batch_size(tmp_path):
+    root = make_cirr(tmp_path / "CIRR")
+    rankings = []
+    for batch in ("1", "64"):
+        results = tmp_path / f"results{batch}"
+        assert run(*eval_args(root, results, "random"), "--batch-size", batch).exit_code == 0
+        (result,) = list(iter_results(results))
+        rankings.append(read_json(rankings_path(Path(result["_path"])))["top"])
+    assert rankings[0] == rankings[1]
+
+
+def test_circo_without_image_info_refuses_to_rank(tmp_path):
+    root = tmp_path / "CIRCO"
+    (root / "annotations").mkdir(parents=True)
+    record = {
+        "reference_img_id": 1,
+        "target_img_id": 2,
+        "relative_caption": "is red",
+        "shared_concept": "a cat",
+        "gt_img_ids": [2],
+        "id": 0,
+        "semantic_aspects": [],
+    }
+    (root / "annotations" / "val.json").write_text(json.dumps([record]))
+    images = root / "COCO2017_unlabeled" / "unlabeled2017"
+    images.mkdir(parents=True)
+    for i in (1, 2):
+        Image.new("RGB", (8, 8)).save(images / f"{i:012d}.jpg")
+    out = run(
+        "eval",
+        "--method",
+        "image-only",
+        "--backbone",
+        "cirbench-tiny:random",
+        "--benchmark",
+        "circo",
+        "--split",
+        "val",
+        "--root",
+        str(root),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+    )
+    assert out.exit_code == 2 and "image_info_unlabeled2017.json" in out.output
+    assert not list(iter_results(tmp_path / "r"))
+    check = run("data", "check", "--benchmark", "circo", "--split", "val", "--root", str(root))
+    assert check.exit_code == 1 and "gallery is unknown" in check.output
+
+
+def test_skip_missing_counts_queries_whose_target_is_gone(tmp_path):
+    root = make_cirr(tmp_path / "CIRR")
+    (root / "dev" / "dev-2-0-img0.png").unlink()  # the target of query 100 (members[2] of group 0)
+    results = tmp_path / "results"
+    assert run(*eval_args(root, results, "image-only"), "--skip-missing").exit_code == 0
+    (result,) = list(iter_results(results))
+    assert result["skipped"]["queries_target_missing"] == 1
+    assert result["skipped"]["queries_dropped"] == 1  # query 102 has dev-2 as its reference
+    first_key = result["run_key"]
+    Image.new("RGB", (48, 40), (1, 2, 3)).save(root / "dev" / "dev-2-0-img0.png")
+    (root / "dev" / "dev-3-0-img1.png").unlink()
+    assert run(*eval_args(root, results, "image-only"), "--skip-missing").exit_code == 0
+    assert len({r["run_key"] for r in iter_results(results)} | {first_key}) == 2

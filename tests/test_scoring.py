@@ -130,4 +130,4 @@ def test_circo_duplicates_and_wrong_gallery(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not in its gallery"):
         score(genecis, gdata, Rankings(top={q.qid: ["coco:1"] for q in gdata.queries}))
     res = score(genecis, gdata, Rankings(top={q.qid: list(q.candidates) for q in gdata.queries}))
-    assert res["metrics"]["focus_object_R@1"] == 100.0 and res["metrics"]["avg_R@1"] == 100.0
+    assert res["metrics"]["focus_object_R@1"] == 100.0 and res["metrics"]["avg_R@1_1tasks"] == 100.0

@@ -107,9 +107,7 @@ class Benchmark(Protocol):
     def default_options(self) -> dict[str, Any]:
         """Protocol options and their defaults (recorded in every result)."""
 
-    def load(
-        self, root: Path | None, split: str, options: Mapping[str, Any] | None = None
-    ) -> BenchmarkSplit:
+    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
         """Read annotation files from ``root`` (any supported layout); images are resolved but not opened."""
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:

@@ -101,7 +101,7 @@ class CIRCO:
 
         queries = []
         need = ["id", "reference_img_id", "relative_caption", "shared_concept"]
-        need += ["target_img_id", "gt_img_ids", "semantic_aspects"] if labelled else []
+        need += ["target_img_id", "gt_img_ids"] if labelled else []  # semantic_aspects: optional (2024+)
         for i, r in enumerate(records):
             missing = [f for f in need if not isinstance(r, dict) or f not in r]
             if missing:
@@ -121,7 +121,7 @@ class CIRCO:
             texts = (cap,) if opts["circo_text"] == "relative_caption" else (concept, cap)
             extra = {"shared_concept": concept}
             if labelled:
-                extra["semantic_aspects"] = tuple(r["semantic_aspects"])
+                extra["semantic_aspects"] = tuple(r.get("semantic_aspects") or ())
             queries.append(Query(qid, ref, texts, target=target, gt=gt, extra=extra))
             for key in (ref, *(gt or ())):
                 if key not in images:

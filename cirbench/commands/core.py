@@ -12,14 +12,20 @@ from cirbench.commands import CLIError, app, cache_app, data_app
 
 MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="Method name (see `cirbench list`).")]
 BackboneOpt = Annotated[
-    str | None, typer.Option("--backbone", "-b", help="MODEL:TAG, MODEL:/path/to/ckpt or cirbench-tiny:random.")
+    str | None,
+    typer.Option("--backbone", "-b", help="MODEL:TAG, MODEL:/path/to/ckpt or cirbench-tiny:random."),
 ]
-BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis, shapes.")]
+BenchmarkOpt = Annotated[
+    str | None, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis, shapes.")
+]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Benchmark split (default: its first split).")]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Dataset folder (any supported layout).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")
+]
 ProtocolOpt = Annotated[
-    list[str] | None, typer.Option("--protocol", "-p", help="Benchmark protocol option KEY=VALUE (repeatable).")
+    list[str] | None,
+    typer.Option("--protocol", "-p", help="Benchmark protocol option KEY=VALUE (repeatable)."),
 ]
 ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where result files go.")]
 
@@ -95,7 +101,9 @@ def eval_command(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Method checkpoint.")] = None,
     option: SetOpt = None,
     protocol: ProtocolOpt = None,
-    all_cards: Annotated[bool, typer.Option("--all", help="Every method card x every benchmark card.")] = False,
+    all_cards: Annotated[
+        bool, typer.Option("--all", help="Every method card x every benchmark card.")
+    ] = False,
     methods_dir: Annotated[Path, typer.Option(help="Method cards for --all.")] = Path("methods"),
     benchmarks_dir: Annotated[Path, typer.Option(help="Benchmark cards for --all.")] = Path("benchmarks"),
     results_dir: ResultsOpt = Path("results"),
@@ -106,8 +114,17 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Image/text batch size (not part of the run key).")] = 64,
     workers: Annotated[int, typer.Option(help="Image decoding workers.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")
+    ] = False,
     allow_download: Annotated[bool, typer.Option(help="Allow downloading pretrained weights.")] = False,
+    quick_gelu: Annotated[
+        bool | None,
+        typer.Option(
+            "--quick-gelu/--no-quick-gelu",
+            help="Activation of a local MODEL:/path checkpoint (OpenAI-derived weights use QuickGELU).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result(s) as JSON.")] = False,
 ) -> None:
     """Evaluate a method on a benchmark split (or every card with --all) and write result files."""
@@ -122,6 +139,7 @@ def eval_command(
         "device": pick_device(device),
         "use_cache": not no_cache,
         "allow_download": allow_download,
+        "quick_gelu": quick_gelu,
     }
     if all_cards:
         results = run_all_cards(methods_dir, benchmarks_dir, **settings)
@@ -146,14 +164,18 @@ def eval_command(
 @app.command("score")
 def score_command(
     benchmark: Annotated[str, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis.")],
-    rankings: Annotated[Path, typer.Option("--rankings", help="JSON: query id -> ranked ids (CIRR: server format).")],
+    rankings: Annotated[
+        Path, typer.Option("--rankings", help="JSON: query id -> ranked ids (CIRR: server format).")
+    ],
     split: SplitOpt = None,
     root: RootOpt = None,
     subset_rankings: Annotated[
         Path | None, typer.Option("--subset-rankings", help="CIRR recall_subset file.")
     ] = None,
     protocol: ProtocolOpt = None,
-    allow_missing: Annotated[bool, typer.Option(help="Score absent queries as misses (count reported).")] = False,
+    allow_missing: Annotated[
+        bool, typer.Option(help="Score absent queries as misses (count reported).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Score a rankings file made by any code against the official annotations (no images needed)."""
@@ -163,7 +185,9 @@ def score_command(
     bench = get_benchmark(benchmark)
     data = bench.load(root, split or bench.splits[0], parse_pairs(protocol))
     try:
-        report = score(bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing)
+        report = score(
+            bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing
+        )
     except ValueError as error:
         raise CLIError(str(error)) from error
     metrics = report["metrics"]

@@ -112,6 +112,7 @@ def average_variants(
         owner.extend([i] * len(texts))
     index = torch.tensor(owner, device=reference_features.device)
     feats = F.normalize(encode(flat_texts, reference_features[index]).float(), dim=-1)
+    index = index.to(feats.device)
     summed = torch.zeros(len(variants), feats.shape[1], device=feats.device).index_add_(0, index, feats)
     return F.normalize(summed, dim=-1)
 

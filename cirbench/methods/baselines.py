@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class _Baseline:
     def __init__(self, name: str, backbone: Backbone, options: Mapping[str, Any]):
         self.info = MethodInfo(name=name)
         self.backbone = backbone
+        self.device = backbone.device
         self.fiq_join = str(options.get("fiq_join", "both-orders"))
         self.batch_size = int(options.get("batch_size", 256))
 
@@ -31,7 +33,9 @@ class _Baseline:
         variants = [modification_variants(q, benchmark, self.fiq_join) for q in queries]
 
         def encode(texts: list[str], _refs: torch.Tensor) -> torch.Tensor:
-            return torch.cat([self.backbone.encode_text(texts[s]) for s in batched(len(texts), self.batch_size)])
+            return torch.cat(
+                [self.backbone.encode_text(texts[s]) for s in batched(len(texts), self.batch_size)]
+            )
 
         return average_variants(encode, variants, refs)
 
@@ -66,8 +70,16 @@ class Random(_Baseline):
         return {"seed": self.seed}
 
     def encode_queries(self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str):
-        generator = torch.Generator().manual_seed(self.seed)
-        return F.normalize(torch.randn(len(queries), reference_features.shape[1], generator=generator), dim=-1)
+        # One generator per query id: the numbers do not depend on batch size or query order.
+        dim = reference_features.shape[1]
+        rows = [
+            torch.randn(
+                dim,
+                generator=torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(q.qid.encode())),
+            )
+            for q in queries
+        ]
+        return F.normalize(torch.stack(rows), dim=-1).to(reference_features.device)
 
 
 def _factory(cls: type[_Baseline], name: str):
