@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "cirbench.commands.lincir",
     "cirbench.commands.leaderboard",
     "cirbench.commands.shapes",
+    "cirbench.commands.demo",
 )
 
 

@@ -191,9 +191,7 @@ def test_benchmark_is_deterministic_and_scores(shapes_split, tmp_path):
 
     bench, data = shapes_split
     again = bench.load(tmp_path, "test", {"queries_per_style": 60})
-    assert [(q.reference, q.texts, q.gt) for q in again.queries] == [
-        (q.reference, q.texts, q.gt) for q in data.queries
-    ]
+    assert [(q.reference, q.texts, q.gt) for q in again.queries] == [(q.reference, q.texts, q.gt) for q in data.queries]
     first = data.parts[0].gallery[0]
     same = np.asarray(__import__("PIL.Image").Image.open(data.images[first].path))
     assert np.array_equal(same, np.asarray(__import__("PIL.Image").Image.open(again.images[first].path)))
@@ -207,3 +205,22 @@ def test_benchmark_is_deterministic_and_scores(shapes_split, tmp_path):
     scores = bench.metrics(data, Rankings(top=late))
     assert scores["mAP@10"] == pytest.approx(100 * (1 + 2 / 4) / 2)
     assert scores["R@1"] == pytest.approx(100.0)
+
+
+def test_batch_and_loss():
+    import open_clip
+
+    from cirbench.backbones import register_configs
+    from cirbench.shapes.backbone import image_transform
+    from cirbench.shapes.pretrain import contrastive_loss, sample_batch
+
+    register_configs()
+    images, tokens, matches = sample_batch(
+        rng_for(1, 0), 16, image_transform(48), open_clip.get_tokenizer("shapes-clip")
+    )
+    assert images.shape == (16, 3, 48, 48) and tokens.shape == (16, 24)
+    assert matches.diagonal().all()
+    features = torch.nn.functional.one_hot(torch.arange(16), 32).float()
+    scale = torch.tensor(4.0)
+    assert contrastive_loss(features, features, scale, torch.eye(16, dtype=torch.bool)) < 0.01
+    assert contrastive_loss(features, features, scale, torch.ones(16, 16, dtype=torch.bool)) > 2.0

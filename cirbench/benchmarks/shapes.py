@@ -61,11 +61,7 @@ def key_attributes(key: str) -> Attributes:
 
 
 def _gallery(renders: int) -> list[tuple[str, Attributes, int]]:
-    return [
-        (gallery_key(a, r), a, i * renders + r)
-        for i, a in enumerate(all_attributes())
-        for r in range(renders)
-    ]
+    return [(gallery_key(a, r), a, i * renders + r) for i, a in enumerate(all_attributes()) for r in range(renders)]
 
 
 def _queries(split_id: int, seed: int, renders: int, count: int) -> list[dict[str, Any]]:
@@ -75,9 +71,7 @@ def _queries(split_id: int, seed: int, renders: int, count: int) -> list[dict[st
     for key, attrs, _ in gallery:
         by_attrs.setdefault(attrs, []).append(key)
     rng = np.random.default_rng([SALT_QUERIES, split_id, seed])
-    wording = {
-        style: np.random.default_rng([SALT_QUERIES, split_id, seed, i]) for i, style in enumerate(STYLES)
-    }
+    wording = {style: np.random.default_rng([SALT_QUERIES, split_id, seed, i]) for i, style in enumerate(STYLES)}
     out = []
     for i in range(count):
         ref_key, ref_attrs, _ = gallery[int(rng.integers(len(gallery)))]
@@ -143,9 +137,7 @@ class Shapes:
         if renders < 1 or count < 1:
             raise ValueError("shapes needs renders >= 1 and queries_per_style >= 1")
         split_id = SPLIT_IDS[split]
-        digest = world_hash(
-            split=split, seed=seed, renders=renders, queries=count, protocol=self.protocol_version
-        )
+        digest = world_hash(split=split, seed=seed, renders=renders, queries=count, protocol=self.protocol_version)
         folder = Path(root if root is not None else cache_base()) / digest
         pairs = _queries(split_id, seed, renders, count)
         generated = {"seed": seed, "renders": renders, "queries_per_style": count}

@@ -8,8 +8,9 @@ A corpus spec is one string:
 - ``hf:owner/name[@split][#column]`` (``owner/name`` alone also works when no such local path exists): a hub dataset,
   only when downloads are allowed or the hub cache is used offline (``HF_DATASETS_OFFLINE=1``).
 
-The upstream corpora are ``hf:dangne/gcc_caption_only`` (CC3M captions), ``hf:FredZhang7/stable-diffusion-prompts-2.47M``
-and ``hf:Geonmo/midjourney-prompts-only`` (column ``text``, split ``train``; LINCIR.md §8.1).
+The upstream corpora are ``hf:dangne/gcc_caption_only`` (CC3M captions),
+``hf:FredZhang7/stable-diffusion-prompts-2.47M`` and ``hf:Geonmo/midjourney-prompts-only`` (column ``text``,
+split ``train``; LINCIR.md §8.1); the short names ``cc3m``, ``sdp`` and ``midjourney`` stand for them.
 
 The corpus hash covers the captions themselves (content and order), so mask caches are shared by identical corpora
 and invalidated by any edit.
@@ -168,7 +169,7 @@ class Corpus:
         return self._hash
 
     def describe(self) -> list[dict[str, Any]]:
-        return [{"spec": s.label, "captions": n} for s, n in zip(self.specs, self.sizes)]
+        return [{"spec": s.label, "captions": n} for s, n in zip(self.specs, self.sizes, strict=True)]
 
 
 def corpus_hash(texts: Iterator[str | None] | Sequence[str | None]) -> str:
@@ -202,5 +203,6 @@ def corpus_from_texts(texts: Sequence[str]) -> Corpus:
     """An in-memory corpus (tests, ``cirbench lincir mask``)."""
     import datasets
 
-    ds = datasets.Dataset.from_dict({"text": list(texts)}, features=datasets.Features({"text": datasets.Value("large_string")}))
+    features = datasets.Features({"text": datasets.Value("large_string")})
+    ds = datasets.Dataset.from_dict({"text": list(texts)}, features=features)
     return Corpus(dataset=ds, specs=[CorpusSpec(kind="memory", source="<memory>")], sizes=[len(ds)])

@@ -103,7 +103,7 @@ def _mask_chunk(captions: Sequence[str | None]) -> _Chunk:
     masked: list[int] = []
     indicators: list[int] = []
     fallbacks = {"none": 0, "random-word": 0, "last-resort": 0}
-    for caption, spans in zip(cleaned, _spans(nlp, cleaned)):
+    for caption, spans in zip(cleaned, _spans(nlp, cleaned), strict=True):
         variants = mask_variants(caption, spans, mode)
         orig.extend(variants[0].tokens)
         orig_lengths.append(len(variants[0].tokens))
@@ -179,7 +179,7 @@ class MaskCache:
         rows = self.variant_rows(indices, draws)
         orig = np.zeros((len(indices), context), dtype=np.int64)
         masked = np.zeros((len(indices), context), dtype=np.int64)
-        for b, (i, r) in enumerate(zip(indices, rows)):
+        for b, (i, r) in enumerate(zip(indices, rows, strict=True)):
             ids = self.orig_ids[self.orig_offsets[i] : self.orig_offsets[i + 1]]
             orig[b, : len(ids)] = ids
             ids = self.masked_ids[self.masked_offsets[r] : self.masked_offsets[r + 1]]

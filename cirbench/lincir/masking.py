@@ -297,4 +297,4 @@ class Masker:
     def __call__(self, captions: Sequence[str | None], rng: random.Random | Any = random) -> list[MaskedCaption]:
         """Mask raw captions in order, drawing fallback words from ``rng`` (upstream: the ``random`` module)."""
         cleaned = [clean_caption(c) for c in captions]
-        return [mask_caption(c, s, self.mode, rng) for c, s in zip(cleaned, self.spans(cleaned))]
+        return [mask_caption(c, s, self.mode, rng) for c, s in zip(cleaned, self.spans(cleaned), strict=True)]

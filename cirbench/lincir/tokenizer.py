@@ -104,8 +104,10 @@ def decode(ids: list[int]) -> str:
 def display(ids: list[int]) -> str:
     """Readable form of token ids with the placeholder shown as ``$`` (259 is ``"$</w>"``); specials dropped."""
     tok = _bpe()
-    body = [i for i in ids if i not in (BOS_ID, EOS_ID)]
-    while body and body[-1] == PAD_ID:
-        body.pop()
+    body = list(ids)
+    if body and body[0] == BOS_ID:
+        body = body[1:]
+    if EOS_ID in body:
+        body = body[: body.index(EOS_ID)]
     text = "".join(tok.decoder[i] for i in body)
     return bytearray(tok.byte_decoder[c] for c in text).decode("utf-8", errors="replace").replace("</w>", " ").strip()

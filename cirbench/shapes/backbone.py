@@ -60,9 +60,7 @@ def save_weights(model: Any, out_dir: Path, kept_ids: list[int], meta: dict[str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = torch.tensor(sorted(kept_ids), dtype=torch.long)
-    state = {
-        k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != EMBED_KEY
-    }
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if k != EMBED_KEY}
     embedding = model.state_dict()[EMBED_KEY]
     dropped = embedding.clone()
     dropped[ids] = 0
@@ -72,6 +70,7 @@ def save_weights(model: Any, out_dir: Path, kept_ids: list[int], meta: dict[str,
     state["token_embedding.ids"] = ids
     tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": "cirbench-shapes-clip-v1", "model": MODEL_NAME})
+    tmp.chmod(0o644)  # shipped package data: world-readable
     tmp.replace(out_dir / WEIGHTS_FILE)
     meta = {**meta, "weights_sha256": file_sha256(out_dir / WEIGHTS_FILE), "kept_token_ids": ids.tolist()}
     tmp_meta = out_dir / f".{META_FILE}.tmp"
@@ -107,9 +106,7 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
     return model, meta
 
 
-def load_shapes_backbone(
-    device: str | torch.device = "cpu", weights_dir: Path = ASSET_DIR, **_: Any
-) -> Backbone:
+def load_shapes_backbone(device: str | torch.device = "cpu", weights_dir: Path = ASSET_DIR, **_: Any) -> Backbone:
     """``shapes-clip:v1``: the CLIP pretrained on the shapes world that ships with cirbench."""
     import open_clip
 

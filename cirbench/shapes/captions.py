@@ -180,17 +180,13 @@ def modification_text(attribute: str, value: str, style: str, rng: np.random.Gen
         word = _pick(rng, SIZE_WORDS[value])
         verb = "shrink it" if value == "small" else "enlarge it"
         options = (
-            (f"make it {comparative}", f"make it {word}", verb)
-            if imperative
-            else (f"is {word}", f"is {comparative}")
+            (f"make it {comparative}", f"make it {word}", verb) if imperative else (f"is {word}", f"is {comparative}")
         )
     elif attribute == "position":
         noun = _pick(rng, POSITION_NOUNS[value])
         phrase = _pick(rng, position_phrases(value))
         options = (
-            (f"move it to the {noun}", f"put it {phrase}", f"place it {phrase}")
-            if imperative
-            else (f"is {phrase}",)
+            (f"move it to the {noun}", f"put it {phrase}", f"place it {phrase}") if imperative else (f"is {phrase}",)
         )
     else:
         raise ValueError(f"unknown attribute {attribute!r}")

@@ -2,7 +2,8 @@
 
 CLIP's symmetric InfoNCE with a learnable logit scale. Partial captions ("red circle") truly describe several
 images of a batch, so every image a caption matches counts as a positive (targets spread uniformly over them)
-instead of being pushed away as a false negative; each batch holds distinct attribute combinations.
+instead of being pushed away as a false negative (``--plain-infonce`` turns this off); each batch holds
+distinct attribute combinations.
 Deterministic given the seed and the thread count: fixed init seed, a seeded data stream, fixed threads.
 
     python -m cirbench.shapes.pretrain --out cirbench/assets/shapes_clip --steps 1000 --batch 128 --seed 0
@@ -118,9 +119,7 @@ def zero_shot_accuracy(
 
     tokens = get_tokenizer(MODEL_NAME)([canonical_caption(a) for a in combos])
     text = F.normalize(model.encode_text(tokens), dim=-1)
-    images = torch.stack(
-        [transform(render(a, rng_for(SALT_HELDOUT, seed, n))) for n, (_, a) in enumerate(items)]
-    )
+    images = torch.stack([transform(render(a, rng_for(SALT_HELDOUT, seed, n))) for n, (_, a) in enumerate(items)])
     image = torch.cat([F.normalize(model.encode_image(chunk), dim=-1) for chunk in images.split(256)])
     predicted = [combos[int(j)] for j in (image @ text.T).argmax(1)]
     truth = [a for _, a in items]
@@ -151,6 +150,7 @@ def pretrain_shapes_clip(
     threads: int = 2,
     eval_every: int = 250,
     log_every: int = 25,
+    multi_positive: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
     """Pretrain the shapes CLIP; write ``model.safetensors`` and ``meta.json`` (with accuracy) to ``out_dir``.
@@ -180,9 +180,9 @@ def pretrain_shapes_clip(
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup)
         images, tokens, matches = sample_batch(rng, batch, transform, tokenizer)
-        loss = contrastive_loss(
-            model.encode_image(images), model.encode_text(tokens), model.logit_scale, matches
-        )
+        if not multi_positive:  # plain CLIP: only the paired caption is a positive
+            matches = torch.eye(len(matches), dtype=torch.bool)
+        loss = contrastive_loss(model.encode_image(images), model.encode_text(tokens), model.logit_scale, matches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -205,6 +205,7 @@ def pretrain_shapes_clip(
     command = (
         f"python -m cirbench.shapes.pretrain --out {out_dir} --steps {steps} --batch {batch} --seed {seed} "
         f"--lr {lr} --weight-decay {weight_decay} --warmup {warmup} --threads {threads}"
+        + ("" if multi_positive else " --plain-infonce")
     )
     meta: dict[str, Any] = {
         "backbone_id": BACKBONE_ID,
@@ -221,7 +222,9 @@ def pretrain_shapes_clip(
         "weight_decay": weight_decay,
         "warmup": warmup,
         "threads": threads,
-        "loss": "symmetric InfoNCE, learnable logit scale; every matching pair in the batch is a positive",
+        "multi_positive": multi_positive,
+        "loss": "symmetric InfoNCE, learnable logit scale; "
+        + ("every matching pair in the batch is a positive" if multi_positive else "paired caption only"),
         "train_seconds": round(train_seconds, 1),
         "final_loss": round(loss.item(), 4),
         "accuracy_heldout": {"seed": HELDOUT_SEED, "renders_per_combination": 2, "candidates": 576},
@@ -253,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument(
+        "--plain-infonce", action="store_true", help="only the paired caption is a positive (partial captions too)"
+    )
     args = parser.parse_args(argv)
     pretrain_shapes_clip(
         args.out,
@@ -264,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         threads=args.threads,
         eval_every=args.eval_every,
+        multi_positive=not args.plain_infonce,
         log=lambda message: print(message, flush=True),
     )
     return 0

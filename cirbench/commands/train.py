@@ -1,0 +1,148 @@
+"""``cirbench train lincir``: train LinCIR's phi from text alone (1 process, or DDP under torchrun).
+
+Settings resolve as: paper defaults < ``--config`` (a method card's ``backbone`` + ``train:`` section, or a plain
+YAML of training options) < ``--set KEY=VALUE`` < explicit flags. ``--resume RUN`` continues a run with its saved
+config (only steps/checkpoint/validation/logging settings may change).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cirbench.commands import CLIError, train_app
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise CLIError(f"cannot read config {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise CLIError(f"config {path} is not a YAML mapping")
+    if "train" in data or "method" in data:  # a method card
+        if data.get("method", "lincir") != "lincir":
+            raise CLIError(f"{path} is a card for method {data.get('method')!r}, not lincir")
+        out = dict(data.get("train") or {})
+        if data.get("backbone") and "backbone" not in out:
+            out["backbone"] = data["backbone"]
+        return out
+    return data
+
+
+def _pairs(pairs: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"expected KEY=VALUE, got {pair!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+@train_app.command("lincir")
+def train_lincir(
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="MODEL:TAG (ViT-L-14:openai).")] = None,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option("--corpus", help="Caption corpus: txt, csv/tsv/jsonl/parquet[#column], glob, hf:owner/name."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Method card or YAML of training options.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Training option KEY=VALUE (repeatable).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run directory.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (paper: 20000).")] = None,
+    global_batch: Annotated[int | None, typer.Option(help="Global batch (paper: 512).")] = None,
+    accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (1e-4).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (upstream README: 12345).")] = None,
+    column: Annotated[str | None, typer.Option(help="Caption column for csv/jsonl/parquet/hub corpora.")] = None,
+    mask_mode: Annotated[str | None, typer.Option(help="upstream (exact) or whole-word.")] = None,
+    spacy_model: Annotated[str | None, typer.Option(help="spaCy pipeline (en_core_web_sm).")] = None,
+    spacy_processes: Annotated[int | None, typer.Option(help="Processes for caption masking.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Tower precision: auto, fp32, bf16, fp16.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    val_root: Annotated[Path | None, typer.Option(help="Validation benchmark data (CIRR) for model selection.")] = None,
+    val_benchmark: Annotated[str | None, typer.Option(help="Validation benchmark (cirr).")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate every N steps (and at step 50).")] = None,
+    truncate: Annotated[bool | None, typer.Option("--truncate/--no-truncate", help="EOT truncation.")] = None,
+    target_cache: Annotated[
+        bool | None, typer.Option("--target-cache/--no-target-cache", help="Cache clean-caption targets.")
+    ] = None,
+    causal_sdpa: Annotated[bool | None, typer.Option("--sdpa/--no-sdpa", help="Causal SDPA hint.")] = None,
+    buckets: Annotated[int | None, typer.Option(help="Length-sorted chunks per batch (exact).")] = None,
+    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the tower.")] = None,
+    allow_download: Annotated[
+        bool | None, typer.Option("--allow-download/--no-download", help="Allow hub corpora and weights.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads per process.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train LinCIR's phi with Self-Masking Projection (exact upstream objective, fast)."""
+    from cirbench.lincir.corpus import CorpusError
+    from cirbench.lincir.masking import MaskingError
+    from cirbench.lincir.trainer import RESUMABLE_OVERRIDES, TrainConfig, TrainError, load_run_config, train
+
+    flags = {
+        "backbone": backbone,
+        "corpora": list(corpus) if corpus else None,
+        "out": str(out) if out else None,
+        "steps": steps,
+        "global_batch": global_batch,
+        "accum": accum,
+        "lr": lr,
+        "seed": seed,
+        "column": column,
+        "mask_mode": mask_mode,
+        "spacy_model": spacy_model,
+        "spacy_processes": spacy_processes,
+        "precision": precision,
+        "device": device,
+        "checkpoint_every": checkpoint_every,
+        "val_root": str(val_root) if val_root else None,
+        "val_benchmark": val_benchmark,
+        "val_every": val_every,
+        "truncate": truncate,
+        "target_cache": target_cache,
+        "causal_sdpa": causal_sdpa,
+        "buckets": buckets,
+        "compile": compile_,
+        "allow_download": allow_download,
+        "threads": threads,
+        "progress": False if quiet else None,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        if resume is not None:
+            base = load_run_config(resume).to_dict()
+            changes = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
+            changes.pop("out", None)
+            fixed = {k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and base.get(k) != v}
+            if fixed:
+                raise CLIError(f"--resume cannot change {', '.join(sorted(fixed))} (they change what a step computes)")
+            cfg = TrainConfig.from_dict({**base, **changes, "out": str(resume)})
+        else:
+            merged: dict[str, Any] = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
+            cfg = TrainConfig.from_dict(merged)
+            if not cfg.corpora:
+                raise CLIError("no corpus: pass --corpus FILE (repeatable) or a --config card with train.corpora")
+        result = train(cfg, resume=resume is not None)
+    except (TrainError, CorpusError, MaskingError) as error:
+        raise CLIError(str(error)) from error
+    if result.meta:
+        meta = result.meta
+        rate = meta.get("samples_per_s")
+        typer.echo(
+            f"{result.status}: step {result.step}/{cfg.steps} in {meta['wall_time_s']:.1f}s "
+            f"({rate} samples/s on {meta['device_count']}x {meta['device_type']}); "
+            f"checkpoint {result.out / meta['checkpoint']}"
+        )
+    if result.status == "interrupted":
+        raise typer.Exit(code=130)

@@ -1,0 +1,17 @@
+"""LinCIR (Gu et al., CVPR 2024): phi trained from text alone, exactly as the official code, only faster.
+
+Modules, one job each:
+
+- ``tokenizer``: upstream's training tokenizer (HF CLIPTokenizer + ``[$]``) reproduced on open_clip's BPE;
+- ``corpus``: caption corpora through Hugging Face ``datasets`` and their content hash;
+- ``masking``: caption cleaning and Self-Masking Projection (``upstream`` and ``whole-word`` modes);
+- ``maskcache``: masks computed once per corpus, stored as token ids on disk;
+- ``phi``: the phi network and its checkpoint formats (official ``.pt``, cirbench safetensors);
+- ``objective``: the loss with upstream's RNG order and the exact speedups;
+- ``targets``: the on-disk cache of clean-caption target embeddings;
+- ``selection``: model selection on a validation benchmark;
+- ``trainer``: the training loop (DDP, checkpoints, resume, telemetry).
+
+The evaluation method is ``cirbench.methods.lincir``; see ``docs/LINCIR.md``. Importing this package is cheap:
+submodules load torch, spaCy or ``datasets`` only when imported.
+"""

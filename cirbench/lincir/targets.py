@@ -1,0 +1,73 @@
+"""Clean-caption target embeddings cached on disk: the frozen tower gives every caption the same target forever.
+
+Upstream recomputes ``E_T(t)`` at every visit. Here the first visit computes it and stores it in a memory-mapped file
+shared by the ranks of a node; later visits (epochs 2+) read it back. Values are stored in the tower's output dtype
+(bf16 -> fp32 is exact), so a cached target equals the one the first visit used, bit for bit. The cache lives in the
+run directory and survives interruption, which keeps ``--resume`` bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_STORAGE = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
+
+
+class TargetCache:
+    """``n`` rows of ``dim`` values plus a filled flag per row; create on one rank, open on the others."""
+
+    def __init__(self, folder: Path, n: int, dim: int, dtype: torch.dtype, key: str, create: bool = False):
+        if dtype not in _STORAGE:
+            raise ValueError(f"target cache cannot store {dtype}")
+        self.folder, self.n, self.dim, self.dtype, self.key = Path(folder), n, dim, dtype, key
+        meta_path = self.folder / "meta.json"
+        meta = {"n": n, "dim": dim, "dtype": str(dtype), "key": key}
+        if create:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            existing = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+            if existing != meta:
+                for name in ("values.bin", "filled.bin"):
+                    (self.folder / name).unlink(missing_ok=True)
+                np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="w+", shape=(n, dim)).flush()
+                np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="w+", shape=(n,)).flush()
+                meta_path.write_text(json.dumps(meta))
+        self.values = np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="r+", shape=(n, dim))
+        self.filled = np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="r+", shape=(n,))
+
+    def _to_torch(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.view(torch.bfloat16) if self.dtype == torch.bfloat16 else tensor
+
+    def _to_numpy(self, tensor: torch.Tensor) -> np.ndarray:
+        tensor = tensor.detach().to("cpu", self.dtype).contiguous()
+        if self.dtype == torch.bfloat16:
+            return tensor.view(torch.int16).numpy().view(np.uint16)
+        return tensor.numpy()
+
+    def get(
+        self, indices: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        """fp32 targets of ``indices``; rows never seen are computed by ``compute(positions)`` and stored.
+
+        ``compute`` gets the positions (into ``indices``) of the missing rows and returns their embeddings.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        missing = np.flatnonzero(self.filled[indices] == 0)
+        if len(missing):
+            fresh = compute(missing)
+            self.values[indices[missing]] = self._to_numpy(fresh)
+            self.filled[indices[missing]] = 1
+        return self._to_torch(self.values[indices]).to(device).float()
+
+    @property
+    def hit_rate(self) -> float:
+        return float(np.count_nonzero(self.filled)) / max(self.n, 1)
+
+    def flush(self) -> None:
+        self.values.flush()
+        self.filled.flush()

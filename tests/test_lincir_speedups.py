@@ -1,0 +1,177 @@
+"""The exact speedups give the plain path's outputs, losses and gradients (up to float rounding)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cirbench.lincir import tokenizer as tk
+from cirbench.lincir.objective import SpeedOptions, draw_randomness, encode, lincir_loss
+from cirbench.lincir.phi import Phi
+from cirbench.lincir.targets import TargetCache
+
+CAPTIONS = [
+    "a dog",
+    "a very long prompt about a castle on a cliff, dramatic lighting, trending on artstation, octane render",
+    "two cats and a dog sleeping on the couch",
+    "sunset",
+    "portrait of a young woman, digital art, highly detailed, 8k",
+    "a red car parked near the old blue house in the rain",
+]
+MASKED = [
+    "[$]",
+    "[$] on [$] , [$] , trending on [$] , [$]",
+    "[$] and [$] sleeping on [$]",
+    "[$]",
+    "[$] of [$] , [$] , highly [$] , [$]",
+    "[$] parked near [$] in [$]",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pad(rows: list[list[int]]) -> torch.Tensor:
+    out = torch.zeros(len(rows), 77, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch():
+    from cirbench.backbones import load_backbone
+
+    backbone = load_backbone("cirbench-tiny:random")
+    tokens = pad([tk.tokenize(c) for c in CAPTIONS])
+    masked = pad([tk.tokenize(m) for m in MASKED])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        phi = Phi.for_backbone(backbone.embed_dim, backbone.token_dim)
+    return backbone.model, phi, tokens, masked
+
+
+SPEEDS = {
+    "truncate": SpeedOptions(truncate=True, buckets=1, causal_sdpa=False),
+    "buckets": SpeedOptions(truncate=True, buckets=3, causal_sdpa=False),
+    "causal_sdpa": SpeedOptions(truncate=False, buckets=1, causal_sdpa=True),
+    "all": SpeedOptions(truncate=True, buckets=4, causal_sdpa=True),
+}
+
+
+def loss_and_grads(model, phi, tokens, masked, speed, target=None):
+    phi.zero_grad(set_to_none=True)
+    phi.train()
+    randomness = draw_randomness(len(tokens), phi.dims[0], phi, torch.Generator().manual_seed(7))
+    out = lincir_loss(model, phi, tokens, masked, target=target, randomness=randomness, speed=speed)
+    out.loss.backward()
+    return out, [p.grad.clone() for p in phi.parameters()]
+
+
+@pytest.mark.parametrize("name", list(SPEEDS))
+def test_encode_is_unchanged(batch, name):
+    from cirbench.lincir.objective import causal_attention
+
+    model, phi, tokens, masked = batch
+    pseudo = torch.randn(len(tokens), model.token_embedding.weight.shape[1])
+    speed = SPEEDS[name]
+    with torch.no_grad():
+        plain = encode(model, masked, pseudo, SpeedOptions.plain())
+        with causal_attention(model, speed.causal_sdpa):
+            fast = encode(model, masked, pseudo, speed)
+            fast_clean = encode(model, tokens, None, speed)
+        plain_clean = encode(model, tokens, None, SpeedOptions.plain())
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_clean, plain_clean, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(SPEEDS))
+def test_loss_and_gradients_are_unchanged(batch, name):
+    model, phi, tokens, masked = batch
+    plain, plain_grads = loss_and_grads(model, phi, tokens, masked, SpeedOptions.plain())
+    fast, fast_grads = loss_and_grads(model, phi, tokens, masked, SPEEDS[name])
+    assert abs(fast.loss.item() - plain.loss.item()) <= 1e-6 * max(1.0, abs(plain.loss.item()))
+    for a, b in zip(fast_grads, plain_grads, strict=True):  # float rounding only: tiny relative to the gradient's norm
+        assert (a - b).norm() <= 1e-5 * b.norm()
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_cached_target_gives_the_same_loss_and_gradients(batch):
+    model, phi, tokens, masked = batch
+    speed = SPEEDS["all"]
+    fresh, fresh_grads = loss_and_grads(model, phi, tokens, masked, speed)
+    cached, cached_grads = loss_and_grads(model, phi, tokens, masked, speed, target=fresh.target.clone())
+    assert cached.loss.item() == fresh.loss.item()
+    for a, b in zip(cached_grads, fresh_grads, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_target_cache_is_lossless_and_computes_each_row_once(tmp_path, dtype):
+    cache = TargetCache(tmp_path / str(dtype), n=10, dim=4, dtype=dtype, key="k", create=True)
+    values = torch.randn(10, 4).to(dtype)
+    calls: list[list[int]] = []
+
+    def compute(positions: np.ndarray) -> torch.Tensor:
+        calls.append(positions.tolist())
+        return values[torch.from_numpy(indices[positions])]
+
+    indices = np.array([3, 1, 7])
+    first = cache.get(indices, compute, torch.device("cpu"))
+    indices = np.array([1, 2, 3])
+    second = cache.get(indices, compute, torch.device("cpu"))
+    assert calls == [[0, 1, 2], [1]]  # only row 2 was new the second time
+    assert torch.equal(first, values[[3, 1, 7]].float())
+    assert torch.equal(second, values[[1, 2, 3]].float())
+    reopened = TargetCache(tmp_path / str(dtype), n=10, dim=4, dtype=dtype, key="k")
+    assert reopened.hit_rate == pytest.approx(0.4)
+
+
+def test_half_precision_tower_keeps_phi_and_loss_fp32():
+    from cirbench.backbones import load_backbone
+
+    backbone = load_backbone("cirbench-tiny:random", precision="bf16")
+    assert backbone.model.transformer.get_cast_dtype() == torch.bfloat16
+    tokens = pad([tk.tokenize(c) for c in CAPTIONS[:3]])
+    masked = pad([tk.tokenize(m) for m in MASKED[:3]])
+    phi = Phi.for_backbone(backbone.embed_dim, backbone.token_dim)
+    out = lincir_loss(backbone.model, phi, tokens, masked)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in phi.parameters())
+
+
+def test_training_with_and_without_target_cache_agrees(tmp_path, monkeypatch):
+    """Two epochs: the second reads every target from the cache; weights match the recomputing run."""
+    from safetensors.torch import load_file
+
+    from cirbench.lincir.trainer import TrainConfig, train
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"{c} number {i}" for i, c in enumerate(CAPTIONS * 2)) + "\n")
+    runs = {}
+    for cached in (True, False):
+        cfg = TrainConfig(
+            backbone="cirbench-tiny:random",
+            corpora=[str(corpus)],
+            out=str(tmp_path / f"r{cached}"),
+            steps=6,
+            global_batch=4,
+            lr=1e-3,
+            checkpoint_every=100,
+            progress=False,
+            threads=1,
+            target_cache=cached,
+            buckets=2,
+        )
+        result = train(cfg)
+        runs[cached] = load_file(str(result.out / "phi_last.safetensors"))
+    assert (tmp_path / "rTrue" / "target_cache" / "filled.bin").is_file()
+    for key, value in runs[True].items():
+        torch.testing.assert_close(value, runs[False][key], rtol=0, atol=1e-6)

@@ -1,0 +1,344 @@
+"""Training: DDP on gloo equals one process, resume is bit-exact, loss decreases, CLI and model selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from cirbench.lincir.selection import ModelSelector
+from cirbench.lincir.trainer import TrainConfig, _stop_signals, train
+
+CAPTIONS = [
+    "a dog runs across the green grass in the park",
+    "the cat sits on a wooden table",
+    "running fast",
+    "portrait of a young woman, digital art, highly detailed, 8k",
+    "two children play with a red ball on the beach",
+    "an old man reads a newspaper at the station",
+    "a small bird rests under the green tree",
+    "cyberpunk city at night, neon lights, rain, highly detailed",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "captions.txt"
+    path.write_text("\n".join(f"{c} {i}" for i in range(3) for c in CAPTIONS) + "\n")  # 24 captions
+    return path
+
+
+def config(corpus, out, **kw) -> TrainConfig:
+    base = dict(
+        backbone="cirbench-tiny:random",
+        corpora=[str(corpus)],
+        out=str(out),
+        steps=8,
+        global_batch=8,
+        lr=1e-3,
+        checkpoint_every=100,
+        progress=False,
+        threads=1,
+        log_every=1,
+        buckets=2,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "phi_last.safetensors"))
+
+
+def _initial_phi() -> dict[str, torch.Tensor]:
+    from cirbench.backbones import load_backbone
+    from cirbench.lincir.phi import Phi
+
+    backbone = load_backbone("cirbench-tiny:random")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12345)
+        return Phi.for_backbone(backbone.embed_dim, backbone.token_dim).state_dict()
+
+
+def test_ddp_two_gloo_processes_equal_one_process(tmp_path, corpus):
+    one_accum = train(config(corpus, tmp_path / "accum2", accum=2, steps=5))
+    one = train(config(corpus, tmp_path / "single", steps=5))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "cirbench",
+        "train",
+        "lincir",
+        "--backbone",
+        "cirbench-tiny:random",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--steps",
+        "5",
+        "--global-batch",
+        "8",
+        "--lr",
+        "1e-3",
+        "--buckets",
+        "2",
+        "--checkpoint-every",
+        "100",
+        "--threads",
+        "1",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--set",
+        "log_every=1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((tmp_path / "ddp" / "train_meta.json").read_text())
+    assert meta["device_count"] == 2 and meta["per_device_batch"] == 4 and meta["global_batch"] == 8
+    ddp = weights(tmp_path / "ddp")
+    # Same rows per (micro-batch | rank), same global-batch randomness: bit-identical to 1 process x 2 micro-batches.
+    for key, value in weights(one_accum.out).items():
+        assert torch.equal(value, ddp[key]), key
+    # Against one process x 8: the same maths, other float summation order. Adam turns rounding noise in a few
+    # near-zero gradients into small weight differences; they stay far below what training moved.
+    moved = max((weights(one.out)[k] - v).abs().max().item() for k, v in _initial_phi().items())
+    assert moved > 1e-3
+    for key, value in weights(one.out).items():
+        diff = (value - ddp[key]).abs()
+        assert diff.max() < 1e-4 and diff.mean() < 1e-7, key
+    ddp_losses = torch.load(tmp_path / "ddp" / "state.pt", weights_only=True)["losses"]
+    assert ddp_losses == one_accum.losses
+    assert one.losses == pytest.approx(ddp_losses, abs=1e-5)
+    assert one.meta["device_count"] == 1
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, corpus):
+    full = train(config(corpus, tmp_path / "full", steps=7, checkpoint_every=2))
+    part = train(config(corpus, tmp_path / "part", steps=7, checkpoint_every=2), stop_after=3)
+    assert part.status == "interrupted" and part.step == 3
+    assert json.loads((tmp_path / "part" / "train_meta.json").read_text())["status"] == "interrupted"
+    resumed = train(config(corpus, tmp_path / "part", steps=7, checkpoint_every=2), resume=True)
+    assert resumed.status == "completed" and resumed.step == 7
+    for key, value in weights(full.out).items():
+        assert torch.equal(value, weights(resumed.out)[key]), key
+    state_full = torch.load(full.out / "state.pt", weights_only=True)
+    state_resumed = torch.load(resumed.out / "state.pt", weights_only=True)
+    for a, b in zip(
+        state_full["optimizer"]["state"].values(), state_resumed["optimizer"]["state"].values(), strict=True
+    ):
+        assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
+    assert torch.equal(state_full["generator"], state_resumed["generator"])
+    assert full.losses == resumed.losses
+    assert resumed.meta["segments"] == 2 and resumed.meta["steps"] == 7
+
+
+def test_short_run_loss_decreases(tmp_path, corpus):
+    result = train(config(corpus, tmp_path / "run", steps=60, lr=3e-3))
+    losses = result.losses
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+    meta = result.meta
+    for key in (
+        "wall_time_s",
+        "device_type",
+        "device_count",
+        "steps",
+        "global_batch",
+        "samples_per_s",
+        "peak_memory_bytes",
+        "git_commit",
+        "config",
+    ):
+        assert key in meta
+    assert meta["selection"]["strategy"] == "last" and meta["checkpoint"] == "phi_last.safetensors"
+
+
+def test_cli_train_on_tiny_txt_corpus(tmp_path, corpus):
+    from cirbench.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "lincir",
+        "--backbone",
+        "cirbench-tiny:random",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--global-batch",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "completed: step 4/4" in result.output
+    for name in (
+        "phi_last.safetensors",
+        "state.pt",
+        "config.json",
+        "train_meta.json",
+        "checkpoints/phi_000000002.safetensors",
+    ):
+        assert (out / name).is_file(), name
+    resumed = runner.invoke(app, ["train", "lincir", "--resume", str(out), "--steps", "6", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "train_meta.json").read_text())["steps"] == 6
+    refused = runner.invoke(app, ["train", "lincir", "--resume", str(out), "--lr", "0.5"])
+    assert refused.exit_code != 0
+    assert "cannot change lr" in refused.output + str(refused.exception)
+    masked = runner.invoke(app, ["lincir", "mask", "--json", "A dog runs across the green grass in the park."])
+    assert masked.exit_code == 0, masked.output
+    assert json.loads(masked.output)[0]["masked"] == "$ runs across $ in $ ."
+
+
+def test_model_selection_keeps_the_strict_best():
+    scores = iter([10.0, 12.0, 12.0, 11.0])
+    selector = ModelSelector(lambda phi: {"R@1": next(scores), "R@5": 0.0}, every=1000, first=50)
+    assert [s for s in (50, 100, 1000, 1500, 2000) if selector.due(s)] == [50, 1000, 2000]
+    phi = torch.nn.Linear(2, 2)
+    assert [selector.update(s, phi) for s in (50, 1000, 2000, 3000)] == [True, True, False, False]
+    assert selector.best_step == 1000 and selector.best_value == 12.0
+    assert phi.training  # evaluation ran on a frozen copy
+    assert ModelSelector(None).summary()["strategy"] == "last"
+
+
+def test_trainer_saves_best_from_validation(tmp_path, corpus, monkeypatch):
+    import cirbench.lincir.selection as selection
+
+    scores = iter([5.0, 9.0, 7.0])
+
+    def fake(*_args, **_kwargs):
+        return (lambda phi: {"R@1": next(scores)}), "fake cirr val"
+
+    monkeypatch.setattr(selection, "validation_evaluator", fake)
+    result = train(config(corpus, tmp_path / "run", steps=6, val_every=2, val_first=None))
+    assert (tmp_path / "run" / "phi_best.safetensors").is_file()
+    best = load_file(str(tmp_path / "run" / "phi_best.safetensors"))
+    assert best.keys() == weights(tmp_path / "run").keys()
+    selection_meta = result.meta["selection"]
+    assert selection_meta["best_step"] == 4 and selection_meta["best_value"] == 9.0
+    assert result.meta["checkpoint"] == "phi_best.safetensors"
+
+
+def test_sigterm_sets_the_stop_flag():
+    with _stop_signals() as state:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert state["stop"] and state["signal"] == "SIGTERM"
+
+
+def make_cirr(root):
+    """A 12-image CIRR val split (SEARLE layout): 4 queries whose groups have 6 members each."""
+    from PIL import Image
+
+    names = [f"dev-{i}-0-img{i % 2}" for i in range(12)]
+    (root / "cirr" / "captions").mkdir(parents=True)
+    (root / "cirr" / "image_splits").mkdir(parents=True)
+    (root / "dev").mkdir()
+    for i, name in enumerate(names):
+        Image.new("RGB", (48, 40), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)).save(root / "dev" / f"{name}.png")
+    split = {name: f"./dev/{name}.png" for name in names}
+    (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
+    queries = []
+    for q in range(4):
+        members = names[q : q + 6]
+        queries.append(
+            {
+                "pairid": 100 + q,
+                "reference": members[0],
+                "target_hard": members[2],
+                "target_soft": {members[2]: 1.0},
+                "caption": ["make it green", "add a dog", "show it at night", "remove the car"][q],
+                "img_set": {"id": q, "members": members, "reference_rank": 0, "target_rank": 2},
+            }
+        )
+    (root / "cirr" / "captions" / "cap.rc2.val.json").write_text(json.dumps(queries))
+    return root
+
+
+def test_validation_on_cirr_val_then_eval_carries_training_time(tmp_path, corpus):
+    from cirbench.cli import app
+    from cirbench.results import iter_results
+
+    root = make_cirr(tmp_path / "CIRR")
+    result = train(config(corpus, tmp_path / "run", steps=4, val_every=2, val_first=None, val_root=str(root)))
+    selection = result.meta["selection"]
+    assert selection["strategy"] == "best R@1" and [h["step"] for h in selection["history"]] == [2, 4]
+    assert (tmp_path / "run" / "phi_best.safetensors").is_file()
+    out = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--method",
+            "lincir",
+            "--checkpoint",
+            str(tmp_path / "run"),
+            "--benchmark",
+            "cirr",
+            "--split",
+            "val",
+            "--root",
+            str(root),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    (record,) = list(iter_results(tmp_path / "results"))
+    assert record["timing"]["train_s"] == result.meta["wall_time_s"]
+    assert record["backbone"]["id"] == "cirbench-tiny:random"  # inferred from the checkpoint
+
+
+def test_no_validation_data_keeps_last(tmp_path, corpus):
+    result = train(config(corpus, tmp_path / "run", steps=2, val_root=str(tmp_path / "nowhere")))
+    assert result.meta["selection"]["strategy"] == "last"
+    assert "keeping the last checkpoint" in result.meta["selection"]["reason"]
+    assert not (tmp_path / "run" / "phi_best.safetensors").exists()
+
+
+@pytest.mark.parametrize("card", ["lincir-vit-l-14", "lincir-vit-h-14", "lincir-vit-bigg-14"])
+def test_method_cards_hold_the_paper_recipe(card):
+    from pathlib import Path
+
+    from cirbench.cards import load_method_card
+    from cirbench.commands.train import _read_config
+    from cirbench.methods.lincir import check_options
+
+    path = Path(__file__).resolve().parents[1] / "methods" / f"{card}.yaml"
+    parsed = load_method_card(path)
+    assert parsed.method == "lincir" and parsed.backbone
+    check_options(parsed.options)
+    cfg = TrainConfig.from_dict(_read_config(path))
+    assert (cfg.steps, cfg.global_batch, cfg.lr, cfg.weight_decay, cfg.phi_dropout) == (20000, 512, 1e-4, 0.01, 0.5)
+    assert cfg.backbone == parsed.backbone and cfg.mask_mode == "upstream"
+    assert cfg.corpora == ["hf:dangne/gcc_caption_only", "hf:FredZhang7/stable-diffusion-prompts-2.47M"]
