@@ -11,9 +11,11 @@ keeps them identical.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,23 @@ BACKBONE_LOADERS: dict[str, Callable[..., Backbone]] = {}
 
 class BackboneError(RuntimeError):
     """A backbone id that cannot be resolved, weights that are not available offline, or a guard that fired."""
+
+
+@contextlib.contextmanager
+def quiet_open_clip() -> Iterator[None]:
+    """Hide open_clip's "No pretrained weights loaded" warning: cirbench loads weights itself, on purpose."""
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    flt = _Filter()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def register_builtin_backbones() -> None:
@@ -165,9 +184,7 @@ class Backbone:
         self, texts: Sequence[str], placeholder: str = "$", placeholder_id: int = 259
     ) -> torch.Tensor:
         """Tokenize texts whose ``placeholder`` marks the pseudo-token slot, see ``tokenize_with_placeholder``."""
-        return tokenize_with_placeholder(texts, self.context_length, placeholder, placeholder_id).to(
-            self.device
-        )
+        return tokenize_with_placeholder(texts, self.context_length, placeholder, placeholder_id).to(self.device)
 
     def encode_with_pseudo_tokens(
         self, tokens: torch.Tensor, pseudo_tokens: torch.Tensor, placeholder_id: int = 259
@@ -261,9 +278,7 @@ def resolve_pretrained_file(model: str, tag: str, allow_download: bool, cache_di
     cfg = open_clip.get_pretrained_cfg(model, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
-        raise BackboneError(
-            f"unknown pretrained tag {tag!r} for {model}; open_clip knows: {', '.join(tags) or 'none'}"
-        )
+        raise BackboneError(f"unknown pretrained tag {tag!r} for {model}; open_clip knows: {', '.join(tags) or 'none'}")
     if cfg.get("file"):
         return cfg["file"]
     hint = (
@@ -332,9 +347,7 @@ def load_backbone(
     kwargs: dict[str, Any] = {"precision": precision, "device": device}
     if spec.checkpoint is not None:
         if not spec.checkpoint.is_file():
-            raise BackboneError(
-                f"checkpoint file {spec.checkpoint} does not exist (backbone id {backbone_id!r})"
-            )
+            raise BackboneError(f"checkpoint file {spec.checkpoint} does not exist (backbone id {backbone_id!r})")
         arch_quick = spec.model.endswith("-quickgelu")
         if spec.quick_gelu is None and not arch_quick and _has_openai_tag(spec.model):
             # open_clip#771: a fine-tuned OpenAI checkpoint reloaded as plain ViT-X silently switches to GELU.
@@ -367,7 +380,7 @@ def load_backbone(
         for key in ("interpolation", "resize_mode"):
             if cfg.get(key):
                 kwargs[f"image_{key}"] = cfg[key]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), quiet_open_clip():
         torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(
             spec.model, pretrained=weights_file, force_quick_gelu=use_quick, **kwargs

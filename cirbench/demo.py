@@ -92,12 +92,12 @@ def run_demo(config: DemoConfig | None = None) -> list[dict[str, Any]]:
             method, backbone, data, bench, config.results_dir, overwrite=config.overwrite
         )
         results.append(record)
-        metrics = record["metrics"]
+        m = {k: record["metrics"].get(k, float("nan")) for k in ("mAP@10", "R@1", "descriptive_R@1", "imperative_R@1")}
         console.print(
-            f"  {name:11s} mAP@10 {metrics.get('mAP@10', float('nan')):6.2f}  R@1 {metrics.get('R@1', float('nan')):6.2f}"
-            f"  (descriptive R@1 {metrics.get('descriptive_R@1', float('nan')):6.2f}, imperative R@1 "
-            f"{metrics.get('imperative_R@1', float('nan')):6.2f}){'  [reused]' if reused else ''}",
+            f"  {name:11s} mAP@10 {m['mAP@10']:6.2f}  R@1 {m['R@1']:6.2f}  (descriptive {m['descriptive_R@1']:6.2f},"
+            f" imperative {m['imperative_R@1']:6.2f}){'  [reused]' if reused else ''}",
             highlight=False,
+            soft_wrap=True,
         )
     if config.leaderboard is not None:
         console.print(f"[bold]3/3[/] leaderboard -> {config.leaderboard}")

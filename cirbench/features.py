@@ -161,9 +161,7 @@ def list_entries() -> list[dict]:
         manifest = folder / "manifest.json"
         info = json.loads(manifest.read_text()) if manifest.is_file() else {}
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-        entries.append(
-            {"key": folder.name, "complete": (folder / "features.npy").is_file(), "bytes": size, **info}
-        )
+        entries.append({"key": folder.name, "complete": (folder / "features.npy").is_file(), "bytes": size, **info})
     return entries
 
 

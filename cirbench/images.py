@@ -69,9 +69,7 @@ def expand_to_square(image: Image.Image) -> Image.Image:
 def open_image(ref: ImageRef) -> Image.Image:
     """Open an image as RGB (GeneCIS attribute boxes: crop, then square-pad, as upstream)."""
     if ref.path is None:
-        raise FileNotFoundError(
-            f"image {ref.key!r} has no path: pass --root with the benchmark's image folder"
-        )
+        raise FileNotFoundError(f"image {ref.key!r} has no path: pass --root with the benchmark's image folder")
     with Image.open(ref.path) as handle:
         image = handle.convert("RGB")
     if ref.crop is not None:

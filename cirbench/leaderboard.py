@@ -375,9 +375,7 @@ def benchmark_table(entries: Sequence[Entry], benchmark: str) -> pd.DataFrame:
     rows = []
     for entry in rows_in:
         rows.append(_row(entry, columns))
-        rep = (
-            _matching_reported(entry, reported) if entry.source == "run" and entry.default_protocol else None
-        )
+        rep = _matching_reported(entry, reported) if entry.source == "run" and entry.default_protocol else None
         if rep is not None:
             delta = _row(entry, columns, source="delta")
             delta.update({"Training data": "", "Train time": "", "Citation": rep.citation})
@@ -394,11 +392,7 @@ def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
     reported = [e for e in entries if e.benchmark == benchmark and e.source == "reported"]
     notes = set()
     for run in (e for e in entries if e.benchmark == benchmark and e.source == "run"):
-        same = [
-            r
-            for r in reported
-            if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)
-        ]
+        same = [r for r in reported if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)]
         if not same:
             continue
         if not run.default_protocol and any(r.split == run.split for r in same):
@@ -498,9 +492,7 @@ class _Footnotes:
         return [f"[{i}] {t}" for i, t in enumerate(self.texts, 1)]
 
 
-def markdown_table(
-    df: pd.DataFrame, value_columns: Sequence[str], group: str | None = "Split"
-) -> tuple[str, list]:
+def markdown_table(df: pd.DataFrame, value_columns: Sequence[str], group: str | None = "Split") -> tuple[str, list]:
     """(markdown, footnotes): two decimals, "–" for missing, best per column (and split) in bold."""
     notes = _Footnotes()
     best = best_mask(df, value_columns, group)
@@ -552,9 +544,7 @@ def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_ru
     ]
     if benchmark is None:
         summary = summary_table(entries)
-        value_cols = [
-            c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")
-        ]
+        value_cols = [c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")]
         table, notes = markdown_table(summary, value_cols, group=None)
         parts += [
             "",
@@ -603,9 +593,7 @@ def csv_frame(entries: Sequence[Entry], benchmark: str | None = None) -> pd.Data
 
 
 def render_csv(entries: Sequence[Entry], benchmark: str | None = None) -> str:
-    return csv_frame(entries, benchmark).to_csv(
-        index=False, float_format=f"%.{DECIMALS}f", lineterminator="\n"
-    )
+    return csv_frame(entries, benchmark).to_csv(index=False, float_format=f"%.{DECIMALS}f", lineterminator="\n")
 
 
 def write_chart(entries: Sequence[Entry], path: Path) -> Path:
@@ -618,13 +606,9 @@ def write_chart(entries: Sequence[Entry], path: Path) -> Path:
     from cirbench.io import atomic_write_bytes
 
     summary = summary_table(entries)
-    value_cols = [
-        c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")
-    ]
+    value_cols = [c for c in summary.columns if c not in ("Method", "Backbone", "Train time", "Source", "Citation")]
     if not value_cols:
-        raise LeaderboardError(
-            "nothing to chart: no headline metric (CIRCO mAP@10, CIRR R@1, ...) in any row"
-        )
+        raise LeaderboardError("nothing to chart: no headline metric (CIRCO mAP@10, CIRR R@1, ...) in any row")
     labels = [
         f"{m} · {b}" + (" (reported)" if s == "reported" else "")
         for m, b, s in zip(summary["Method"], summary["Backbone"], summary["Source"], strict=True)

@@ -106,9 +106,7 @@ def circo_metrics(
 # --------------------------------------------------------------------------------------------- CIRR
 
 
-def cirr_subset_ranking(
-    ranking: Sequence[Hashable], reference: Hashable, subset: Sequence[Hashable]
-) -> list[Hashable]:
+def cirr_subset_ranking(ranking: Sequence[Hashable], reference: Hashable, subset: Sequence[Hashable]) -> list[Hashable]:
     """Members minus the reference in ranked order (SEARLE validate.py#L208-L210)."""
     members = set(subset) - {reference}
     return [g for g in ranking if g in members]
@@ -130,9 +128,7 @@ def _subset_rows(
             row = [g for g in given if g != ref]
             bad = [g for g in row if g not in members]
             if bad:
-                raise ValueError(
-                    f"query {i}: subset ranking has ids outside members minus reference: {bad[:3]}"
-                )
+                raise ValueError(f"query {i}: subset ranking has ids outside members minus reference: {bad[:3]}")
         else:
             row = cirr_subset_ranking(rankings[i], ref, subset)
             complete = len(row) >= min(max_k, len(members))

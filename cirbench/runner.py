@@ -104,9 +104,7 @@ def run_request(
             if quiet:
                 return
             if stage not in tasks:
-                tasks[stage] = progress.add_task(
-                    f"{request.method} {bench.name}/{split} {stage}", total=total
-                )
+                tasks[stage] = progress.add_task(f"{request.method} {bench.name}/{split} {stage}", total=total)
             progress.update(tasks[stage], completed=done, total=total)
 
         result, path, reused = run_and_save(
@@ -133,8 +131,7 @@ def print_result(result: dict[str, Any], path: Path, reused: bool) -> None:
     state = "reused" if reused else "wrote"
     skipped = result.get("skipped", {})
     dropped = (
-        f" [yellow]skipped {skipped['images_missing']} missing images, "
-        f"{skipped['queries_dropped']} queries[/]"
+        f" [yellow]skipped {skipped['images_missing']} missing images, {skipped['queries_dropped']} queries[/]"
         if skipped.get("images_missing")
         else ""
     )
@@ -154,8 +151,7 @@ def run_all_cards(methods_dir: Path, benchmarks_dir: Path, **settings: Any) -> l
     bench_cards = load_cards(benchmarks_dir, load_benchmark_card)
     if not method_cards or not bench_cards:
         raise CLIError(
-            f"no cards found: {methods_dir}/*.yaml ({len(method_cards)}), {benchmarks_dir}/*.yaml "
-            f"({len(bench_cards)})"
+            f"no cards found: {methods_dir}/*.yaml ({len(method_cards)}), {benchmarks_dir}/*.yaml ({len(bench_cards)})"
         )
     results, skipped = [], []
     for bcard in bench_cards:
@@ -207,9 +203,7 @@ def _benchmark_unavailable(card) -> str | None:
     return None
 
 
-def data_report(
-    benchmark: str, root: Path | None, split: str | None, options: dict[str, Any]
-) -> dict[str, Any]:
+def data_report(benchmark: str, root: Path | None, split: str | None, options: dict[str, Any]) -> dict[str, Any]:
     """Counts and every problem found for a benchmark split on disk."""
     from cirbench.benchmarks import get_benchmark
     from cirbench.images import check_images

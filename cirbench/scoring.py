@@ -51,16 +51,12 @@ def normalise_image_id(benchmark: str, value: Any, qid: str = "") -> str:
         return _stem(str(value).strip())
     if benchmark == "genecis" and (isinstance(value, int) or str(value).isdigit()):
         if not qid.split("/")[0].endswith("_object"):
-            raise ValueError(
-                f"query {qid}: bare id {value!r} is only valid for object tasks (use the vg:... key)"
-            )
+            raise ValueError(f"query {qid}: bare id {value!r} is only valid for object tasks (use the vg:... key)")
         return f"coco:{int(value)}"
     return str(value)
 
 
-def load_rankings_file(
-    path: str | Path, benchmark: str | Benchmark, kind: Kind | None = None
-) -> dict[str, list[str]]:
+def load_rankings_file(path: str | Path, benchmark: str | Benchmark, kind: Kind | None = None) -> dict[str, list[str]]:
     """Read one rankings file into ``{qid: [canonical ids]}``.
 
     ``kind`` says whether it holds full rankings (``"top"``) or CIRR subset rankings (``"subset"``); for a
@@ -72,9 +68,7 @@ def load_rankings_file(
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read a JSON rankings file ({e})") from e
     if not isinstance(raw, dict):
-        raise ValueError(
-            f"{path}: expected a JSON object {{query id: [ranked ids]}}, got {type(raw).__name__}"
-        )
+        raise ValueError(f"{path}: expected a JSON object {{query id: [ranked ids]}}, got {type(raw).__name__}")
     if "version" in raw or "metric" in raw:
         if name != "cirr":
             raise ValueError(f"{path}: 'version'/'metric' keys belong to the CIRR server format, not {name}")
@@ -84,9 +78,7 @@ def load_rankings_file(
         if metric not in CIRR_METRIC_KIND:
             raise ValueError(f"{path}: CIRR \"metric\" must be 'recall' or 'recall_subset', got {metric!r}")
         if kind is not None and kind != CIRR_METRIC_KIND[metric]:
-            raise ValueError(
-                f"{path}: metric {metric!r} holds {CIRR_METRIC_KIND[metric]} rankings, not {kind}"
-            )
+            raise ValueError(f"{path}: metric {metric!r} holds {CIRR_METRIC_KIND[metric]} rankings, not {kind}")
     out: dict[str, list[str]] = {}
     for key, ids in raw.items():
         qid = normalise_qid(name, key)
@@ -98,9 +90,7 @@ def load_rankings_file(
     return out
 
 
-def load_rankings(
-    benchmark: str | Benchmark, top_path: str | Path, subset_path: str | Path | None = None
-) -> Rankings:
+def load_rankings(benchmark: str | Benchmark, top_path: str | Path, subset_path: str | Path | None = None) -> Rankings:
     """``Rankings`` from a full-ranking file and, for CIRR, an optional subset-ranking file."""
     top = load_rankings_file(top_path, benchmark, "top")
     subset = load_rankings_file(subset_path, benchmark, "subset") if subset_path else None
@@ -134,9 +124,7 @@ def check_rankings(data: BenchmarkSplit, rankings: Rankings, allow_missing: bool
             allowed = set(q.candidates) if q.candidates is not None else gallery
             bad = [i for i in rankings.top.get(q.qid, []) if allowed is not None and i not in allowed]
             if bad:
-                raise ValueError(
-                    f"query {q.qid}: ranked ids not in its gallery (wrong split?): {_examples(bad)}"
-                )
+                raise ValueError(f"query {q.qid}: ranked ids not in its gallery (wrong split?): {_examples(bad)}")
     return missing
 
 
@@ -156,9 +144,7 @@ def score(
         subset: Mapping[str, list[str]] | None = rankings.subset
         if any(q.subset is not None for q in data.queries):
             subset = {**(rankings.subset or {}), **{q: [] for q in missing}}
-        rankings = Rankings(
-            top=top, subset=dict(subset) if subset is not None else None, scores=rankings.scores
-        )
+        rankings = Rankings(top=top, subset=dict(subset) if subset is not None else None, scores=rankings.scores)
     return {
         "benchmark": data.benchmark,
         "split": data.split,

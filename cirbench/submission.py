@@ -99,9 +99,7 @@ def _examples(items: Iterable[Any]) -> str:
     return ", ".join(str(i) for i in items[:_SHOW]) + more
 
 
-def _check_keys(
-    problems: list[str], keys: Collection[str], query_ids: Collection[str] | None, expected: int
-) -> None:
+def _check_keys(problems: list[str], keys: Collection[str], query_ids: Collection[str] | None, expected: int) -> None:
     if query_ids is None:
         if len(keys) != expected:
             problems.append(f"{len(keys)} queries, the test split has {expected}")
@@ -153,9 +151,7 @@ def cirr_files(rankings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     top = rankings.get("top") or {}
     subset = rankings.get("subset")
     if not subset:
-        raise SubmissionError(
-            "the rankings have no CIRR subset rankings ('subset'); re-run the CIRR test1 evaluation"
-        )
+        raise SubmissionError("the rankings have no CIRR subset rankings ('subset'); re-run the CIRR test1 evaluation")
     recall = {"version": CIRR_VERSION, "metric": "recall"}
     recall.update({qid: list(top[qid][:TOP_K]) for qid in sorted(top, key=str)})
     sub = {"version": CIRR_VERSION, "metric": "recall_subset"}
@@ -183,9 +179,7 @@ def validate_cirr(
             problems.append(f"header must be version={CIRR_VERSION!r}, metric={metric!r}")
         lists = {q: v for q, v in data.items() if q not in ("version", "metric")}
         _check_keys(problems, lists.keys(), query_ids, expected_queries)
-        bad_type = [
-            q for q, v in lists.items() if not isinstance(v, list) or not all(isinstance(i, str) for i in v)
-        ]
+        bad_type = [q for q, v in lists.items() if not isinstance(v, list) or not all(isinstance(i, str) for i in v)]
         if bad_type:
             problems.append(f"values must be lists of image names: {_examples(bad_type)}")
             raise _problems_error(f"CIRR {name} file", problems)
@@ -196,14 +190,10 @@ def validate_cirr(
                 problems.append(f"{name} lists contain the query's reference image: {_examples(with_ref)}")
         if name == "recall_subset" and members is not None:
             outside = [
-                q
-                for q, ids in lists.items()
-                if not set(ids) <= set(members.get(q, ())) - {(references or {}).get(q)}
+                q for q, ids in lists.items() if not set(ids) <= set(members.get(q, ())) - {(references or {}).get(q)}
             ]
             if outside:
-                problems.append(
-                    f"subset lists not within the group members minus the reference: {_examples(outside)}"
-                )
+                problems.append(f"subset lists not within the group members minus the reference: {_examples(outside)}")
         if problems:
             raise _problems_error(f"CIRR {name} file", problems)
 
@@ -304,14 +294,10 @@ def circo_test_set(root: Path) -> CIRCOTestSet:
     return CIRCOTestSet([q.qid for q in data.queries], frozenset(gallery) if gallery else None)
 
 
-def write_circo(
-    rankings: Mapping[str, Any], out_dir: Path, stem: str, test: CIRCOTestSet | None = None
-) -> list[Path]:
+def write_circo(rankings: Mapping[str, Any], out_dir: Path, stem: str, test: CIRCOTestSet | None = None) -> list[Path]:
     """Validate, then write ``<stem>.json`` (the CIRCO server has no documented size limit)."""
     submission = circo_file(rankings)
-    validate_circo(
-        submission, query_ids=test.query_ids if test else None, gallery=test.gallery if test else None
-    )
+    validate_circo(submission, query_ids=test.query_ids if test else None, gallery=test.gallery if test else None)
     path = Path(out_dir) / f"{stem}.json"
     atomic_write_bytes(path, json.dumps(submission).encode("utf-8"))
     return [path]
@@ -386,13 +372,9 @@ def submit(
     check_run(result, benchmark)
     if rankings is None:
         if not result.get("rankings_file"):
-            raise SubmissionError(
-                f"run {result.get('run_key')} has no stored rankings; re-run the evaluation"
-            )
+            raise SubmissionError(f"run {result.get('run_key')} has no stored rankings; re-run the evaluation")
         rankings = load_rankings(dict(result))
-    stem = Path(str(result.get("_path") or f"{benchmark}--{result.get('run_key', 'run')}.json")).name[
-        : -len(".json")
-    ]
+    stem = Path(str(result.get("_path") or f"{benchmark}--{result.get('run_key', 'run')}.json")).name[: -len(".json")]
     notes: list[str] = []
     if root is None and benchmark in TEST_SPLITS:
         notes.append(
@@ -400,9 +382,7 @@ def submit(
             "references, group members and gallery ids against the test split"
         )
     if benchmark == "cirr":
-        return write_cirr(
-            rankings, Path(out_dir) / "cirr", stem, cirr_test_set(root) if root else None
-        ), notes
+        return write_cirr(rankings, Path(out_dir) / "cirr", stem, cirr_test_set(root) if root else None), notes
     if benchmark == "circo":
         test = circo_test_set(root) if root else None
         if test is not None and test.gallery is None:
@@ -410,9 +390,7 @@ def submit(
         return write_circo(rankings, Path(out_dir) / "circo", stem, test), notes
     if benchmark == "fashioniq":
         if root is None:
-            raise SubmissionError(
-                "FashionIQ prediction files copy the caption records: pass --root <FashionIQ root>"
-            )
+            raise SubmissionError("FashionIQ prediction files copy the caption records: pass --root <FashionIQ root>")
         bench = result.get("benchmark") or {}
         cats = (bench.get("protocol") or {}).get("categories") or FASHIONIQ_CATEGORIES
         notes.append("FashionIQ has no live test server: these are the historic starter-kit files")

@@ -26,9 +26,7 @@ def make_split(root: Path, n_images: int, n_queries: int) -> None:
     (root / "cirr" / "image_splits").mkdir(parents=True)
     (root / "dev").mkdir()
     for name in names:
-        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(
-            root / "dev" / f"{name}.jpg"
-        )
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(root / "dev" / f"{name}.jpg")
     split = {name: f"./dev/{name}.jpg" for name in names}
     (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
     queries = []
@@ -69,9 +67,7 @@ def main() -> None:
         one = timed(["image+text"], args.backbone, root, Path(folder) / "r1")
         os.environ["CIRBENCH_CACHE"] = str(Path(folder) / "cache3")
         three = timed(["image+text", "image-only", "text-only"], args.backbone, root, Path(folder) / "r3")
-    print(
-        f"{args.backbone}, {args.images} gallery images, {args.queries} queries (backbone loaded before timing)"
-    )
+    print(f"{args.backbone}, {args.images} gallery images, {args.queries} queries (backbone loaded before timing)")
     print(f"1 method: {one:.1f} s; 3 methods: {three:.1f} s ({three / one:.2f}x)")
 
 

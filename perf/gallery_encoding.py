@@ -51,9 +51,7 @@ def main() -> None:
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     bare = n / (time.perf_counter() - start)
-    print(
-        f"{args.backbone} on {args.device} ({torch.get_num_threads()} threads), {args.images} 640x480 JPEGs"
-    )
+    print(f"{args.backbone} on {args.device} ({torch.get_num_threads()} threads), {args.images} 640x480 JPEGs")
     print(
         f"cirbench encode_images: {full:.1f} images/s; bare forward on tensors: {bare:.1f} images/s "
         f"({full / bare:.0%} of bare)"

@@ -10,9 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_ANNOTATIONS = Path(
-    os.environ.get("CIRBENCH_SHARED_ANNOTATIONS", ROOT.parent / "shared" / "annotations")
-)
+SHARED_ANNOTATIONS = Path(os.environ.get("CIRBENCH_SHARED_ANNOTATIONS", ROOT.parent / "shared" / "annotations"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

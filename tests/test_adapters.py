@@ -163,18 +163,9 @@ def test_pic2word_depth_and_width_follow_the_state_dict(tiny_backbone, tmp_path)
 
 
 def test_infer_backbone_from_released_sizes(tmp_path):
-    assert (
-        searle_infer_backbone(save_released_size_searle(tmp_path / "SEARLE_ViT-L14.pt", 768))
-        == "ViT-L-14:openai"
-    )
-    assert (
-        searle_infer_backbone(save_released_size_searle(tmp_path / "SEARLE_ViT-B32.pt", 512))
-        == "ViT-B-32:openai"
-    )
-    assert (
-        pic2word_infer_backbone(save_released_size_pic2word(tmp_path / "pic2word_model.pt"))
-        == "ViT-L-14:openai"
-    )
+    assert searle_infer_backbone(save_released_size_searle(tmp_path / "SEARLE_ViT-L14.pt", 768)) == "ViT-L-14:openai"
+    assert searle_infer_backbone(save_released_size_searle(tmp_path / "SEARLE_ViT-B32.pt", 512)) == "ViT-B-32:openai"
+    assert pic2word_infer_backbone(save_released_size_pic2word(tmp_path / "pic2word_model.pt")) == "ViT-L-14:openai"
     assert get_method_entry("searle").infer_backbone is searle_infer_backbone
     assert get_method_entry("pic2word").infer_backbone is pic2word_infer_backbone
     with pytest.raises(MethodError, match="32-d image features.*pass --backbone"):
@@ -184,9 +175,7 @@ def test_infer_backbone_from_released_sizes(tmp_path):
 
 
 def _fake_backbone(model_id: str, image_dim: int, token_dim: int) -> SimpleNamespace:
-    return SimpleNamespace(
-        id=model_id, image_embed_dim=image_dim, token_dim=token_dim, device=torch.device("cpu")
-    )
+    return SimpleNamespace(id=model_id, image_embed_dim=image_dim, token_dim=token_dim, device=torch.device("cpu"))
 
 
 def test_wrong_shapes_fail_naming_both(tiny_backbone, tmp_path):
@@ -196,9 +185,7 @@ def test_wrong_shapes_fail_naming_both(tiny_backbone, tmp_path):
         build_method("searle", vit_b32, l14)
     with pytest.raises(MethodError, match=r"768-d phi, backbone cirbench-tiny gives 32-d"):
         build_method("searle", tiny_backbone, l14)
-    with pytest.raises(
-        MethodError, match=r"768-d IM2TEXT, backbone cirbench-tiny gives 32-d.*ViT-L-14:openai"
-    ):
+    with pytest.raises(MethodError, match=r"768-d IM2TEXT, backbone cirbench-tiny gives 32-d.*ViT-L-14:openai"):
         build_method("pic2word", tiny_backbone, save_released_size_pic2word(tmp_path / "pic2word_model.pt"))
     with pytest.raises(MethodError, match=r"phi outputs 48-d tokens, backbone cirbench-tiny has 64-d token"):
         build_method("searle", tiny_backbone, save_searle(tmp_path / "narrow.pt", out_dim=48))
@@ -236,9 +223,7 @@ def test_options_are_checked_and_recorded(tiny_backbone, ckpts):
     with pytest.raises(MethodError, match="preprocess must be one of"):
         build_method("searle", tiny_backbone, ckpts.searle, {"preprocess": "squarepad"})
     paper = build_method("pic2word", tiny_backbone, ckpts.pic2word).eval_config()
-    lincir = build_method(
-        "pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "lincir"}
-    ).eval_config()
+    lincir = build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "lincir"}).eval_config()
     assert paper["prompt_protocol"] == "paper" and paper["prompt"] == "a photo of * , {caption}"
     assert paper["fiq_prompt"] == "a photo of * , {cap2} and {cap1}" and paper["placeholder"] == "* (265)"
     assert lincir["prompt_protocol"] == "lincir" and lincir["prompt"] == "a photo of $ that {caption}"
@@ -299,9 +284,7 @@ def test_placeholder_found_per_sample(tiny_backbone, ckpts, name):
     refs4 = torch.randn(4, 32, generator=torch.Generator().manual_seed(4))
     for benchmark in ("cirr", "fashioniq"):
         batch = method.encode_queries(queries, refs4, benchmark)
-        loop = torch.cat(
-            [method.encode_queries([q], refs4[i : i + 1], benchmark) for i, q in enumerate(queries)]
-        )
+        loop = torch.cat([method.encode_queries([q], refs4[i : i + 1], benchmark) for i, q in enumerate(queries)])
         torch.testing.assert_close(batch, loop, rtol=1e-5, atol=1e-6)
 
 
@@ -336,17 +319,13 @@ def test_searle_matches_hand_written_reference(tiny_backbone, ckpts):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # FashionIQ: normalize((normalize(f12) + normalize(f21)) / 2) over the two stripped orders.
     f12, f21 = (
-        F.normalize(
-            _text_tower_by_hand(model, tokenize_with_placeholder([p], 77, "$", 259), token, 259), dim=-1
-        )
+        F.normalize(_text_tower_by_hand(model, tokenize_with_placeholder([p], 77, "$", 259), token, 259), dim=-1)
         for p in (
             "a photo of $ that is darker and has long sleeves",
             "a photo of $ that has long sleeves and is darker",
         )
     )
-    got = method.encode_queries([Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[
-        0
-    ]
+    got = method.encode_queries([Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[0]
     torch.testing.assert_close(got, F.normalize((f12 + f21) / 2, dim=-1), rtol=1e-5, atol=1e-6)
 
 
@@ -365,9 +344,7 @@ def test_pic2word_matches_hand_written_reference(tiny_backbone, ckpts):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     ids = tokenize_with_placeholder(["a photo of * , has long sleeves? and is darker."], 77, "*", 265)
     expected = F.normalize(_text_tower_by_hand(model, ids, token, 265), dim=-1)
-    got = method.encode_queries([Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[
-        0
-    ]
+    got = method.encode_queries([Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -426,9 +403,7 @@ def test_build_preprocess_kinds(tiny_backbone):
         torch.testing.assert_close(x[:, row, :], black.expand(3, 32), atol=1e-4, rtol=0)
     for row in (8, 16, 23):
         torch.testing.assert_close(x[:, row, :], full.expand(3, 32), atol=1e-4, rtol=0)
-    torch.testing.assert_close(
-        tiny_backbone.preprocess(white), full.view(3, 1, 1).expand(3, 32, 32), atol=1e-4, rtol=0
-    )
+    torch.testing.assert_close(tiny_backbone.preprocess(white), full.view(3, 1, 1).expand(3, 32, 32), atol=1e-4, rtol=0)
     square = Image.new("RGB", (100, 100), (10, 200, 30))
     assert torch.equal(pad(square), tiny_backbone.preprocess(square))
 

@@ -88,10 +88,7 @@ def test_pretrained_weights_are_not_downloaded_unless_asked(monkeypatch):
         load_backbone("ViT-L-14:openai")
     assert calls and all(call["local_files_only"] for call in calls)
     cfg = open_clip.get_pretrained_cfg("ViT-L-14", "openai")
-    assert (
-        calls[0]["repo_id"] == cfg["hf_hub"].rstrip("/").rsplit("/", 1)[0]
-        or calls[0]["repo_id"] in cfg["hf_hub"]
-    )
+    assert calls[0]["repo_id"] == cfg["hf_hub"].rstrip("/").rsplit("/", 1)[0] or calls[0]["repo_id"] in cfg["hf_hub"]
     calls.clear()
     with pytest.raises(BackboneError):
         load_backbone("ViT-H-14:laion2b_s32b_b79k", allow_download=True)

@@ -126,9 +126,7 @@ def test_circo_excerpt_and_options(tmp_path: Path) -> None:
     info = root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
     info.parent.mkdir(parents=True)
     info.write_text(
-        json.dumps(
-            {"images": [{"id": 355099, "file_name": "000000355099.jpg"}, {"id": 7, "file_name": "x.jpg"}]}
-        )
+        json.dumps({"images": [{"id": 355099, "file_name": "000000355099.jpg"}, {"id": 7, "file_name": "x.jpg"}]})
     )
     data = circo.load(root, "val", {"remove_reference": True})
     assert data.parts[0].gallery == ["355099", "7"] and data.protocol["gallery_known"] is True
@@ -182,10 +180,7 @@ def test_cirr_excerpt_and_layouts(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "cirr", pic)
     (pic / "test1").mkdir()
     data = cirr.load(pic, "test1")
-    assert (
-        data.layout == "pic2word"
-        and data.images["test1-147-1-img1"].path == pic / "test1/test1-147-1-img1.png"
-    )
+    assert data.layout == "pic2word" and data.images["test1-147-1-img1"].path == pic / "test1/test1-147-1-img1.png"
 
     with pytest.raises(AnnotationError, match="cirr/captions/cap.rc2.val.json") as err:
         cirr.load(tmp_path / "nothing", "val")

@@ -103,9 +103,7 @@ def test_summary_columns_per_split(entries):
         summary.columns
     )
     image_only_run = summary[(summary["Method"] == "image-only") & (summary["Source"] == "run")]
-    assert image_only_run["CIRR R@1 (val)"].item() == pytest.approx(
-        7.127481
-    )  # default-protocol run, not soft
+    assert image_only_run["CIRR R@1 (val)"].item() == pytest.approx(7.127481)  # default-protocol run, not soft
 
 
 def test_csv(entries):
@@ -163,9 +161,7 @@ def test_cli_markdown_csv_chart(cli, tmp_path):
     res = runner.invoke(cli, [*args, "--benchmark", "cirr", "--format", "csv"])
     assert res.exit_code == 0, res.output
     assert set(pd.read_csv(io.StringIO(res.stdout))["Benchmark"]) == {"cirr"}
-    res = runner.invoke(
-        cli, ["leaderboard", "--results-dir", str(RESULTS), "--no-reported", "-b", "fashioniq"]
-    )
+    res = runner.invoke(cli, ["leaderboard", "--results-dir", str(RESULTS), "--no-reported", "-b", "fashioniq"])
     assert res.exit_code == 0 and "reported" not in res.stdout.split("## FashionIQ")[1]
 
 

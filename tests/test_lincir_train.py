@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,7 +113,13 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path, corpus):
         "--set",
         "log_every=1",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "train_meta.json").read_text())
     assert meta["device_count"] == 2 and meta["per_device_batch"] == 4 and meta["global_batch"] == 8
@@ -328,8 +335,6 @@ def test_no_validation_data_keeps_last(tmp_path, corpus):
 
 @pytest.mark.parametrize("card", ["lincir-vit-l-14", "lincir-vit-h-14", "lincir-vit-bigg-14"])
 def test_method_cards_hold_the_paper_recipe(card):
-    from pathlib import Path
-
     from cirbench.cards import load_method_card
     from cirbench.commands.train import _read_config
     from cirbench.methods.lincir import check_options

@@ -46,9 +46,7 @@ def test_circo_recall_uses_single_target_and_strips_padding() -> None:
 
 def test_circo_per_aspect_map10() -> None:
     preds = [["a"], ["x", "b"]]
-    out = M.circo_metrics(
-        preds, [["a"], ["b"]], ["a", "b"], aspects=[["cardinality"], ["cardinality", "negation"]]
-    )
+    out = M.circo_metrics(preds, [["a"], ["b"]], ["a", "b"], aspects=[["cardinality"], ["cardinality", "negation"]])
     assert out["mAP@10_cardinality"] == approx(100 * (1 + 0.5) / 2)
     assert out["mAP@10_negation"] == approx(50.0)
     assert "mAP@10_viewpoint" not in out  # only aspects that occur
@@ -99,9 +97,7 @@ def test_cirr_soft_scores() -> None:
     assert out["R@2"] == approx(100.0)
     assert out["Rsubset@1"] == approx(50.0)
     # only a -1 image in the top-K: floored at 0
-    out = M.cirr_soft_metrics(
-        [["v", "u"]], ["ref"], [soft], [["u", "t", "v", "w", "y"]], ks=(1,), subset_ks=(1,)
-    )
+    out = M.cirr_soft_metrics([["v", "u"]], ["ref"], [soft], [["u", "t", "v", "w", "y"]], ks=(1,), subset_ks=(1,))
     assert out["R@1"] == 0.0
 
 

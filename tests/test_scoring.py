@@ -54,9 +54,7 @@ def _check_cirr_demo(root: Path, n: int) -> None:
     cirr = get_benchmark("cirr")
     data = cirr.load(root, "test1")
     demo = root / "demo_files"
-    rankings = load_rankings(
-        cirr, demo / "test1_pred_ranks_recall.json", demo / "test1_pred_ranks_recall_subset.json"
-    )
+    rankings = load_rankings(cirr, demo / "test1_pred_ranks_recall.json", demo / "test1_pred_ranks_recall_subset.json")
     assert len(rankings.top) == n and all(len(v) == 50 for v in rankings.top.values())
     assert all(len(v) == 3 for v in rankings.subset.values())
     assert check_rankings(data, rankings) == []
@@ -75,9 +73,7 @@ def test_cirr_server_format_validation(tmp_path: Path) -> None:
         load_rankings_file(bad, "cirr")
     with pytest.raises(ValueError, match="CIRR server format"):
         load_rankings_file(_write(tmp_path / "c.json", {"version": "rc2", "0": []}), "circo")
-    ok = _write(
-        tmp_path / "ok.json", {"version": "rc2", "metric": "recall", "12063": ["./test1/test1-1-0-img0.png"]}
-    )
+    ok = _write(tmp_path / "ok.json", {"version": "rc2", "metric": "recall", "12063": ["./test1/test1-1-0-img0.png"]})
     assert load_rankings_file(ok, "cirr") == {"12063": ["test1-1-0-img0"]}
 
 

@@ -100,9 +100,7 @@ def test_cirr_round_trip_excerpt(cirr_excerpt, tmp_path):
     _assert_cirr_structure(ours_subset, subset, 3, "recall_subset")
     assert ours_recall == recall and ours_subset == subset
     assert paths[0].read_bytes() == (EXCERPTS / "cirr_test1_pred_ranks_recall.excerpt.json").read_bytes()
-    assert (
-        paths[1].read_bytes() == (EXCERPTS / "cirr_test1_pred_ranks_recall_subset.excerpt.json").read_bytes()
-    )
+    assert paths[1].read_bytes() == (EXCERPTS / "cirr_test1_pred_ranks_recall_subset.excerpt.json").read_bytes()
 
 
 def test_cirr_round_trip_full_demo(shared_annotations, tmp_path):
@@ -174,9 +172,7 @@ def test_submit_cli(shared_annotations, tmp_path):
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "sub" / "cirr").glob("*.json"))) == 2
     res = runner.invoke(app, [*base, "--run", "012345"])
-    assert (
-        res.exit_code == 2 and "val" in res.output and "test1" in res.output and "Traceback" not in res.output
-    )
+    assert res.exit_code == 2 and "val" in res.output and "test1" in res.output and "Traceback" not in res.output
 
 
 def test_submit_without_root_checks_the_query_count(cirr_excerpt, tmp_path):
@@ -296,9 +292,7 @@ def test_circo_failures(circo_excerpt, break_it, message):
 def test_val_run_refused(bench, cirr_excerpt, circo_excerpt, tmp_path):
     rankings = cirr_excerpt[3] if bench == "cirr" else circo_excerpt[2]
     result = _result(tmp_path / "results", bench, "val", rankings)
-    with pytest.raises(
-        S.SubmissionError, match=f"{bench} val result; the {bench.upper()} test server needs"
-    ) as err:
+    with pytest.raises(S.SubmissionError, match=f"{bench} val result; the {bench.upper()} test server needs") as err:
         S.submit(result, bench, tmp_path / "out")
     assert "never be uploaded" in str(err.value)
     assert not (tmp_path / "out").exists()

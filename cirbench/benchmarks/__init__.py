@@ -88,9 +88,7 @@ def get_benchmark(name: str) -> Benchmark:
     if key not in BENCHMARKS:
         close = difflib.get_close_matches(key, list(BENCHMARKS), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
-        raise UnknownBenchmarkError(
-            f"unknown benchmark {name!r}{hint} Available: {', '.join(sorted(BENCHMARKS))}"
-        )
+        raise UnknownBenchmarkError(f"unknown benchmark {name!r}{hint} Available: {', '.join(sorted(BENCHMARKS))}")
     return BENCHMARKS[key]
 
 

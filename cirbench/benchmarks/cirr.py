@@ -42,9 +42,7 @@ def detect_layout(root: Path, split: str) -> tuple[str, Path, Path]:
             return "official", root, root / "img_raw"
         if (root / "dev").is_dir() or (root / "test1").is_dir():
             return "pic2word", root, root
-        if root.name.lower() == "cirr" and (
-            (root.parent / "dev").is_dir() or (root.parent / "test1").is_dir()
-        ):
+        if root.name.lower() == "cirr" and ((root.parent / "dev").is_dir() or (root.parent / "test1").is_dir()):
             return "searle", root, root.parent  # root points at CIRR/cirr inside a SEARLE tree
         return "official", root, root / "img_raw"  # annotations only: images would live in img_raw/
     raise AnnotationError(
@@ -93,9 +91,7 @@ class CIRR:
         if not isinstance(records, list):
             raise AnnotationError(f"{cap_path}: expected a JSON list of queries; {FIX}")
         labelled = split == "val"
-        need = ["pairid", "reference", "caption", "img_set"] + (
-            ["target_hard", "target_soft"] if labelled else []
-        )
+        need = ["pairid", "reference", "caption", "img_set"] + (["target_hard", "target_soft"] if labelled else [])
         queries = []
         for i, r in enumerate(records):
             missing = [f for f in need if not isinstance(r, dict) or f not in r]
@@ -117,9 +113,7 @@ class CIRR:
                 extra["target_soft"] = {str(k): float(v) for k, v in r["target_soft"].items()}
             subset = tuple(m for m in members if m != ref)
             gt = (target,) if labelled else None
-            queries.append(
-                Query(str(r["pairid"]), ref, (str(r["caption"]),), target, gt, subset, extra=extra)
-            )
+            queries.append(Query(str(r["pairid"]), ref, (str(r["caption"]),), target, gt, subset, extra=extra))
         protocol = {**opts, "split_file": split_path.name, "gallery_size": len(images)}
         part = Part("all", queries, list(images), remove_reference=bool(opts["remove_reference"]))
         files = [cap_path, split_path]

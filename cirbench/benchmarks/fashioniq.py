@@ -41,11 +41,7 @@ def detect_layout(root: Path, cat: str, split: str) -> str:
     if (root / "json" / f"cap.{cat}.{split}.json").is_file():
         return "pic2word"
     if (root / "captions" / f"cap.{cat}.{split}.json").is_file():
-        return (
-            "starter_kit"
-            if (root / "resized_images").is_dir() and not (root / "images").is_dir()
-            else "searle"
-        )
+        return "starter_kit" if (root / "resized_images").is_dir() and not (root / "images").is_dir() else "searle"
     raise AnnotationError(
         f"FashionIQ {cat} {split} captions not found under {root}. Expected "
         f"{root}/captions/cap.{cat}.{split}.json "

@@ -90,9 +90,7 @@ class GeneCIS:
             queries = []
             for i, r in enumerate(records):
                 missing = [
-                    f
-                    for f in ("reference", "target", "condition", "gallery")
-                    if not isinstance(r, dict) or f not in r
+                    f for f in ("reference", "target", "condition", "gallery") if not isinstance(r, dict) or f not in r
                 ]
                 if missing:
                     raise AnnotationError(
@@ -100,9 +98,7 @@ class GeneCIS:
                         f"the file is damaged or edited, {FIX}"
                     )
                 try:
-                    refs = [
-                        image_key(task, x, coco, vg) for x in [r["reference"], r["target"], *r["gallery"]]
-                    ]
+                    refs = [image_key(task, x, coco, vg) for x in [r["reference"], r["target"], *r["gallery"]]]
                 except (KeyError, TypeError, ValueError) as e:
                     raise AnnotationError(
                         f"{path}: record {i}: bad image entry for task {task} (missing or invalid {e}); "
@@ -114,9 +110,7 @@ class GeneCIS:
                 ref, target, *gallery = (x.key for x in refs)
                 cands = (target, *gallery)
                 extra = {"task": task}
-                queries.append(
-                    Query(f"{task}/{i}", ref, (str(r["condition"]),), target, (target,), None, cands, extra)
-                )
+                queries.append(Query(f"{task}/{i}", ref, (str(r["condition"]),), target, (target,), None, cands, extra))
             parts.append(Part(task, queries, None, remove_reference=False))
         protocol = {
             **opts,

@@ -15,14 +15,10 @@ BackboneOpt = Annotated[
     str | None,
     typer.Option("--backbone", "-b", help="MODEL:TAG, MODEL:/path/to/ckpt or cirbench-tiny:random."),
 ]
-BenchmarkOpt = Annotated[
-    str | None, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis, shapes.")
-]
+BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis, shapes.")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Benchmark split (default: its first split).")]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Dataset folder (any supported layout).")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")
-]
+SetOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")]
 ProtocolOpt = Annotated[
     list[str] | None,
     typer.Option("--protocol", "-p", help="Benchmark protocol option KEY=VALUE (repeatable)."),
@@ -101,9 +97,7 @@ def eval_command(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Method checkpoint.")] = None,
     option: SetOpt = None,
     protocol: ProtocolOpt = None,
-    all_cards: Annotated[
-        bool, typer.Option("--all", help="Every method card x every benchmark card.")
-    ] = False,
+    all_cards: Annotated[bool, typer.Option("--all", help="Every method card x every benchmark card.")] = False,
     methods_dir: Annotated[Path, typer.Option(help="Method cards for --all.")] = Path("methods"),
     benchmarks_dir: Annotated[Path, typer.Option(help="Benchmark cards for --all.")] = Path("benchmarks"),
     results_dir: ResultsOpt = Path("results"),
@@ -114,9 +108,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Image/text batch size (not part of the run key).")] = 64,
     workers: Annotated[int, typer.Option(help="Image decoding workers.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")
-    ] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     allow_download: Annotated[bool, typer.Option(help="Allow downloading pretrained weights.")] = False,
     quick_gelu: Annotated[
         bool | None,
@@ -164,18 +156,12 @@ def eval_command(
 @app.command("score")
 def score_command(
     benchmark: Annotated[str, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis.")],
-    rankings: Annotated[
-        Path, typer.Option("--rankings", help="JSON: query id -> ranked ids (CIRR: server format).")
-    ],
+    rankings: Annotated[Path, typer.Option("--rankings", help="JSON: query id -> ranked ids (CIRR: server format).")],
     split: SplitOpt = None,
     root: RootOpt = None,
-    subset_rankings: Annotated[
-        Path | None, typer.Option("--subset-rankings", help="CIRR recall_subset file.")
-    ] = None,
+    subset_rankings: Annotated[Path | None, typer.Option("--subset-rankings", help="CIRR recall_subset file.")] = None,
     protocol: ProtocolOpt = None,
-    allow_missing: Annotated[
-        bool, typer.Option(help="Score absent queries as misses (count reported).")
-    ] = False,
+    allow_missing: Annotated[bool, typer.Option(help="Score absent queries as misses (count reported).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Score a rankings file made by any code against the official annotations (no images needed)."""
@@ -185,9 +171,7 @@ def score_command(
     bench = get_benchmark(benchmark)
     data = bench.load(root, split or bench.splits[0], parse_pairs(protocol))
     try:
-        report = score(
-            bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing
-        )
+        report = score(bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing)
     except ValueError as error:
         raise CLIError(str(error)) from error
     metrics = report["metrics"]

@@ -17,9 +17,9 @@ def demo_command(
     steps: Annotated[int, typer.Option(help="LinCIR training steps.")] = 600,
     batch: Annotated[int, typer.Option(help="Global batch size.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the corpus and of training.")] = 0,
-    leaderboard: Annotated[
-        Path | None, typer.Option(help="Markdown leaderboard to write (use '' to skip).")
-    ] = Path("results/LEADERBOARD.md"),
+    leaderboard: Annotated[Path | None, typer.Option(help="Markdown leaderboard to write (use '' to skip).")] = Path(
+        "results/LEADERBOARD.md"
+    ),
     chart: Annotated[Path | None, typer.Option(help="Summary chart (PNG) to write.")] = Path("results/leaderboard.png"),
     overwrite: Annotated[bool, typer.Option(help="Re-evaluate even if results exist.")] = False,
 ) -> None:

@@ -17,9 +17,7 @@ DEFAULT_RESULTS = Path("results")
 
 @app.command()
 def leaderboard(
-    results_dir: Path = typer.Option(
-        DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/ (result files)."
-    ),
+    results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/ (result files)."),
     benchmark: str | None = typer.Option(None, "--benchmark", "-b", help="Only this benchmark's table."),
     fmt: str = typer.Option("md", "--format", "-f", help="md (markdown) or csv."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),

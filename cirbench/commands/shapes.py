@@ -12,9 +12,7 @@ from cirbench.commands import shapes_app
 
 @shapes_app.command("pretrain")
 def pretrain_command(
-    out: Annotated[Path, typer.Option(help="Folder for model.safetensors and meta.json.")] = Path(
-        "runs/shapes_clip"
-    ),
+    out: Annotated[Path, typer.Option(help="Folder for model.safetensors and meta.json.")] = Path("runs/shapes_clip"),
     steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
     batch: Annotated[int, typer.Option(help="Batch size (distinct attribute combinations per batch).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed (model init and data order).")] = 0,

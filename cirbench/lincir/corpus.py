@@ -110,6 +110,8 @@ def default_cache_dir() -> Path:
 def _load_one(spec: CorpusSpec, allow_download: bool | None, cache_dir: str) -> Any:
     import datasets
 
+    datasets.disable_progress_bars()  # cirbench shows its own progress; Arrow's bars would interleave with it
+
     if spec.kind == "hub":
         if not _downloads_allowed(allow_download) and not _hub_offline():
             raise CorpusError(

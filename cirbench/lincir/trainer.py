@@ -338,7 +338,8 @@ class Trainer:
         if self.dist.main:
             from cirbench.lincir.corpus import load_corpus
 
-            corpus = load_corpus(self.cfg.corpora, column=self.cfg.column, allow_download=self.cfg.allow_download)
+            allow = self.cfg.allow_download or None  # None: CIRBENCH_ALLOW_DOWNLOAD decides
+            corpus = load_corpus(self.cfg.corpora, column=self.cfg.column, allow_download=allow)
             self.corpus_info = {"hash": corpus.hash, "captions": len(corpus), "corpora": corpus.describe()}
             cache = build_mask_cache(
                 corpus,
@@ -357,7 +358,7 @@ class Trainer:
 
         cfg = self.cfg
         self.backbone = load_backbone(
-            cfg.backbone, device=self.device, precision=self.precision, allow_download=cfg.allow_download
+            cfg.backbone, device=self.device, precision=self.precision, allow_download=cfg.allow_download or None
         )
         self.model = self.backbone.model
         if cfg.compile:
@@ -422,6 +423,7 @@ class Trainer:
             "losses": list(losses),
             "world": self.dist.world,
             "config_hash": _config_hash(self.cfg.recipe()),
+            "masks_key": self.masks.key,
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -434,6 +436,11 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state["config_hash"] != _config_hash(self.cfg.recipe()):
             raise TrainError(f"cannot resume {self.out}: its recipe differs from the requested one")
+        if state.get("masks_key", self.masks.key) != self.masks.key:
+            raise TrainError(
+                f"cannot resume {self.out}: the corpus or its masks changed since the run started "
+                f"(mask cache {state['masks_key']} then, {self.masks.key} now)"
+            )
         if state["world"] != self.dist.world:
             log.warning(
                 "resuming on %d devices a run saved on %d: results stay correct, not bit-identical",
@@ -630,7 +637,7 @@ class Trainer:
                     status = "completed" if step >= cfg.steps else ("interrupted" if halt else "running")
                     self.save(step, clock, losses, status)
                     _barrier(d)
-                if halt:
+                if halt and step < cfg.steps:
                     status = "interrupted"
                     break
         clock["wall_s"] = wall_base + time.perf_counter() - started

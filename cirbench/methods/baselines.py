@@ -33,9 +33,7 @@ class _Baseline:
         variants = [modification_variants(q, benchmark, self.fiq_join) for q in queries]
 
         def encode(texts: list[str], _refs: torch.Tensor) -> torch.Tensor:
-            return torch.cat(
-                [self.backbone.encode_text(texts[s]) for s in batched(len(texts), self.batch_size)]
-            )
+            return torch.cat([self.backbone.encode_text(texts[s]) for s in batched(len(texts), self.batch_size)])
 
         return average_variants(encode, variants, refs)
 

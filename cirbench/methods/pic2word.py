@@ -81,21 +81,15 @@ class IM2TEXT(nn.Module):
 def pic2word_prompts(query: Query, benchmark: str, protocol: str = "paper") -> list[str]:
     """Prompts per benchmark: upstream's (``paper``) or SEARLE's, as LinCIR re-scored it (``lincir``)."""
     if protocol == "paper":
-        return [
-            PIC2WORD_TEMPLATE.format(t) for t in modification_variants(query, benchmark, PIC2WORD_FIQ_JOIN)
-        ]
+        return [PIC2WORD_TEMPLATE.format(t) for t in modification_variants(query, benchmark, PIC2WORD_FIQ_JOIN)]
     if protocol == "lincir":
         return searle_prompts(query, benchmark)
-    raise MethodError(
-        f"pic2word: unknown prompt_protocol {protocol!r}; choose one of {', '.join(PROMPT_PROTOCOLS)}"
-    )
+    raise MethodError(f"pic2word: unknown prompt_protocol {protocol!r}; choose one of {', '.join(PROMPT_PROTOCOLS)}")
 
 
 def read_img2text(path: Path | str) -> dict[str, Any]:
     """``state_dict_img2text`` of a Pic2Word checkpoint, ``module.`` stripped when present."""
-    return released_state_dict(
-        load_checkpoint(path, "Pic2Word", CHECKPOINT_KEY), CHECKPOINT_KEY, path, "Pic2Word"
-    )
+    return released_state_dict(load_checkpoint(path, "Pic2Word", CHECKPOINT_KEY), CHECKPOINT_KEY, path, "Pic2Word")
 
 
 def im2text_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<state dict>") -> IM2TEXT:
@@ -113,9 +107,7 @@ def im2text_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<
 def infer_backbone(checkpoint_path: Path | str) -> str:
     """The backbone of a Pic2Word checkpoint from IM2TEXT's input width (768: OpenAI ViT-L/14)."""
     weights = read_img2text(checkpoint_path)
-    in_dim = int(
-        require_tensor(weights, "layers.0.0.weight", 2, checkpoint_path, "Pic2Word IM2TEXT").shape[1]
-    )
+    in_dim = int(require_tensor(weights, "layers.0.0.weight", 2, checkpoint_path, "Pic2Word IM2TEXT").shape[1])
     if in_dim not in PIC2WORD_BACKBONES:
         raise MethodError(
             f"cannot infer the backbone of {checkpoint_path}: its IM2TEXT takes {in_dim}-d image features "
@@ -130,9 +122,7 @@ class Pic2Word(PseudoTokenMethod):
     def __init__(self, *args: Any, prompt_protocol: str = "paper", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if prompt_protocol not in PROMPT_PROTOCOLS:
-            raise MethodError(
-                f"pic2word: prompt_protocol must be one of {PROMPT_PROTOCOLS}, got {prompt_protocol!r}"
-            )
+            raise MethodError(f"pic2word: prompt_protocol must be one of {PROMPT_PROTOCOLS}, got {prompt_protocol!r}")
         self.prompt_protocol = prompt_protocol
         if prompt_protocol == "paper":
             self.placeholder, self.placeholder_id = PIC2WORD_PLACEHOLDER, PIC2WORD_PLACEHOLDER_ID
@@ -175,9 +165,7 @@ PIC2WORD_DEFAULTS: dict[str, Any] = {"prompt_protocol": "paper", "preprocess": "
 def build_pic2word(backbone: Backbone, checkpoint: Path | str | None, options: Mapping[str, Any]) -> Pic2Word:
     """The ``pic2word`` method: IM2TEXT from ``state_dict_img2text``, checked against ``backbone``."""
     if checkpoint is None:
-        raise MethodError(
-            "pic2word needs --checkpoint (pic2word_model.pt, see methods/pic2word-vit-l-14.yaml)"
-        )
+        raise MethodError("pic2word needs --checkpoint (pic2word_model.pt, see methods/pic2word-vit-l-14.yaml)")
     opts = check_options("pic2word", options, PIC2WORD_DEFAULTS)
     protocol = str(opts["prompt_protocol"])
     if protocol not in PROMPT_PROTOCOLS:

@@ -55,9 +55,7 @@ def load_checkpoint(path: Path | str, what: str, key: str) -> dict[str, Any]:
     except pickle.UnpicklingError as error:
         detail = str(error.__context__ or error).splitlines()[0]
         if "Unsupported global" not in detail:
-            raise MethodError(
-                f"cannot read {what} checkpoint {path}: not a torch checkpoint ({detail})"
-            ) from error
+            raise MethodError(f"cannot read {what} checkpoint {path}: not a torch checkpoint ({detail})") from error
         resave = (
             f"python -c \"import torch; c = torch.load('{path}', weights_only=False); "
             f"torch.save({{'{key}': c['{key}']}}, 'weights_only.pt')\""
@@ -71,9 +69,7 @@ def load_checkpoint(path: Path | str, what: str, key: str) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - corrupt / truncated / not a torch file
         raise MethodError(f"cannot read {what} checkpoint {path}: {error}") from error
     if not isinstance(obj, dict):
-        raise MethodError(
-            f"{what} checkpoint {path} is a {type(obj).__name__}, expected a dict of state dicts"
-        )
+        raise MethodError(f"{what} checkpoint {path} is a {type(obj).__name__}, expected a dict of state dicts")
     return obj
 
 
@@ -82,22 +78,17 @@ def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
-def released_state_dict(
-    checkpoint: Mapping[str, Any], key: str, path: Path | str, what: str
-) -> dict[str, Any]:
+def released_state_dict(checkpoint: Mapping[str, Any], key: str, path: Path | str, what: str) -> dict[str, Any]:
     """``checkpoint[key]`` with ``module.`` stripped; a clear error when the file is some other checkpoint."""
     if key not in checkpoint or not isinstance(checkpoint[key], Mapping):
         found = ", ".join(sorted(map(str, checkpoint))[:10]) or "none"
         raise MethodError(
-            f"{path} is not a released {what} checkpoint: it has no {key!r} state dict "
-            f"(top-level keys: {found})"
+            f"{path} is not a released {what} checkpoint: it has no {key!r} state dict (top-level keys: {found})"
         )
     return strip_module_prefix(checkpoint[key])
 
 
-def require_tensor(
-    state_dict: Mapping[str, Any], key: str, ndim: int, path: Path | str, what: str
-) -> torch.Tensor:
+def require_tensor(state_dict: Mapping[str, Any], key: str, ndim: int, path: Path | str, what: str) -> torch.Tensor:
     value = state_dict.get(key)
     if not isinstance(value, torch.Tensor) or value.ndim != ndim:
         found = ", ".join(sorted(state_dict)[:12])
@@ -118,11 +109,7 @@ def check_dims(
     what: str, in_dim: int, out_dim: int, backbone: Backbone, path: Path | str, expected: str | None = None
 ) -> None:
     """Fail early, naming both sides, when a mapper does not fit the backbone's image and token widths."""
-    hint = (
-        f"; this checkpoint belongs to {expected} (pass --backbone {expected} or leave it out)"
-        if expected
-        else ""
-    )
+    hint = f"; this checkpoint belongs to {expected} (pass --backbone {expected} or leave it out)" if expected else ""
     model = backbone.id.split(":", 1)[0]
     if in_dim != backbone.image_embed_dim:
         raise MethodError(
@@ -140,14 +127,10 @@ def check_options(method: str, options: Mapping[str, Any], defaults: Mapping[str
     """Defaults overlaid with the given options; unknown names fail, so a typo cannot pass unnoticed."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise MethodError(
-            f"unknown option(s) {', '.join(unknown)} for {method}; known: {', '.join(defaults)}"
-        )
+        raise MethodError(f"unknown option(s) {', '.join(unknown)} for {method}; known: {', '.join(defaults)}")
     merged = {**defaults, **options}
     if merged.get("preprocess") not in PREPROCESS_KINDS:
-        raise MethodError(
-            f"{method}: preprocess must be one of {PREPROCESS_KINDS}, got {merged.get('preprocess')!r}"
-        )
+        raise MethodError(f"{method}: preprocess must be one of {PREPROCESS_KINDS}, got {merged.get('preprocess')!r}")
     try:
         merged["batch_size"] = int(merged["batch_size"])
     except (TypeError, ValueError) as error:
@@ -259,9 +242,7 @@ def phi_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<stat
 def infer_backbone(checkpoint_path: Path | str) -> str:
     """The OpenAI CLIP a SEARLE checkpoint was trained on, from phi's input width (512: B/32, 768: L/14)."""
     in_dim = int(
-        require_tensor(read_phi(checkpoint_path), "layers.0.weight", 2, checkpoint_path, "SEARLE phi").shape[
-            1
-        ]
+        require_tensor(read_phi(checkpoint_path), "layers.0.weight", 2, checkpoint_path, "SEARLE phi").shape[1]
     )
     if in_dim not in SEARLE_BACKBONES:
         raise MethodError(

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import BACKBONE_LOADERS, Backbone, BackboneError, file_sha256, register_configs
+from cirbench.backbones import (
+    BACKBONE_LOADERS,
+    Backbone,
+    BackboneError,
+    file_sha256,
+    quiet_open_clip,
+    register_configs,
+)
 
 MODEL_NAME = "shapes-clip"
 CONFIG_MODEL_FILE = Path(__file__).resolve().parents[1] / "model_configs" / f"{MODEL_NAME}.json"
@@ -48,7 +55,7 @@ def create_model(seed: int = 0) -> Any:
     import open_clip
 
     register_configs()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), quiet_open_clip():
         torch.manual_seed(seed)
         return open_clip.create_model(MODEL_NAME, pretrained=None)
 

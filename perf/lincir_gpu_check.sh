@@ -9,8 +9,8 @@
 #   - then a short real `cirbench train lincir` run (mask cache, DDP-free loop, checkpoints, train_meta.json).
 # Total budget: under 8 minutes (each part has its own timeout).
 #
-#   bash benchmarks/lincir_gpu_check.sh            # results in $OUT (default /tmp/lincir_gpu_check)
-#   PEAK_TFLOPS=989 bash benchmarks/lincir_gpu_check.sh   # H100/H200 SXM dense bf16 (default)
+#   bash perf/lincir_gpu_check.sh            # results in $OUT (default /tmp/lincir_gpu_check)
+#   PEAK_TFLOPS=989 bash perf/lincir_gpu_check.sh   # H100/H200 SXM dense bf16 (default)
 set -uo pipefail
 
 OUT=${OUT:-/tmp/lincir_gpu_check}
@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__)" | tee -a "$OUT/gpu.txt"
 
 # 1) Throughput per configuration (about 4 minutes: model builds dominate; compile adds about 1-2 minutes).
-timeout 300 python benchmarks/lincir_train_speed.py \
+timeout 300 python perf/lincir_train_speed.py \
     --device cuda --backbone ViT-L-14:random --batch 512 --precision bf16 --pool 4 \
     --configs upstream-fp16,upstream,+truncate,+buckets4,+sdpa,+target_cache,all-no-cache,all,all+compile \
     --steps 10 --warmup 3 --peak-tflops "$PEAK" --json "$OUT/lincir_gpu_speed.json" 2>&1 | tee "$OUT/speed.log"

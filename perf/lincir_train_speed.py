@@ -4,8 +4,8 @@ One measured step is the real training step: clean-caption targets (or cache rea
 forward with pseudo tokens, MSE, backward into phi, AdamW. Batches are synthetic token rows whose lengths mimic the
 upstream corpus mix (CC3M captions are short, Stable Diffusion prompts long), so timings do not need spaCy or data.
 
-    python benchmarks/lincir_train_speed.py                         # CPU: ViT-B-32 random init, batch 32
-    python benchmarks/lincir_train_speed.py --device cuda --backbone ViT-L-14:random --batch 512 \\
+    python perf/lincir_train_speed.py                         # CPU: ViT-B-32 random init, batch 32
+    python perf/lincir_train_speed.py --device cuda --backbone ViT-L-14:random --batch 512 \\
         --precision bf16 --configs upstream,all,all+compile --steps 20 --warmup 5
 """
 
