@@ -127,7 +127,9 @@ def run_request(
 
 def print_result(result: dict[str, Any], path: Path, reused: bool) -> None:
     metrics = result.get("metrics", {})
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in list(metrics.items())[:8]) or "no labels (test split)"
+    # Headline metrics (no category/task/style prefix) first, the main metric leading.
+    names = sorted(metrics, key=lambda k: (k != result.get("main_metric"), "_" in k))
+    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in names[:8]) or "no labels (test split)"
     state = "reused" if reused else "wrote"
     skipped = result.get("skipped", {})
     dropped = (
