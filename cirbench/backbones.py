@@ -213,7 +213,7 @@ def encode_tokens(
     Returns unnormalised projected features in the tower's dtype (gradients flow into ``pseudo_tokens``).
     """
     cast_dtype = model.transformer.get_cast_dtype()
-    if truncate:
+    if truncate and model.attn_mask is not None:  # exact only for a causal tower
         length = int(eot_positions(tokens).max().item()) + 1
         tokens = tokens[:, :length]
     length = tokens.shape[1]

@@ -127,6 +127,8 @@ def _load_one(spec: CorpusSpec, allow_download: bool | None, cache_dir: str) -> 
         kwargs: dict[str, Any] = {}
         if spec.source.lower().endswith(".tsv") or all(f.lower().endswith(".tsv") for f in spec.files):
             kwargs["delimiter"] = "\t"
+        if spec.kind == "csv":  # a caption reading "NA", "None" or "null" is text, not a missing value
+            kwargs.update(keep_default_na=False, na_values=[])
         try:
             ds = datasets.load_dataset(
                 spec.kind, data_files=list(spec.files), split="train", cache_dir=cache_dir, **kwargs

@@ -292,7 +292,17 @@ class Masker:
         self.nlp, self.info = load_spacy(spacy_model, fast=fast)
 
     def spans(self, captions: Iterable[str], n_process: int = 1, batch_size: int = 256) -> list[list[Span]]:
-        return [keyword_spans(doc) for doc in self.nlp.pipe(captions, n_process=n_process, batch_size=batch_size)]
+        captions = list(captions)
+        try:
+            return [keyword_spans(doc) for doc in self.nlp.pipe(captions, n_process=n_process, batch_size=batch_size)]
+        except Exception:  # noqa: BLE001 - upstream treats a spaCy failure as "no keywords", per caption
+            out: list[list[Span]] = []
+            for caption in captions:
+                try:
+                    out.append(keyword_spans(self.nlp(caption)))
+                except Exception:  # noqa: BLE001
+                    out.append([])
+            return out
 
     def __call__(self, captions: Sequence[str | None], rng: random.Random | Any = random) -> list[MaskedCaption]:
         """Mask raw captions in order, drawing fallback words from ``rng`` (upstream: the ``random`` module)."""

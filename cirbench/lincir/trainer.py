@@ -90,7 +90,7 @@ class TrainConfig:
     mask_mode: str = "upstream"
     spacy_model: str = "en_core_web_sm"
     spacy_processes: int = 1
-    precision: str = "auto"  # auto: bf16 towers on CUDA, fp32 on CPU; phi, noise and loss are always fp32
+    precision: str = "auto"  # auto: fp16 towers on CUDA (as upstream), fp32 on CPU; phi, noise, loss fp32
     device: str = "auto"
     truncate: bool = True
     buckets: int = 1
@@ -240,7 +240,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name != "auto":
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp16"  # as upstream (--mixed_precision fp16); bf16 is an explicit opt-in
     return "fp32"
 
 
