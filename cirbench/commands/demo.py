@@ -17,10 +17,9 @@ def demo_command(
     steps: Annotated[int, typer.Option(help="LinCIR training steps.")] = 600,
     batch: Annotated[int, typer.Option(help="Global batch size.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the corpus and of training.")] = 0,
-    leaderboard: Annotated[Path | None, typer.Option(help="Markdown leaderboard to write (use '' to skip).")] = Path(
-        "results/LEADERBOARD.md"
-    ),
-    chart: Annotated[Path | None, typer.Option(help="Summary chart (PNG) to write.")] = Path("results/leaderboard.png"),
+    leaderboard: Annotated[Path, typer.Option(help="Markdown leaderboard to write.")] = Path("results/LEADERBOARD.md"),
+    chart: Annotated[Path, typer.Option(help="Summary chart (PNG) to write.")] = Path("results/leaderboard.png"),
+    no_leaderboard: Annotated[bool, typer.Option(help="Write neither the leaderboard nor the chart.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Re-evaluate even if results exist.")] = False,
 ) -> None:
     """Train LinCIR on the shapes grammar and evaluate it with the baselines: a few minutes on 2 CPU cores."""
@@ -33,8 +32,8 @@ def demo_command(
             steps=steps,
             global_batch=batch,
             seed=seed,
-            leaderboard=leaderboard if leaderboard and str(leaderboard) else None,
-            chart=chart if chart and str(chart) else None,
+            leaderboard=None if no_leaderboard else leaderboard,
+            chart=None if no_leaderboard else chart,
             overwrite=overwrite,
         )
     )
