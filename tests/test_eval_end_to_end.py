@@ -14,52 +14,10 @@ from cirbench.io import read_json
 from cirbench.results import iter_results, rankings_path
 
 runner = CliRunner()
-COLORS = [
-    (255, 0, 0),
-    (0, 255, 0),
-    (0, 0, 255),
-    (255, 255, 0),
-    (0, 255, 255),
-    (255, 0, 255),
-    (128, 128, 128),
-    (0, 0, 0),
-    (255, 255, 255),
-    (128, 0, 0),
-    (0, 128, 0),
-    (0, 0, 128),
-]
-
-
-def make_cirr(root: Path) -> Path:
-    """A 12-image CIRR val split in the SEARLE layout, with 4 queries whose groups have 6 members each."""
-    names = [f"dev-{i}-0-img{i % 2}" for i in range(12)]
-    (root / "cirr" / "captions").mkdir(parents=True)
-    (root / "cirr" / "image_splits").mkdir(parents=True)
-    (root / "dev").mkdir()
-    for name, color in zip(names, COLORS, strict=True):
-        Image.new("RGB", (48, 40), color).save(root / "dev" / f"{name}.png")
-    split = {name: f"./dev/{name}.png" for name in names}
-    (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
-    queries = []
-    for q in range(4):
-        members = names[q : q + 6]
-        queries.append(
-            {
-                "pairid": 100 + q,
-                "reference": members[0],
-                "target_hard": members[2],
-                "target_soft": {members[2]: 1.0},
-                "caption": ["make it green", "add a dog", "show it at night", "remove the car"][q],
-                "img_set": {"id": q, "members": members, "reference_rank": 0, "target_rank": 2},
-            }
-        )
-    (root / "cirr" / "captions" / "cap.rc2.val.json").write_text(json.dumps(queries))
-    return root
 
 
 def run(*args: str):
-    result = runner.invoke(app, list(args))
-    return result
+    return runner.invoke(app, list(args))
 
 
 def eval_args(root: Path, results: Path, method: str) -> list[str]:
@@ -82,8 +40,8 @@ def eval_args(root: Path, results: Path, method: str) -> list[str]:
     ]
 
 
-def test_eval_writes_result_and_score_reproduces_it(tmp_path):
-    root = make_cirr(tmp_path / "CIRR")
+def test_eval_writes_result_and_score_reproduces_it(tmp_path, cirr_split):
+    root = cirr_split
     results = tmp_path / "results"
     out = run(*eval_args(root, results, "image+text"))
     assert out.exit_code == 0, out.output
@@ -120,8 +78,8 @@ def test_eval_writes_result_and_score_reproduces_it(tmp_path):
     assert metrics == pytest.approx(result["metrics"], abs=1e-6)
 
 
-def test_existing_result_is_reused_and_cache_is_shared_across_methods(tmp_path):
-    root = make_cirr(tmp_path / "CIRR")
+def test_existing_result_is_reused_and_cache_is_shared_across_methods(tmp_path, cirr_split):
+    root = cirr_split
     results = tmp_path / "results"
     for method in ("image-only", "text-only", "random"):
         assert run(*eval_args(root, results, method)).exit_code == 0
@@ -137,8 +95,8 @@ def test_existing_result_is_reused_and_cache_is_shared_across_methods(tmp_path):
     assert len(keys) == 3
 
 
-def test_missing_images_fail_clearly_or_are_counted(tmp_path):
-    root = make_cirr(tmp_path / "CIRR")
+def test_missing_images_fail_clearly_or_are_counted(tmp_path, cirr_split):
+    root = cirr_split
     (root / "dev" / "dev-0-0-img0.png").unlink()
     (root / "dev" / "dev-11-0-img1.png").unlink()
     results = tmp_path / "results"
@@ -156,8 +114,8 @@ def test_missing_images_fail_clearly_or_are_counted(tmp_path):
     assert check.exit_code == 1 and "2 of 12 images missing" in check.output
 
 
-def test_data_check_ok_and_list(tmp_path):
-    root = make_cirr(tmp_path / "CIRR")
+def test_data_check_ok_and_list(tmp_path, cirr_split):
+    root = cirr_split
     check = run("data", "check", "--benchmark", "cirr", "--split", "val", "--root", str(root), "--json")
     assert check.exit_code == 0, check.output
     report = json.loads(check.output)
@@ -168,8 +126,8 @@ def test_data_check_ok_and_list(tmp_path):
         assert name in listing.output
 
 
-def test_random_baseline_does_not_depend_on_batch_size(tmp_path):
-    root = make_cirr(tmp_path / "CIRR")
+def test_random_baseline_does_not_depend_on_batch_size(tmp_path, cirr_split):
+    root = cirr_split
     rankings = []
     for batch in ("1", "64"):
         results = tmp_path / f"results{batch}"
@@ -219,8 +177,8 @@ def test_circo_without_image_info_refuses_to_rank(tmp_path):
     assert check.exit_code == 1 and "gallery is unknown" in check.output
 
 
-def test_skip_missing_counts_queries_whose_target_is_gone(tmp_path):
-    root = make_cirr(tmp_path / "CIRR")
+def test_skip_missing_counts_queries_whose_target_is_gone(tmp_path, cirr_split):
+    root = cirr_split
     (root / "dev" / "dev-2-0-img0.png").unlink()  # the target of query 100 (members[2] of group 0)
     results = tmp_path / "results"
     assert run(*eval_args(root, results, "image-only"), "--skip-missing").exit_code == 0

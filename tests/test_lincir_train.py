@@ -262,40 +262,11 @@ def test_sigterm_sets_the_stop_flag():
         assert state["stop"] and state["signal"] == "SIGTERM"
 
 
-def make_cirr(root):
-    """A 12-image CIRR val split (SEARLE layout): 4 queries whose groups have 6 members each."""
-    from PIL import Image
-
-    names = [f"dev-{i}-0-img{i % 2}" for i in range(12)]
-    (root / "cirr" / "captions").mkdir(parents=True)
-    (root / "cirr" / "image_splits").mkdir(parents=True)
-    (root / "dev").mkdir()
-    for i, name in enumerate(names):
-        Image.new("RGB", (48, 40), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)).save(root / "dev" / f"{name}.png")
-    split = {name: f"./dev/{name}.png" for name in names}
-    (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
-    queries = []
-    for q in range(4):
-        members = names[q : q + 6]
-        queries.append(
-            {
-                "pairid": 100 + q,
-                "reference": members[0],
-                "target_hard": members[2],
-                "target_soft": {members[2]: 1.0},
-                "caption": ["make it green", "add a dog", "show it at night", "remove the car"][q],
-                "img_set": {"id": q, "members": members, "reference_rank": 0, "target_rank": 2},
-            }
-        )
-    (root / "cirr" / "captions" / "cap.rc2.val.json").write_text(json.dumps(queries))
-    return root
-
-
-def test_validation_on_cirr_val_then_eval_carries_training_time(tmp_path, corpus):
+def test_validation_on_cirr_val_then_eval_carries_training_time(tmp_path, corpus, cirr_split):
     from cirbench.cli import app
     from cirbench.results import iter_results
 
-    root = make_cirr(tmp_path / "CIRR")
+    root = cirr_split
     result = train(config(corpus, tmp_path / "run", steps=4, val_every=2, val_first=None, val_root=str(root)))
     selection = result.meta["selection"]
     assert selection["strategy"] == "best R@1" and [h["step"] for h in selection["history"]] == [2, 4]

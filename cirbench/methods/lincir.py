@@ -20,17 +20,16 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import Backbone, encode_tokens, file_sha256
+from cirbench.backbones import Backbone, file_sha256
 from cirbench.benchmarks.base import Query
 from cirbench.methods import register_method
 from cirbench.methods.base import (
     MethodEntry,
     MethodError,
     MethodInfo,
-    average_variants,
-    batched,
     modification_variants,
 )
+from cirbench.methods.pseudo_token import PseudoTokenMethod
 
 LINCIR_TEMPLATE = "a photo of $ that {caption}"
 PLACEHOLDER, PLACEHOLDER_ID = "$", 259
@@ -97,20 +96,18 @@ def infer_backbone(checkpoint: Path | str) -> str:
     return OFFICIAL_BACKBONES[d_in]
 
 
-class LinCIR:
+class LinCIR(PseudoTokenMethod):
     """Query encoder: ``phi(image embedding)`` replaces every id 259 of the prompt in the text tower."""
 
+    placeholder, placeholder_id = PLACEHOLDER, PLACEHOLDER_ID
+
     def __init__(self, backbone: Backbone, phi: torch.nn.Module, info: MethodInfo, options: Mapping[str, Any]) -> None:
-        self.backbone = backbone
-        self.device = backbone.device
-        self.phi = phi.float().eval().requires_grad_(False).to(self.device)
-        self.info = info
         self.options = dict(options)
+        phi = phi.float().eval().requires_grad_(False)
+        super().__init__(backbone, phi, info, str(self.options["preprocess"]), int(self.options["batch_size"]))
         self.template = str(self.options["prompt"])
         self.fiq_join = str(self.options["fiq_join"])
         self.tokenization = str(self.options["tokenization"])
-        self.batch_size = int(self.options["batch_size"])
-        self.preprocess = str(self.options["preprocess"])
         if "{caption}" not in self.template or PLACEHOLDER not in self.template:
             raise MethodError(f"lincir prompt {self.template!r} needs a {PLACEHOLDER!r} slot and '{{caption}}'")
         if self.tokenization not in ("literal", "split"):
@@ -118,9 +115,9 @@ class LinCIR:
 
     def eval_config(self) -> dict[str, Any]:
         d_in, hidden, d_out = (
-            self.phi.layers[0].in_features,
-            self.phi.layers[0].out_features,
-            self.phi.layers[6].out_features,
+            self.mapper.layers[0].in_features,
+            self.mapper.layers[0].out_features,
+            self.mapper.layers[6].out_features,
         )
         return {
             "checkpoint_sha256": self.info.checkpoint_sha256,
@@ -133,35 +130,22 @@ class LinCIR:
             "preprocess": self.preprocess,
         }
 
+    @property
+    def phi(self) -> torch.nn.Module:
+        return self.mapper
+
     def prompts(self, query: Query, benchmark: str) -> list[str]:
         return [self.template.format(caption=t) for t in modification_variants(query, benchmark, self.fiq_join)]
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``literal`` tokenizes the prompt as upstream's ``clip.tokenize`` does; ``split`` inserts id 259."""
         if self.tokenization == "split":
-            tokens = self.backbone.tokenize_with_placeholder(prompts, PLACEHOLDER, PLACEHOLDER_ID)
-        else:
-            tokens = self.backbone.tokenize(prompts)
+            return super().tokenize(prompts)
+        tokens = self.backbone.tokenize(prompts)
         lost = (tokens == PLACEHOLDER_ID).sum(dim=1) == 0
         if bool(lost.any()):
             raise MethodError(f"prompt lost its {PLACEHOLDER!r} slot: {prompts[int(lost.nonzero()[0])]!r}")
         return tokens
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], reference_features: torch.Tensor) -> torch.Tensor:
-        """Unnormalised features: prompt i with ``phi(reference_features[i])`` (raw, unnormalised) at each ``$``."""
-        tokens = self.tokenize(prompts)
-        out = []
-        for rows in batched(len(prompts), self.batch_size):
-            pseudo = self.phi(reference_features[rows].to(self.device, torch.float32))
-            out.append(encode_tokens(self.backbone.model, tokens[rows], pseudo, PLACEHOLDER_ID).float())
-        return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim, device=self.device)
-
-    @torch.no_grad()
-    def encode_queries(
-        self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str
-    ) -> torch.Tensor:
-        variants = [self.prompts(q, benchmark) for q in queries]
-        return average_variants(self.encode_prompts, variants, reference_features.to(self.device))
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:

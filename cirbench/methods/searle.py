@@ -13,25 +13,25 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from cirbench.backbones import Backbone, encode_tokens, file_sha256
+from cirbench.backbones import Backbone, file_sha256
 from cirbench.benchmarks.base import Query
+from cirbench.lincir.phi import Phi  # SEARLE's textual-inversion network; LinCIR's phi is a copy of it
 from cirbench.methods import register_method
 from cirbench.methods.base import (
     MethodEntry,
     MethodError,
     MethodInfo,
-    average_variants,
-    batched,
     modification_variants,
 )
 from cirbench.methods.preprocessing import PREPROCESS_KINDS, TARGET_RATIO
+from cirbench.methods.pseudo_token import PseudoTokenMethod
 
 SEARLE_TEMPLATE = "a photo of $ that {}"
 SEARLE_PLACEHOLDER, SEARLE_PLACEHOLDER_ID = "$", 259
@@ -138,57 +138,6 @@ def check_options(method: str, options: Mapping[str, Any], defaults: Mapping[str
     return merged
 
 
-class PseudoTokenMethod:
-    """A frozen mapper (image feature -> one word token) plus prompts with a placeholder slot.
-
-    Subclasses set ``placeholder`` / ``placeholder_id`` and implement ``prompts``. The placeholder is located
-    per sample by ``encode_tokens`` (Pic2Word upstream reused the first row's position for the whole batch).
-    """
-
-    placeholder: str
-    placeholder_id: int
-
-    def __init__(
-        self, backbone: Backbone, mapper: nn.Module, info: MethodInfo, preprocess: str, batch_size: int
-    ) -> None:
-        self.backbone = backbone
-        self.device = backbone.device
-        self.mapper = mapper.to(backbone.device)
-        self.info = info
-        self.preprocess = preprocess
-        self.batch_size = batch_size
-
-    def prompts(self, query: Query, benchmark: str) -> list[str]:
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def pseudo_tokens(self, reference_features: torch.Tensor) -> torch.Tensor:
-        """Mapper output on the raw (unnormalised) image embeddings, as upstream."""
-        return self.mapper(reference_features.to(self.device, torch.float32))
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], reference_features: torch.Tensor) -> torch.Tensor:
-        """Unnormalised text features: row i is ``prompts[i]`` with the token of ``reference_features[i]``."""
-        if len(prompts) != len(reference_features):
-            raise ValueError(f"{len(prompts)} prompts for {len(reference_features)} reference features")
-        tokens = self.backbone.tokenize_with_placeholder(prompts, self.placeholder, self.placeholder_id)
-        lost = (tokens == self.placeholder_id).sum(dim=1) == 0
-        if bool(lost.any()):
-            raise MethodError(f"prompt has no {self.placeholder!r} slot: {prompts[int(lost.nonzero()[0])]!r}")
-        out = []
-        for rows in batched(len(prompts), self.batch_size):
-            pseudo = self.pseudo_tokens(reference_features[rows])
-            out.append(encode_tokens(self.backbone.model, tokens[rows], pseudo, self.placeholder_id).float())
-        return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim, device=self.device)
-
-    @torch.no_grad()
-    def encode_queries(
-        self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str
-    ) -> torch.Tensor:
-        variants = [self.prompts(q, benchmark) for q in queries]
-        return average_variants(self.encode_prompts, variants, reference_features.to(self.device))
-
-
 def checkpoint_info(name: str, variant: str, training_data: str, path: Path) -> MethodInfo:
     return MethodInfo(
         name=name,
@@ -201,25 +150,6 @@ def checkpoint_info(name: str, variant: str, training_data: str, path: Path) -> 
 
 
 # --- SEARLE -------------------------------------------------------------------------------------------------
-class Phi(nn.Module):
-    """SEARLE's textual inversion network (``src/phi.py``); GELU then dropout, unlike Pic2Word's IM2TEXT."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(p=dropout),
-            nn.Linear(hidden_dim, output_dim),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
 def searle_prompts(query: Query, benchmark: str) -> list[str]:
     """``a photo of $ that {caption}``; FashionIQ: stripped captions in both orders (averaged later)."""
     return [SEARLE_TEMPLATE.format(t) for t in modification_variants(query, benchmark, SEARLE_FIQ_JOIN)]

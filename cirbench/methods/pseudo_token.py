@@ -1,0 +1,72 @@
+"""Methods that map the reference image to one pseudo word and read it inside a prompt (LinCIR, SEARLE, Pic2Word).
+
+They differ only in the mapper, the prompt and the placeholder; the encoding path is shared so all of them
+locate the placeholder per sample and run the text tower exactly as ``CLIP.encode_text``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cirbench.backbones import Backbone, encode_tokens
+from cirbench.benchmarks.base import Query
+from cirbench.methods.base import MethodError, MethodInfo, average_variants, batched
+
+
+class PseudoTokenMethod:
+    """A frozen mapper (image feature -> one word token) plus prompts with a placeholder slot.
+
+    Subclasses set ``placeholder`` / ``placeholder_id`` and implement ``prompts``. The placeholder is located
+    per sample by ``encode_tokens`` (Pic2Word upstream reused the first row's position for the whole batch).
+    """
+
+    placeholder: str
+    placeholder_id: int
+
+    def __init__(
+        self, backbone: Backbone, mapper: nn.Module, info: MethodInfo, preprocess: str, batch_size: int
+    ) -> None:
+        self.backbone = backbone
+        self.device = backbone.device
+        self.mapper = mapper.to(backbone.device)
+        self.info = info
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+
+    def prompts(self, query: Query, benchmark: str) -> list[str]:
+        raise NotImplementedError
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token ids with the placeholder as its own id (never substituted into the string and re-tokenized)."""
+        tokens = self.backbone.tokenize_with_placeholder(prompts, self.placeholder, self.placeholder_id)
+        lost = (tokens == self.placeholder_id).sum(dim=1) == 0
+        if bool(lost.any()):
+            raise MethodError(f"prompt has no {self.placeholder!r} slot: {prompts[int(lost.nonzero()[0])]!r}")
+        return tokens
+
+    @torch.no_grad()
+    def pseudo_tokens(self, reference_features: torch.Tensor) -> torch.Tensor:
+        """Mapper output on the raw (unnormalised) image embeddings, as upstream."""
+        return self.mapper(reference_features.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str], reference_features: torch.Tensor) -> torch.Tensor:
+        """Unnormalised text features: row i is ``prompts[i]`` with the token of ``reference_features[i]``."""
+        if len(prompts) != len(reference_features):
+            raise ValueError(f"{len(prompts)} prompts for {len(reference_features)} reference features")
+        tokens = self.tokenize(prompts)
+        out = []
+        for rows in batched(len(prompts), self.batch_size):
+            pseudo = self.pseudo_tokens(reference_features[rows])
+            out.append(encode_tokens(self.backbone.model, tokens[rows], pseudo, self.placeholder_id).float())
+        return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim, device=self.device)
+
+    @torch.no_grad()
+    def encode_queries(
+        self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str
+    ) -> torch.Tensor:
+        variants = [self.prompts(q, benchmark) for q in queries]
+        return average_variants(self.encode_prompts, variants, reference_features.to(self.device))
