@@ -318,6 +318,16 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tensors_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Hash of a state dict's names, dtypes, shapes and values: identifies weights whatever file holds them."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _has_openai_tag(model: str) -> bool:
     import open_clip
 

@@ -31,6 +31,25 @@ class EvalRequest:
     variant: str = ""
 
 
+def load_split(bench: Any, root: Path | None, split: str, options: dict[str, Any] | None) -> Any:
+    """Load a benchmark split, refusing unknown protocol options (a typo must not silently run the default)."""
+    from cirbench.benchmarks.base import AnnotationError
+
+    options = dict(options or {})
+    known = bench.default_options()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise CLIError(
+            f"unknown protocol option(s) {', '.join(unknown)} for {bench.name}; known: {', '.join(sorted(known))}"
+        )
+    try:
+        return bench.load(root, split, options)
+    except AnnotationError:
+        raise
+    except ValueError as error:  # a bad option value or split name: the user's to fix
+        raise CLIError(str(error)) from error
+
+
 _BACKBONES: dict[tuple[str, str, bool | None], Any] = {}
 
 
@@ -92,7 +111,7 @@ def run_request(
 
     bench = get_benchmark(request.benchmark)
     split = request.split or bench.splits[0]
-    data = bench.load(request.root, split, request.protocol_options)
+    data = load_split(bench, request.root, split, request.protocol_options)
     backbone = get_backbone(resolve_backbone_id(request), device, allow_download, quick_gelu)
     method = build_method(request.method, backbone, request.checkpoint, request.method_options)
     if request.variant and not method.info.variant:
@@ -194,9 +213,9 @@ def _benchmark_unavailable(card) -> str | None:
     from cirbench.images import check_images
 
     try:
-        data = get_benchmark(card.benchmark).load(card.root, card.split, card.options)
-    except (FileNotFoundError, ValueError) as error:
-        return f"data not found ({str(error).splitlines()[0][:120]})"
+        data = load_split(get_benchmark(card.benchmark), card.root, card.split, card.options)
+    except (FileNotFoundError, ValueError, CLIError) as error:
+        return f"data not found ({str(error).splitlines()[0][:300]})"
     if data.protocol.get("gallery_known") is False or any(p.gallery == [] for p in data.parts):
         return "gallery unknown (CIRCO needs image_info_unlabeled2017.json)"
     missing = check_images(data.images.values()).missing
@@ -225,8 +244,8 @@ def data_report(benchmark: str, root: Path | None, split: str | None, options: d
         "problems": [],
     }
     try:
-        data = bench.load(root, split, options)
-    except (FileNotFoundError, ValueError) as error:
+        data = load_split(bench, root, split, options)
+    except (FileNotFoundError, ValueError, CLIError) as error:
         report["problems"].append(str(error))
         report["ok"] = False
         return report

@@ -83,7 +83,9 @@ class BenchmarkSplit:
 
     @property
     def gallery_size(self) -> int:
-        return sum(len(p.gallery) for p in self.parts if p.gallery is not None)
+        """Images ranked against: the sum over distinct galleries (parts may share one, as shapes' styles do)."""
+        distinct = {tuple(p.gallery) for p in self.parts if p.gallery is not None}
+        return sum(len(g) for g in distinct)
 
 
 @dataclass

@@ -26,8 +26,12 @@ ProtocolOpt = Annotated[
 ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where result files go.")]
 
 
-def parse_pairs(pairs: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict; values are read as YAML scalars/lists (``true``, ``3``, ``[a, b]``)."""
+def parse_pairs(pairs: list[str] | None, comma_lists: bool = False) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict; values are read as YAML scalars/lists (``true``, ``3``, ``[a, b]``).
+
+    With ``comma_lists`` (protocol options), ``a,b`` is the list ``[a, b]`` too; method options keep commas,
+    since prompts contain them.
+    """
     import yaml
 
     out: dict[str, Any] = {}
@@ -35,7 +39,10 @@ def parse_pairs(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CLIError(f"expected KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if comma_lists and isinstance(parsed, str) and "," in parsed:
+            parsed = [item.strip() for item in parsed.split(",") if item.strip()]
+        out[key.strip()] = parsed
     return out
 
 
@@ -146,7 +153,7 @@ def eval_command(
             root=root,
             checkpoint=checkpoint,
             method_options=parse_pairs(option),
-            protocol_options=parse_pairs(protocol),
+            protocol_options=parse_pairs(protocol, comma_lists=True),
         )
         results = [run_request(request, **settings)]
     if as_json:
@@ -166,10 +173,11 @@ def score_command(
 ) -> None:
     """Score a rankings file made by any code against the official annotations (no images needed)."""
     from cirbench.benchmarks import get_benchmark
+    from cirbench.runner import load_split
     from cirbench.scoring import load_rankings, score
 
     bench = get_benchmark(benchmark)
-    data = bench.load(root, split or bench.splits[0], parse_pairs(protocol))
+    data = load_split(bench, root, split or bench.splits[0], parse_pairs(protocol, comma_lists=True))
     try:
         report = score(bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing)
     except ValueError as error:
@@ -202,7 +210,7 @@ def data_check_command(
     """Report query/gallery/image counts and every problem; exit 1 when anything is missing."""
     from cirbench.runner import data_report
 
-    report = data_report(benchmark, root, split, parse_pairs(protocol))
+    report = data_report(benchmark, root, split, parse_pairs(protocol, comma_lists=True))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:

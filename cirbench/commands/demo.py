@@ -19,7 +19,9 @@ def demo_command(
     seed: Annotated[int, typer.Option(help="Seed of the corpus and of training.")] = 0,
     leaderboard: Annotated[Path, typer.Option(help="Markdown leaderboard to write.")] = Path("results/LEADERBOARD.md"),
     chart: Annotated[Path, typer.Option(help="Summary chart (PNG) to write.")] = Path("results/leaderboard.png"),
-    no_leaderboard: Annotated[bool, typer.Option(help="Write neither the leaderboard nor the chart.")] = False,
+    no_leaderboard: Annotated[
+        bool, typer.Option("--no-leaderboard", help="Write neither the leaderboard nor the chart.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Re-evaluate even if results exist.")] = False,
 ) -> None:
     """Train LinCIR on the shapes grammar and evaluate it with the baselines: a few minutes on 2 CPU cores."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import Backbone, file_sha256
+from cirbench.backbones import Backbone, tensors_sha256
 from cirbench.benchmarks.base import Query
 from cirbench.methods import register_method
 from cirbench.methods.base import (
@@ -194,7 +194,8 @@ def build_lincir(backbone: Backbone, checkpoint: Path | str | None, options: Map
         training_data=training,
         zero_shot=True,
         checkpoint=str(path),
-        checkpoint_sha256=file_sha256(path),
+        # phi's tensors, not the file: its metadata (corpus paths, checkpoint cadence) must not change run keys.
+        checkpoint_sha256=tensors_sha256(phi.state_dict()),
         train_meta=train_meta,
     )
     return LinCIR(backbone, phi, info, opts)
