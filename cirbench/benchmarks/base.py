@@ -7,6 +7,7 @@ by a canonical key (CIRCO: the COCO id as a decimal string; CIRR: the NLVR2 name
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,19 @@ from typing import Any, Protocol
 
 class AnnotationError(ValueError):
     """A malformed or missing annotation file; the message names the file, the record and the fix."""
+
+
+def read_annotation_json(path: Path, fix: str) -> Any:
+    """Parse an annotation file; an unreadable one is an ``AnnotationError`` naming the file and the fix."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AnnotationError(f"{path}: cannot read JSON ({e}); {fix}") from e
+
+
+def bad_record(fix: str, path: Path, index: int, problem: str) -> AnnotationError:
+    """The error for one malformed record: file, record index, what is wrong, how to fix it."""
+    return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {fix}")
 
 
 @dataclass(frozen=True)

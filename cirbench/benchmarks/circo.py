@@ -7,28 +7,25 @@ test). Without that file the split still loads for scoring: the gallery is then 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
-from cirbench.benchmarks.base import AnnotationError, BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.benchmarks.base import (
+    AnnotationError,
+    BenchmarkSplit,
+    ImageRef,
+    Part,
+    Query,
+    Rankings,
+    bad_record,
+    read_annotation_json,
+)
 
 FIX = "re-download it from https://github.com/miccunifi/CIRCO (annotations/) or COCO (image info)"
 GALLERY_SIZE = 123_403
 TEXT_MODES = ("relative_caption", "shared_concept+relative_caption")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise AnnotationError(f"{path}: cannot read JSON ({e}); {FIX}") from e
-
-
-def _bad(path: Path, index: int, problem: str) -> AnnotationError:
-    return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {FIX}")
 
 
 class CIRCO:
@@ -67,7 +64,7 @@ class CIRCO:
         if root is None:
             raise AnnotationError("CIRCO needs a root folder (the dataset root holding annotations/)")
         ann_path, data_root = self._find(Path(root), split)
-        records = _load_json(ann_path)
+        records = read_annotation_json(ann_path, FIX)
         if not isinstance(records, list):
             raise AnnotationError(f"{ann_path}: expected a JSON list of queries; {FIX}")
         labelled = split == "val"
@@ -84,13 +81,13 @@ class CIRCO:
         }
         files = [ann_path]
         if info_path.is_file():
-            info = _load_json(info_path)
+            info = read_annotation_json(info_path, FIX)
             entries = info.get("images") if isinstance(info, dict) else None
             if not isinstance(entries, list):
                 raise AnnotationError(f"{info_path}: no 'images' list; {FIX}")
             for i, im in enumerate(entries):
                 if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-                    raise _bad(info_path, i, "an image entry lacks 'id' or 'file_name'")
+                    raise bad_record(FIX, info_path, i, "an image entry lacks 'id' or 'file_name'")
                 key = str(int(im["id"]))
                 gallery.append(key)
                 images[key] = ImageRef(key, img_dir / im["file_name"])
@@ -105,18 +102,18 @@ class CIRCO:
         for i, r in enumerate(records):
             missing = [f for f in need if not isinstance(r, dict) or f not in r]
             if missing:
-                raise _bad(ann_path, i, f"missing {', '.join(repr(f) for f in missing)}")
+                raise bad_record(FIX, ann_path, i, f"missing {', '.join(repr(f) for f in missing)}")
             try:
                 qid = str(int(r["id"]))
                 ref = str(int(r["reference_img_id"]))
                 gt = tuple(str(int(g)) for g in r["gt_img_ids"]) if labelled else None
                 target = str(int(r["target_img_id"])) if labelled else None
             except (TypeError, ValueError) as e:
-                raise _bad(ann_path, i, f"an image id is not an integer ({e})") from e
+                raise bad_record(FIX, ann_path, i, f"an image id is not an integer ({e})") from e
             if qid != str(i):  # the official evaluator looks queries up by position
-                raise _bad(ann_path, i, f"'id' is {r['id']!r} but must equal the record index {i}")
+                raise bad_record(FIX, ann_path, i, f"'id' is {r['id']!r} but must equal the record index {i}")
             if labelled and not gt:
-                raise _bad(ann_path, i, "'gt_img_ids' is empty")
+                raise bad_record(FIX, ann_path, i, "'gt_img_ids' is empty")
             cap, concept = str(r["relative_caption"]), str(r["shared_concept"])
             texts = (cap,) if opts["circo_text"] == "relative_caption" else (concept, cap)
             extra = {"shared_concept": concept}

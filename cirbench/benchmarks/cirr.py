@@ -8,28 +8,25 @@ Option ``scoring="soft"`` switches to CIRPLANT's ``target_soft`` partial credit 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
-from cirbench.benchmarks.base import AnnotationError, BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.benchmarks.base import (
+    AnnotationError,
+    BenchmarkSplit,
+    ImageRef,
+    Part,
+    Query,
+    Rankings,
+    bad_record,
+    read_annotation_json,
+)
 
 FIX = "re-download it from https://github.com/Cuberick-Orion/CIRR (branch cirr_dataset)"
 SPLIT_ALIASES = {"val": "val", "dev": "val", "test1": "test1", "test": "test1"}
 SCORING = ("hard", "soft")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise AnnotationError(f"{path}: cannot read JSON ({e}); {FIX}") from e
-
-
-def _bad(path: Path, index: int, problem: str) -> AnnotationError:
-    return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {FIX}")
 
 
 def detect_layout(root: Path, split: str) -> tuple[str, Path, Path]:
@@ -79,7 +76,7 @@ class CIRR:
         split_path = ann_dir / "image_splits" / f"split.rc2.{split}.json"
         if not split_path.is_file():
             raise AnnotationError(f"CIRR image split file missing: {split_path}; {FIX}")
-        names = _load_json(split_path)
+        names = read_annotation_json(split_path, FIX)
         if not isinstance(names, dict):
             raise AnnotationError(f"{split_path}: expected a JSON object name -> relative path; {FIX}")
         images = {}
@@ -87,7 +84,7 @@ class CIRR:
             rel = str(rel).removeprefix("./")
             path = img_root / (f"{rel.split('/')[0]}/{name}.png" if layout == "pic2word" else rel)
             images[name] = ImageRef(name, path)
-        records = _load_json(cap_path)
+        records = read_annotation_json(cap_path, FIX)
         if not isinstance(records, list):
             raise AnnotationError(f"{cap_path}: expected a JSON list of queries; {FIX}")
         labelled = split == "val"
@@ -96,20 +93,20 @@ class CIRR:
         for i, r in enumerate(records):
             missing = [f for f in need if not isinstance(r, dict) or f not in r]
             if missing:
-                raise _bad(cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
+                raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
             members = r["img_set"].get("members") if isinstance(r["img_set"], dict) else None
             if not isinstance(members, list):
-                raise _bad(cap_path, i, "'img_set' has no 'members' list")
+                raise bad_record(FIX, cap_path, i, "'img_set' has no 'members' list")
             ref, target = r["reference"], r.get("target_hard")
             unknown = [x for x in [ref, target, *members] if x is not None and x not in images]
             if unknown:
-                raise _bad(cap_path, i, f"images {unknown[:3]} are not in {split_path.name}")
+                raise bad_record(FIX, cap_path, i, f"images {unknown[:3]} are not in {split_path.name}")
             if ref not in members:
-                raise _bad(cap_path, i, "the reference is not among 'img_set.members'")
+                raise bad_record(FIX, cap_path, i, "the reference is not among 'img_set.members'")
             extra: dict[str, Any] = {"img_set_id": r["img_set"].get("id"), "pairid": r["pairid"]}
             if labelled:
                 if not isinstance(r["target_soft"], dict):
-                    raise _bad(cap_path, i, "'target_soft' is not an object")
+                    raise bad_record(FIX, cap_path, i, "'target_soft' is not an object")
                 extra["target_soft"] = {str(k): float(v) for k, v in r["target_soft"].items()}
             subset = tuple(m for m in members if m != ref)
             gt = (target,) if labelled else None

@@ -7,13 +7,21 @@ join them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
-from cirbench.benchmarks.base import AnnotationError, BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.benchmarks.base import (
+    AnnotationError,
+    BenchmarkSplit,
+    ImageRef,
+    Part,
+    Query,
+    Rankings,
+    bad_record,
+    read_annotation_json,
+)
 
 FIX = "re-download it from https://github.com/XiaoxiaoGuo/fashion-iq (captions/, image_splits/)"
 
@@ -23,17 +31,6 @@ LAYOUTS = {
     "pic2word": ("json", "images/{asin}.png"),
     "starter_kit": ("captions", "resized_images/{cat}/{asin}.jpg"),
 }
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise AnnotationError(f"{path}: cannot read JSON ({e}); {FIX}") from e
-
-
-def _bad(path: Path, index: int, problem: str) -> AnnotationError:
-    return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {FIX}")
 
 
 def detect_layout(root: Path, cat: str, split: str) -> str:
@@ -88,11 +85,11 @@ class FashionIQ:
             for p in (cap_path, split_path):
                 if not p.is_file():
                     raise AnnotationError(f"FashionIQ file missing: {p} (layout {layout}); {FIX}")
-            gallery = _load_json(split_path)
+            gallery = read_annotation_json(split_path, FIX)
             if not isinstance(gallery, list) or not all(isinstance(a, str) for a in gallery):
                 raise AnnotationError(f"{split_path}: expected a JSON list of ASIN strings; {FIX}")
             in_gallery = set(gallery)
-            records = _load_json(cap_path)
+            records = read_annotation_json(cap_path, FIX)
             if not isinstance(records, list):
                 raise AnnotationError(f"{cap_path}: expected a JSON list of triplets; {FIX}")
             need = ["candidate", "captions"] + (["target"] if labelled else [])
@@ -100,14 +97,14 @@ class FashionIQ:
             for i, r in enumerate(records):
                 missing = [f for f in need if not isinstance(r, dict) or f not in r]
                 if missing:
-                    raise _bad(cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
+                    raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
                 caps = r["captions"]
                 if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
-                    raise _bad(cap_path, i, "'captions' is not a non-empty list of strings")
+                    raise bad_record(FIX, cap_path, i, "'captions' is not a non-empty list of strings")
                 target = r.get("target") if labelled else None
                 outside = [a for a in (r["candidate"], target) if a is not None and a not in in_gallery]
                 if outside:
-                    raise _bad(cap_path, i, f"images {outside} are not in {split_path.name}")
+                    raise bad_record(FIX, cap_path, i, f"images {outside} are not in {split_path.name}")
                 gt = (target,) if labelled else None
                 qid = f"{cat}/{i}"
                 queries.append(Query(qid, r["candidate"], tuple(caps), target, gt, extra={"category": cat}))

@@ -8,23 +8,23 @@ the raw box in ``ImageRef.crop``). Ties are broken in favour of the target (see
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
-from cirbench.benchmarks.base import AnnotationError, BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.benchmarks.base import (
+    AnnotationError,
+    BenchmarkSplit,
+    ImageRef,
+    Part,
+    Query,
+    Rankings,
+    read_annotation_json,
+)
 
 FIX = "re-download it from https://github.com/facebookresearch/genecis (genecis/<task>.json)"
 OBJECT_TASKS = ("focus_object", "change_object")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise AnnotationError(f"{path}: cannot read JSON ({e}); {FIX}") from e
 
 
 def _num(v: Any) -> str:
@@ -84,7 +84,7 @@ class GeneCIS:
         paths = [self._task_file(root, t) for t in tasks]
         parts, images = [], {}
         for task, path in zip(tasks, paths, strict=True):
-            records = _load_json(path)
+            records = read_annotation_json(path, FIX)
             if not isinstance(records, list):
                 raise AnnotationError(f"{path}: expected a JSON list of queries; {FIX}")
             queries = []
