@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from cirbench.benchmarks.base import BenchmarkSplit, ImageRef
+from cirbench.benchmarks.base import ImageRef
 
 GENECIS_DILATION = 0.7
 
@@ -75,7 +75,3 @@ def open_image(ref: ImageRef) -> Image.Image:
     if ref.crop is not None:
         image = expand_to_square(image.crop(genecis_crop_box(ref.crop, *image.size)))
     return image
-
-
-def split_images(data: BenchmarkSplit) -> list[ImageRef]:
-    return list(data.images.values())

@@ -32,6 +32,15 @@ def tiny_backbone():
     return load_backbone("cirbench-tiny:random")
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: contended small ops are far slower with two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes features and results under its own temporary cache, never in the user's home."""

@@ -29,12 +29,7 @@ MASKED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops on a shared 2-core machine
 
 
 def pad(rows: list[list[int]]) -> torch.Tensor:
