@@ -227,13 +227,17 @@ def encode_tokens(
         attn_mask = attn_mask[:length, :length]
     x = model.transformer(x, attn_mask=attn_mask)
     x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), eot_positions(tokens)]
+    return project_text(model, x[torch.arange(x.shape[0], device=x.device), eot_positions(tokens)])
+
+
+def project_text(model: Any, pooled: torch.Tensor) -> torch.Tensor:
+    """The text tower's final projection of pooled (EOT) features: a matrix, a Linear, or none."""
     projection = model.text_projection
     if projection is None:
-        return x
+        return pooled
     if isinstance(projection, torch.nn.Linear):
-        return projection(x)
-    return x @ projection
+        return projection(pooled)
+    return pooled @ projection
 
 
 def tokenize_with_placeholder(

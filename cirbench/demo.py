@@ -8,6 +8,7 @@ resumes, results are reused), so a second ``cirbench demo`` is fast.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ class DemoConfig:
 
 def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
     """Train (or resume, or reuse) LinCIR's phi on the grammar corpus; returns the run folder."""
-    from cirbench.lincir.trainer import TrainConfig, train
+    from cirbench.lincir.trainer import TrainConfig, load_run_config, train
     from cirbench.shapes.captions import write_corpus
 
     config.out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,11 @@ def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
     )
     meta = run_dir / "train_meta.json"
     resume = (run_dir / "state.pt").is_file() or meta.is_file()
+    if resume and load_run_config(run_dir).recipe() != train_config.recipe():
+        # The demo's own scratch run, trained with another recipe (an older cirbench or DemoConfig): start again.
+        console.print(f"retraining: {run_dir} was trained with another recipe")
+        shutil.rmtree(run_dir)
+        resume = False
     console.print(f"[bold]1/3[/] training LinCIR phi on {corpus.name} ({config.steps} steps x {config.global_batch})")
     train(train_config, resume=resume)
     return run_dir

@@ -57,6 +57,8 @@ SPEEDS = {
     "buckets": SpeedOptions(truncate=True, buckets=3, causal_sdpa=False),
     "causal_sdpa": SpeedOptions(truncate=False, buckets=1, causal_sdpa=True),
     "all": SpeedOptions(truncate=True, buckets=4, causal_sdpa=True),
+    "pack": SpeedOptions(truncate=False, buckets=1, causal_sdpa=False, pack=True),
+    "pack-all": SpeedOptions(truncate=True, buckets=4, causal_sdpa=True, pack=True),
 }
 
 
@@ -170,3 +172,24 @@ def test_training_with_and_without_target_cache_agrees(tmp_path, monkeypatch):
     assert (tmp_path / "rTrue" / "target_cache" / "filled.bin").is_file()
     for key, value in runs[True].items():
         torch.testing.assert_close(value, runs[False][key], rtol=0, atol=1e-6)
+
+
+def test_packing_is_used_only_where_the_tower_allows_it(batch):
+    """A tower without the causal mask (or with custom blocks) is encoded by the padded path, not packed."""
+    import copy
+
+    from cirbench.lincir.packed import encode_packed, supports_packing
+
+    model, _phi, tokens, masked = batch
+    assert supports_packing(model)
+    with torch.no_grad():  # the last block finishes on the EOT rows only: still the same features
+        pseudo = torch.randn(len(tokens), model.token_embedding.weight.shape[1])
+        torch.testing.assert_close(
+            encode_packed(model, masked, pseudo), encode(model, masked, pseudo, SpeedOptions.plain())
+        )
+    bidirectional = copy.copy(model)
+    bidirectional.attn_mask = None
+    assert not supports_packing(bidirectional)
+    custom = copy.deepcopy(model)
+    custom.transformer.resblocks[0] = torch.nn.Identity()
+    assert not supports_packing(custom)

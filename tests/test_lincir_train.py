@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cirbench.lincir.selection import ModelSelector
-from cirbench.lincir.trainer import TrainConfig, _stop_signals, train
+from cirbench.lincir.trainer import TrainConfig, TrainError, _stop_signals, train
 
 CAPTIONS = [
     "a dog runs across the green grass in the park",
@@ -313,3 +313,44 @@ def test_method_cards_hold_the_paper_recipe(card):
     assert (cfg.steps, cfg.global_batch, cfg.lr, cfg.weight_decay, cfg.phi_dropout) == (20000, 512, 1e-4, 0.01, 0.5)
     assert cfg.backbone == parsed.backbone and cfg.mask_mode == "upstream"
     assert cfg.corpora == ["hf:dangne/gcc_caption_only", "hf:FredZhang7/stable-diffusion-prompts-2.47M"]
+
+
+def test_training_from_prepared_masks_equals_training_from_the_corpus(tmp_path, corpus):
+    """`lincir prepare` on one machine, `train --masks` on another: same weights, no corpus or spaCy needed."""
+    from cirbench.cli import app
+
+    prepared = CliRunner().invoke(app, ["lincir", "prepare", "--corpus", str(corpus)])
+    assert prepared.exit_code == 0, prepared.output
+    masks = prepared.output.split("--masks ")[-1].strip()
+    from_corpus = train(config(corpus, tmp_path / "corpus", steps=4))
+    from_masks = train(config(corpus, tmp_path / "masks", steps=4, corpora=[], masks=masks))
+    for name, tensor in weights(from_corpus.out).items():
+        assert torch.equal(tensor, weights(from_masks.out)[name]), name
+    meta = json.loads((from_masks.out / "train_meta.json").read_text())
+    assert meta["corpus_hash"] == json.loads((from_corpus.out / "train_meta.json").read_text())["corpus_hash"]
+
+    with pytest.raises(TrainError, match="mask mode 'upstream'.*--mask-mode upstream"):
+        train(config(corpus, tmp_path / "mode", corpora=[], masks=masks, mask_mode="whole-word"))
+    with pytest.raises(TrainError, match="alternatives"):
+        train(config(corpus, tmp_path / "both", masks=masks))
+    with pytest.raises(TrainError, match="no meta.json.*cirbench lincir prepare"):
+        train(config(corpus, tmp_path / "none", corpora=[], masks=str(tmp_path)))
+
+
+def test_a_run_started_before_packing_existed_resumes_bit_exactly(tmp_path, corpus):
+    """config.json without `pack` (an older cirbench): resume keeps the padded path and the same recipe hash."""
+    from cirbench.lincir.trainer import _config_hash, load_run_config
+
+    full = train(config(corpus, tmp_path / "full", steps=6, checkpoint_every=2, pack=False))
+    train(config(corpus, tmp_path / "old", steps=6, checkpoint_every=2, pack=False), stop_after=3)
+    stored = tmp_path / "old" / "config.json"
+    older = {k: v for k, v in json.loads(stored.read_text()).items() if k != "pack"}
+    stored.write_text(json.dumps(older))
+    cfg = load_run_config(tmp_path / "old")
+    assert cfg.pack is False
+    recipe = cfg.recipe()
+    assert _config_hash(recipe) == _config_hash({k: v for k, v in recipe.items() if k != "pack"})
+    resumed = train(cfg, resume=True)
+    assert resumed.status == "completed" and resumed.step == 6
+    for key, value in weights(full.out).items():
+        assert torch.equal(value, weights(resumed.out)[key]), key

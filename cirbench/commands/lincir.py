@@ -77,6 +77,7 @@ def prepare(
         f"{meta['captions']} captions, mode {meta['mode']}, spaCy {meta['spacy']['package']} "
         f"{meta['spacy']['version']}, fallbacks {meta['fallbacks']}: {cache.path}"
     )
+    typer.echo(f"train from it anywhere (no corpus or spaCy needed there): cirbench train lincir --masks {cache.path}")
 
 
 @lincir_app.command("convert")

@@ -53,6 +53,10 @@ def train_lincir(
         list[str] | None,
         typer.Option("--corpus", help="Caption corpus: txt, csv/tsv/jsonl/parquet[#column], glob, hf:owner/name."),
     ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option("--masks", help="A prepared mask cache (`cirbench lincir prepare`) instead of --corpus."),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Method card or YAML of training options.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Training option KEY=VALUE (repeatable).")] = None,
@@ -78,6 +82,9 @@ def train_lincir(
     ] = None,
     causal_sdpa: Annotated[bool | None, typer.Option("--sdpa/--no-sdpa", help="Causal SDPA hint.")] = None,
     buckets: Annotated[int | None, typer.Option(help="Length-sorted chunks per batch (exact).")] = None,
+    pack: Annotated[
+        bool | None, typer.Option("--pack/--no-pack", help="Run the tower on real tokens only (exact; default on).")
+    ] = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the tower.")] = None,
     allow_download: Annotated[
         bool | None, typer.Option("--allow-download/--no-download", help="Allow hub corpora and weights.")
@@ -93,6 +100,7 @@ def train_lincir(
     flags = {
         "backbone": backbone,
         "corpora": list(corpus) if corpus else None,
+        "masks": str(masks) if masks else None,
         "out": str(out) if out else None,
         "steps": steps,
         "global_batch": global_batch,
@@ -113,6 +121,7 @@ def train_lincir(
         "target_cache": target_cache,
         "causal_sdpa": causal_sdpa,
         "buckets": buckets,
+        "pack": pack,
         "compile": compile_,
         "allow_download": allow_download,
         "threads": threads,
@@ -131,8 +140,11 @@ def train_lincir(
         else:
             merged: dict[str, Any] = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
             cfg = TrainConfig.from_dict(merged)
-            if not cfg.corpora:
-                raise CLIError("no corpus: pass --corpus FILE (repeatable) or a --config card with train.corpora")
+            if not cfg.corpora and not cfg.masks:
+                raise CLIError(
+                    "no corpus: pass --corpus FILE (repeatable), --masks DIR (from `cirbench lincir prepare`) "
+                    "or a --config card with train.corpora"
+                )
         result = train(cfg, resume=resume is not None)
     except (TrainError, CorpusError, MaskingError) as error:
         raise CLIError(str(error)) from error

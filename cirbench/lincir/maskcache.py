@@ -177,14 +177,20 @@ class MaskCache:
         indices = np.asarray(indices, dtype=np.int64)
         draws = np.zeros(len(indices)) if draws is None else np.asarray(draws, dtype=np.float64)
         rows = self.variant_rows(indices, draws)
-        orig = np.zeros((len(indices), context), dtype=np.int64)
-        masked = np.zeros((len(indices), context), dtype=np.int64)
-        for b, (i, r) in enumerate(zip(indices, rows, strict=True)):
-            ids = self.orig_ids[self.orig_offsets[i] : self.orig_offsets[i + 1]]
-            orig[b, : len(ids)] = ids
-            ids = self.masked_ids[self.masked_offsets[r] : self.masked_offsets[r + 1]]
-            masked[b, : len(ids)] = ids
+        orig = _gather_rows(self.orig_ids, self.orig_offsets, indices, context)
+        masked = _gather_rows(self.masked_ids, self.masked_offsets, rows, context)
         return torch.from_numpy(orig), torch.from_numpy(masked), torch.from_numpy(self.masked_indicator[rows].copy())
+
+
+def _gather_rows(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, context: int) -> np.ndarray:
+    """Rows ``ids[offsets[r]:offsets[r+1]]`` as an int64 (len(rows), context) array padded with 0 (one gather)."""
+    starts = np.asarray(offsets[rows], dtype=np.int64)
+    lengths = np.asarray(offsets[rows + 1], dtype=np.int64) - starts
+    columns = np.arange(context, dtype=np.int64)
+    inside = columns[None, :] < lengths[:, None]
+    out = np.zeros((len(rows), context), dtype=np.int64)
+    out[inside] = ids[(starts[:, None] + columns[None, :])[inside]]
+    return out
 
 
 def _offsets(lengths: list[np.ndarray]) -> np.ndarray:

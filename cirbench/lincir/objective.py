@@ -13,6 +13,8 @@ Speedups, each exact (tests prove equality with the plain path):
   loss is still one mean over the whole batch, and phi/RNG see the whole batch in its original order);
 - ``causal_sdpa``: the attention mask open_clip passes is exactly causal; telling SDPA ``is_causal=True`` lets it use
   flash/efficient kernels instead of an additive mask;
+- ``pack``: every per-token operation runs on the real tokens only and attention on a zero-padded causal buffer
+  (``packed.py``); the tower's FLOPs follow the captions' true lengths instead of the longest row's;
 - target caching (``target=``): the clean embedding of a caption never changes (frozen tower), so it may be passed in
   from a cache instead of recomputed.
 
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from cirbench.backbones import encode_tokens, eot_positions
+from cirbench.lincir.packed import encode_packed, supports_packing
 from cirbench.lincir.phi import Phi
 
 PLACEHOLDER_ID = 259
@@ -41,10 +44,12 @@ class SpeedOptions:
     truncate: bool = True
     buckets: int = 1
     causal_sdpa: bool = True
+    pack: bool = False  # run the tower on real tokens only (``packed.py``); supersedes truncate and buckets
+    compile: bool = False  # torch.compile the packed tower (the unpacked path compiles ``model.transformer``)
 
     @classmethod
     def plain(cls) -> SpeedOptions:
-        return cls(truncate=False, buckets=1, causal_sdpa=False)
+        return cls(truncate=False, buckets=1, causal_sdpa=False, pack=False)
 
 
 @dataclass
@@ -116,6 +121,8 @@ def encode(
     speed: SpeedOptions = SpeedOptions(),
 ) -> torch.Tensor:
     """Unnormalised projected text features, encoded per ``speed`` (same values as one plain 77-token pass)."""
+    if speed.pack and supports_packing(model):
+        return encode_packed(model, tokens, pseudo_tokens, PLACEHOLDER_ID, compiled=speed.compile)
     if speed.buckets <= 1 or tokens.shape[0] <= 1:
         return encode_tokens(model, tokens, pseudo_tokens, PLACEHOLDER_ID, truncate=speed.truncate)
     order = torch.argsort(eot_positions(tokens), stable=True)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from cirbench.lincir.objective import SpeedOptions, causal_attention, draw_randomness, encode, lincir_loss
+from cirbench.lincir.packed import supports_packing
 from cirbench.lincir.phi import Phi, save_safetensors
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "allow_download",
         "threads",
         "device",
+        "masks",  # the cache may move; its key is checked on resume
     }
 )
 
@@ -76,6 +78,7 @@ class TrainConfig:
 
     backbone: str = "ViT-L-14:openai"
     corpora: list[str] = field(default_factory=list)
+    masks: str | None = None  # a prepared mask cache (`cirbench lincir prepare`): no corpus or spaCy needed here
     column: str | None = None
     out: str = "runs/lincir"
     steps: int = 20_000
@@ -95,6 +98,7 @@ class TrainConfig:
     truncate: bool = True
     buckets: int = 1
     causal_sdpa: bool = True
+    pack: bool = True  # the tower runs on real tokens only (exact; supersedes truncate and buckets)
     target_cache: bool = True
     compile: bool = False
     checkpoint_every: int = 1000
@@ -124,11 +128,27 @@ class TrainConfig:
 
     @property
     def speed(self) -> SpeedOptions:
-        return SpeedOptions(truncate=self.truncate, buckets=self.buckets, causal_sdpa=self.causal_sdpa)
+        return SpeedOptions(
+            truncate=self.truncate,
+            buckets=self.buckets,
+            causal_sdpa=self.causal_sdpa,
+            pack=self.pack,
+            compile=self.compile,
+        )
 
     def recipe(self) -> dict[str, Any]:
         """What defines the trained weights (no paths, no logging knobs): stored in every checkpoint."""
-        skip = {"out", "progress", "log_every", "val_root", "spacy_processes", "allow_download", "device", "threads"}
+        skip = {
+            "out",
+            "progress",
+            "log_every",
+            "val_root",
+            "spacy_processes",
+            "allow_download",
+            "device",
+            "threads",
+            "masks",  # a path; the cache's key and corpus hash are recorded instead
+        }
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
 
@@ -244,9 +264,57 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
+def open_prepared_masks(cfg: TrainConfig):
+    """The mask cache named by ``cfg.masks``, checked against the run's masking options.
+
+    Why: a GPU node needs neither the corpus nor spaCy when the masks were prepared elsewhere, but a cache built
+    with another mode or pipeline would silently train a different recipe.
+    """
+    from cirbench.lincir.maskcache import FORMAT_VERSION, TOKENIZER_ID, MaskCache
+
+    path = Path(cfg.masks).expanduser()
+    how = "build one with `cirbench lincir prepare --corpus FILE` and pass the folder it prints"
+    if not (path / "meta.json").is_file():
+        raise TrainError(f"--masks {path}: not a prepared mask cache (no meta.json); {how}")
+    if cfg.corpora:
+        raise TrainError("--masks and --corpus are alternatives: the mask cache already fixes the captions")
+    try:
+        cache = MaskCache(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise TrainError(f"--masks {path}: unreadable mask cache ({error}); rebuild it ({how})") from error
+    meta = cache.meta
+    if meta.get("format") != FORMAT_VERSION or meta.get("tokenizer") != TOKENIZER_ID:
+        raise TrainError(
+            f"--masks {path}: built by another cirbench version (format {meta.get('format')}, tokenizer "
+            f"{meta.get('tokenizer')!r}); rebuild it ({how})"
+        )
+    if meta.get("mode") != cfg.mask_mode:
+        raise TrainError(
+            f"--masks {path} was built with mask mode {meta.get('mode')!r} but the run asks for {cfg.mask_mode!r}: "
+            f"pass --mask-mode {meta.get('mode')} or prepare the masks again with --mode {cfg.mask_mode}"
+        )
+    spacy = meta.get("spacy") or {}
+    if cfg.spacy_model not in (spacy.get("requested"), spacy.get("model"), spacy.get("package")):
+        raise TrainError(
+            f"--masks {path} was built with spaCy pipeline {spacy.get('model')!r} but the run asks for "
+            f"{cfg.spacy_model!r}: pass --spacy-model {spacy.get('model')} or prepare the masks again"
+        )
+    return cache
+
+
+# Options added after runs were already being written, with the value that reproduces how those older runs computed.
+# A run directory without the option resumes with that value, and the option enters the hash only when it differs,
+# so runs started by an older cirbench keep their hash and continue bit-exactly.
+LATER_OPTIONS: dict[str, Any] = {"pack": False}
+
+
 def _config_hash(recipe: Mapping[str, Any]) -> str:
     """Hash of what a step computes (settings a resume may change are left out)."""
-    fixed = {k: v for k, v in recipe.items() if k not in RESUMABLE_OVERRIDES}
+    fixed = {
+        k: v
+        for k, v in recipe.items()
+        if k not in RESUMABLE_OVERRIDES and not (k in LATER_OPTIONS and v == LATER_OPTIONS[k])
+    }
     return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -334,6 +402,11 @@ class Trainer:
     def _prepare_masks(self):
         from cirbench.lincir.maskcache import MaskCache, build_mask_cache
 
+        if self.cfg.masks:
+            cache = open_prepared_masks(self.cfg)
+            meta = cache.meta
+            self.corpus_info = {"hash": meta["corpus_hash"], "captions": len(cache), "corpora": meta.get("corpora")}
+            return cache
         path = None
         if self.dist.main:
             from cirbench.lincir.corpus import load_corpus
@@ -361,7 +434,7 @@ class Trainer:
             cfg.backbone, device=self.device, precision=self.precision, allow_download=cfg.allow_download or None
         )
         self.model = self.backbone.model
-        if cfg.compile:
+        if cfg.compile and not (cfg.pack and supports_packing(self.model)):  # packed: SpeedOptions.compile instead
             self.model.transformer = torch.compile(self.model.transformer, dynamic=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -522,6 +595,7 @@ class Trainer:
             "checkpoint": "phi_best.safetensors" if self.selector.best_step is not None else "phi_last.safetensors",
             "speedups": {
                 **dataclasses.asdict(self.cfg.speed),
+                "pack": self.cfg.pack and supports_packing(self.model),  # False where the tower cannot be packed
                 "target_cache": self.targets is not None,
                 "compile": self.cfg.compile,
                 "tower_precision": self.precision,
@@ -694,4 +768,4 @@ def load_run_config(run: str | os.PathLike) -> TrainConfig:
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         raise TrainError(f"cannot resume: {path} does not exist (is {run} a cirbench lincir run directory?)")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    return TrainConfig.from_dict({**LATER_OPTIONS, **json.loads(path.read_text())})

@@ -1,0 +1,113 @@
+"""Packed text encoding: the CLIP text tower run on real tokens only (an exact speedup for LinCIR training).
+
+Captions in a batch are short and of very different lengths (CC3M captions ~15 BPE tokens, prompts up to 75), so a
+padded (B, 77) batch spends most of its work on positions after EOT. The tower is causal and pools at EOT, so those
+positions never influence a row's output. Here every per-token operation (layer norms, the QKV and output projections,
+the MLP) runs on the packed (T, W) matrix of real tokens; only attention scatters into a zero-padded (B, L, 3W)
+buffer, where causal SDPA is exact because padding follows EOT and causal rows never look ahead. The last block needs
+only its EOT rows after attention, so its output projection and MLP run on B rows.
+
+Same values as one plain padded pass (float rounding aside); gradients flow into the pseudo tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cirbench.backbones import eot_positions, project_text
+
+
+def supports_packing(model: Any) -> bool:
+    """True for open_clip's standard causal text tower (plain ``ResidualAttentionBlock`` with packed in-projection)."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    transformer = getattr(model, "transformer", None)
+    blocks = getattr(transformer, "resblocks", None)
+    if getattr(model, "attn_mask", None) is None or not blocks:
+        return False
+    if getattr(model, "text_pool_type", "argmax") not in ("argmax", "eos"):
+        return False
+    for block in blocks:
+        attn = getattr(block, "attn", None)
+        if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+            return False
+        if not isinstance(attn, torch.nn.MultiheadAttention) or attn.in_proj_weight is None or attn.bias_k is not None:
+            return False
+        if not attn.batch_first:
+            return False
+    return True
+
+
+def _attention(block: Any, x: torch.Tensor, flat: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    """Causal self-attention of block ``block`` on packed tokens ``x`` (T, W); returns (T, W) before out_proj."""
+    attn = block.attn
+    heads, width = attn.num_heads, x.shape[-1]
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    padded = qkv.new_zeros(batch * length, 3 * width).index_copy(0, flat, qkv)
+    q, k, v = padded.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, Dh); padding follows EOT
+    return out.transpose(1, 2).reshape(batch * length, width).index_select(0, flat)
+
+
+def encode_packed(
+    model: Any,
+    tokens: torch.Tensor,
+    pseudo_tokens: torch.Tensor | None = None,
+    placeholder_id: int = 259,
+    compiled: bool = False,
+) -> torch.Tensor:
+    """Unnormalised projected features of ``tokens`` (B, 77), as ``backbones.encode_tokens`` computes them.
+
+    ``compiled`` runs the tower through ``torch.compile`` (dynamic shapes: the token count changes every batch)."""
+    batch = tokens.shape[0]
+    lengths = (eot_positions(tokens) + 1).cpu()  # the one host sync: the packing plan is built on the CPU
+    length = int(lengths.max())
+    flat_cpu = (torch.arange(length)[None, :] < lengths[:, None]).reshape(-1).nonzero().squeeze(1)
+    device = tokens.device
+    plan = {
+        "flat": flat_cpu.to(device, non_blocking=True),
+        "positions": (flat_cpu % length).to(device, non_blocking=True),
+        "rows": torch.repeat_interleave(torch.arange(batch), lengths).to(device, non_blocking=True),
+        "ends": (torch.cumsum(lengths, 0) - 1).to(device, non_blocking=True),  # each row's EOT in the packed matrix
+    }
+    ids = tokens[:, :length].reshape(-1).index_select(0, plan["flat"])
+    forward = _compiled_forward() if compiled else packed_forward
+    return forward(model, ids, pseudo_tokens, placeholder_id, batch, length, **plan)
+
+
+def packed_forward(
+    model: Any,
+    ids: torch.Tensor,
+    pseudo_tokens: torch.Tensor | None,
+    placeholder_id: int,
+    batch: int,
+    length: int,
+    flat: torch.Tensor,
+    positions: torch.Tensor,
+    rows: torch.Tensor,
+    ends: torch.Tensor,
+) -> torch.Tensor:
+    """The tower on packed ids (T,): embeddings, blocks, final norm and projection of the EOT rows."""
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(ids).to(cast_dtype)
+    if pseudo_tokens is not None:
+        slots = (ids == placeholder_id).unsqueeze(-1)
+        x = torch.where(slots, pseudo_tokens.to(cast_dtype).index_select(0, rows), x)
+    x = x + model.positional_embedding.to(cast_dtype).index_select(0, positions)
+    blocks = list(model.transformer.resblocks)
+    for i, block in enumerate(blocks):
+        attended = _attention(block, block.ln_1(x), flat, batch, length)
+        if i == len(blocks) - 1:  # only the EOT rows are pooled: finish the last block on them alone
+            x, attended = x.index_select(0, ends), attended.index_select(0, ends)
+        x = x + block.ls_1(block.attn.out_proj(attended))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return project_text(model, model.ln_final(x))
+
+
+@functools.cache
+def _compiled_forward():
+    return torch.compile(packed_forward, dynamic=True)
