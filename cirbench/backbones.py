@@ -198,6 +198,18 @@ def eot_positions(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.argmax(dim=-1)
 
 
+def pools_at_argmax(model: Any) -> bool:
+    """True when the tower pools at ``argmax`` of the ids (CLIP's EOT), which ``eot_positions`` assumes.
+
+    open_clip's ``eos`` pooling (first ``eos_id``) is the same when the EOS id is the vocabulary's largest id.
+    """
+    pool = getattr(model, "text_pool_type", "argmax")
+    if pool == "argmax":
+        return True
+    vocab = getattr(getattr(model, "token_embedding", None), "num_embeddings", None)
+    return pool == "eos" and vocab is not None and getattr(model, "text_eos_id", None) == vocab - 1
+
+
 def encode_tokens(
     model: Any,
     tokens: torch.Tensor,
@@ -212,6 +224,12 @@ def encode_tokens(
     causal and pools at EOT, so later positions cannot influence the result (an exact speedup).
     Returns unnormalised projected features in the tower's dtype (gradients flow into ``pseudo_tokens``).
     """
+    if not pools_at_argmax(model):
+        raise BackboneError(
+            f"this text tower pools with {getattr(model, 'text_pool_type', None)!r} (EOS id "
+            f"{getattr(model, 'text_eos_id', None)}); cirbench's text encoding pools at the EOT token "
+            "(the largest id), as CLIP does, so this backbone is not supported"
+        )
     cast_dtype = model.transformer.get_cast_dtype()
     if truncate and model.attn_mask is not None:  # exact only for a causal tower
         length = int(eot_positions(tokens).max().item()) + 1

@@ -64,7 +64,7 @@ def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
     )
     meta = run_dir / "train_meta.json"
     resume = (run_dir / "state.pt").is_file() or meta.is_file()
-    if resume and load_run_config(run_dir).recipe() != train_config.recipe():
+    if resume and _demo_recipe_key(load_run_config(run_dir)) != _demo_recipe_key(train_config):
         # The demo's own scratch run, trained with another recipe (an older cirbench or DemoConfig): start again.
         console.print(f"retraining: {run_dir} was trained with another recipe")
         shutil.rmtree(run_dir)
@@ -72,6 +72,14 @@ def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
     console.print(f"[bold]1/3[/] training LinCIR phi on {corpus.name} ({config.steps} steps x {config.global_batch})")
     train(train_config, resume=resume)
     return run_dir
+
+
+def _demo_recipe_key(config: Any) -> str:
+    """What the demo's phi depends on: the recipe less resumable settings, with corpus paths resolved."""
+    from cirbench.lincir.trainer import recipe_hash
+
+    recipe = config.recipe()
+    return recipe_hash({**recipe, "corpora": [str(Path(c).resolve()) for c in recipe.get("corpora") or []]})
 
 
 def run_demo(config: DemoConfig | None = None) -> list[dict[str, Any]]:

@@ -50,10 +50,15 @@ def test_demo_retrains_a_run_left_by_another_recipe(tmp_path):
 
     first = CliRunner().invoke(app, demo_args(tmp_path, steps=4))
     assert first.exit_code == 0, first.output
+    longer = CliRunner().invoke(app, demo_args(tmp_path, steps=6))  # more steps: the same run continues
+    assert longer.exit_code == 0, longer.output
+    assert "retraining" not in longer.output
+    meta = json.loads((tmp_path / "runs" / "lincir" / "train_meta.json").read_text())
+    assert meta["steps"] == 6 and meta["segments"] == 2
     config = tmp_path / "runs" / "lincir" / "config.json"
     older = {k: v for k, v in json.loads(config.read_text()).items() if k != "pack"}
     config.write_text(json.dumps(older))
-    again = CliRunner().invoke(app, demo_args(tmp_path, steps=4))
+    again = CliRunner().invoke(app, demo_args(tmp_path, steps=6))
     assert again.exit_code == 0, again.output
     assert "retraining" in again.output
     assert json.loads(config.read_text())["pack"] is True

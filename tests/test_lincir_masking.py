@@ -234,3 +234,20 @@ def test_mask_cache_with_worker_processes_equals_in_process(tmp_path):
     for name in ("orig_ids", "orig_offsets", "var_offsets", "masked_ids", "masked_offsets", "masked_indicator"):
         assert np.array_equal(getattr(single, name), getattr(multi, name)), name
     assert single.meta["fallbacks"] == multi.meta["fallbacks"]
+
+
+def test_batch_rows_are_padded_gathers_and_overlong_rows_are_refused():
+    """The vectorised gather equals slicing each row; a row longer than the context would lose its EOT."""
+    import numpy as np
+
+    from cirbench.lincir.maskcache import _gather_rows
+
+    ids = np.arange(1, 21, dtype=np.uint16)
+    offsets = np.array([0, 3, 3, 10, 20])  # rows of 3, 0, 7 and 10 tokens
+    out = _gather_rows(ids, offsets, np.array([2, 0, 1, 0]), context=8)
+    assert out.dtype == np.int64 and out.shape == (4, 8)
+    assert out[0].tolist() == [4, 5, 6, 7, 8, 9, 10, 0]
+    assert out[1].tolist() == [1, 2, 3, 0, 0, 0, 0, 0] == out[3].tolist()
+    assert out[2].tolist() == [0] * 8
+    with pytest.raises(ValueError, match="10 tokens, more than the context length 8"):
+        _gather_rows(ids, offsets, np.array([3]), context=8)

@@ -339,7 +339,7 @@ def test_training_from_prepared_masks_equals_training_from_the_corpus(tmp_path, 
 
 def test_a_run_started_before_packing_existed_resumes_bit_exactly(tmp_path, corpus):
     """config.json without `pack` (an older cirbench): resume keeps the padded path and the same recipe hash."""
-    from cirbench.lincir.trainer import _config_hash, load_run_config
+    from cirbench.lincir.trainer import load_run_config, recipe_hash
 
     full = train(config(corpus, tmp_path / "full", steps=6, checkpoint_every=2, pack=False))
     train(config(corpus, tmp_path / "old", steps=6, checkpoint_every=2, pack=False), stop_after=3)
@@ -349,7 +349,7 @@ def test_a_run_started_before_packing_existed_resumes_bit_exactly(tmp_path, corp
     cfg = load_run_config(tmp_path / "old")
     assert cfg.pack is False
     recipe = cfg.recipe()
-    assert _config_hash(recipe) == _config_hash({k: v for k, v in recipe.items() if k != "pack"})
+    assert recipe_hash(recipe) == recipe_hash({k: v for k, v in recipe.items() if k != "pack"})
     resumed = train(cfg, resume=True)
     assert resumed.status == "completed" and resumed.step == 6
     for key, value in weights(full.out).items():

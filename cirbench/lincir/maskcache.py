@@ -186,6 +186,8 @@ def _gather_rows(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, context
     """Rows ``ids[offsets[r]:offsets[r+1]]`` as an int64 (len(rows), context) array padded with 0 (one gather)."""
     starts = np.asarray(offsets[rows], dtype=np.int64)
     lengths = np.asarray(offsets[rows + 1], dtype=np.int64) - starts
+    if len(lengths) and lengths.max() > context:  # cut rows would lose their EOT: the cache does not fit the context
+        raise ValueError(f"a mask-cache row has {lengths.max()} tokens, more than the context length {context}")
     columns = np.arange(context, dtype=np.int64)
     inside = columns[None, :] < lengths[:, None]
     out = np.zeros((len(rows), context), dtype=np.int64)

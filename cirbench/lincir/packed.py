@@ -18,28 +18,40 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cirbench.backbones import eot_positions, project_text
+from cirbench.backbones import eot_positions, pools_at_argmax, project_text
 
 
 def supports_packing(model: Any) -> bool:
-    """True for open_clip's standard causal text tower (plain ``ResidualAttentionBlock`` with packed in-projection)."""
-    from open_clip.transformer import ResidualAttentionBlock
+    """True only for open_clip's standard causal text tower, the one ``packed_forward`` reproduces exactly.
+
+    Plain ``Transformer`` of plain ``ResidualAttentionBlock``s with a packed in-projection, no zero-attention or
+    key/value biases, no attention dropout in training, an exactly causal mask and EOT (argmax) pooling.
+    """
+    from open_clip.transformer import ResidualAttentionBlock, Transformer
 
     transformer = getattr(model, "transformer", None)
-    blocks = getattr(transformer, "resblocks", None)
-    if getattr(model, "attn_mask", None) is None or not blocks:
+    transformer = getattr(transformer, "_orig_mod", transformer)  # a torch.compile wrapper around the same module
+    if type(transformer) is not Transformer or not len(transformer.resblocks) or not pools_at_argmax(model):
         return False
-    if getattr(model, "text_pool_type", "argmax") not in ("argmax", "eos"):
+    if not _is_causal(getattr(model, "attn_mask", None)):
         return False
-    for block in blocks:
+    for block in transformer.resblocks:
         attn = getattr(block, "attn", None)
         if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
             return False
         if not isinstance(attn, torch.nn.MultiheadAttention) or attn.in_proj_weight is None or attn.bias_k is not None:
             return False
-        if not attn.batch_first:
+        if not attn.batch_first or attn.add_zero_attn or (attn.dropout and attn.training):
             return False
     return True
+
+
+def _is_causal(mask: torch.Tensor | None) -> bool:
+    """``mask`` is the additive causal mask (``-inf`` above the diagonal, ``0`` elsewhere)."""
+    if mask is None or mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
+        return False
+    upper = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    return bool(torch.isneginf(mask[upper]).all()) and bool((mask[~upper] == 0).all())
 
 
 def _attention(block: Any, x: torch.Tensor, flat: torch.Tensor, batch: int, length: int) -> torch.Tensor:

@@ -308,7 +308,7 @@ def open_prepared_masks(cfg: TrainConfig):
 LATER_OPTIONS: dict[str, Any] = {"pack": False}
 
 
-def _config_hash(recipe: Mapping[str, Any]) -> str:
+def recipe_hash(recipe: Mapping[str, Any]) -> str:
     """Hash of what a step computes (settings a resume may change are left out)."""
     fixed = {
         k: v
@@ -495,7 +495,7 @@ class Trainer:
             "clock": dict(clock),
             "losses": list(losses),
             "world": self.dist.world,
-            "config_hash": _config_hash(self.cfg.recipe()),
+            "config_hash": recipe_hash(self.cfg.recipe()),
             "masks_key": self.masks.key,
         }
         if self.device.type == "cuda":
@@ -507,7 +507,7 @@ class Trainer:
         if not path.is_file():
             raise TrainError(f"cannot resume: {path} does not exist (was the run ever checkpointed?)")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config_hash"] != _config_hash(self.cfg.recipe()):
+        if state["config_hash"] != recipe_hash(self.cfg.recipe()):
             raise TrainError(f"cannot resume {self.out}: its recipe differs from the requested one")
         if state.get("masks_key", self.masks.key) != self.masks.key:
             raise TrainError(
