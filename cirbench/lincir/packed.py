@@ -12,7 +12,9 @@ Same values as one plain padded pass (float rounding aside); gradients flow into
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import weakref
 from typing import Any
 
 import torch
@@ -20,13 +22,30 @@ import torch.nn.functional as F
 
 from cirbench.backbones import eot_positions, pools_at_argmax, project_text
 
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its training flag, verdict)
+
 
 def supports_packing(model: Any) -> bool:
     """True only for open_clip's standard causal text tower, the one ``packed_forward`` reproduces exactly.
 
     Plain ``Transformer`` of plain ``ResidualAttentionBlock``s with a packed in-projection, no zero-attention or
     key/value biases, no attention dropout in training, an exactly causal mask and EOT (argmax) pooling.
+    The verdict is kept per model (and train/eval mode): the training loop asks at every encode, and reading the
+    mask costs device synchronisations.
     """
+    try:
+        training, verdict = _CHECKED[model]
+        if training == model.training:
+            return verdict
+    except (KeyError, TypeError, AttributeError):  # first call, or an object that cannot be weakly referenced
+        pass
+    verdict = _check_packing(model)
+    with contextlib.suppress(TypeError, AttributeError):
+        _CHECKED[model] = (model.training, verdict)
+    return verdict
+
+
+def _check_packing(model: Any) -> bool:
     from open_clip.transformer import ResidualAttentionBlock, Transformer
 
     transformer = getattr(model, "transformer", None)
