@@ -597,7 +597,6 @@ class Trainer:
                 **dataclasses.asdict(self.cfg.speed),
                 "pack": self.cfg.pack and supports_packing(self.model),  # False where the tower cannot be packed
                 "target_cache": self.targets is not None,
-                "compile": self.cfg.compile,
                 "tower_precision": self.precision,
             },
             "config": self.cfg.to_dict(),
