@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-
+import cirbench.commands.core
+import cirbench.commands.demo
+import cirbench.commands.leaderboard
+import cirbench.commands.lincir
+import cirbench.commands.results
+import cirbench.commands.shapes
+import cirbench.commands.train  # noqa: F401 - each module registers its commands on the app
 from cirbench.commands import app
-
-COMMAND_MODULES = (
-    "cirbench.commands.core",
-    "cirbench.commands.train",
-    "cirbench.commands.lincir",
-    "cirbench.commands.leaderboard",
-    "cirbench.commands.shapes",
-    "cirbench.commands.demo",
-)
-
-
-def _register_commands() -> None:
-    for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -12,12 +12,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from cirbench.results import RunResult
+
 BACKBONE = "shapes-clip:v1"
 BASELINES = ("image-only", "text-only", "image+text", "random")
+SHOWN = ("mAP@10", "R@1", "descriptive_R@1", "imperative_R@1")
 
 
 @dataclass
@@ -41,7 +45,8 @@ class DemoConfig:
 
 def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
     """Train (or resume, or reuse) LinCIR's phi on the grammar corpus; returns the run folder."""
-    from cirbench.lincir.trainer import TrainConfig, load_run_config, train
+    from cirbench.lincir.config import TrainConfig, load_run_config
+    from cirbench.lincir.trainer import train
     from cirbench.shapes.captions import write_corpus
 
     config.out.mkdir(parents=True, exist_ok=True)
@@ -76,42 +81,36 @@ def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
 
 def _demo_recipe_key(config: Any) -> str:
     """What the demo's phi depends on: the recipe less resumable settings, with corpus paths resolved."""
-    from cirbench.lincir.trainer import recipe_hash
+    from cirbench.lincir.config import recipe_hash
 
     recipe = config.recipe()
     return recipe_hash({**recipe, "corpora": [str(Path(c).resolve()) for c in recipe.get("corpora") or []]})
 
 
-def run_demo(config: DemoConfig | None = None) -> list[dict[str, Any]]:
-    """Train, evaluate every method on ``shapes``, render the leaderboard; returns the result records."""
-    from cirbench.backbones import load_backbone
-    from cirbench.benchmarks import get_benchmark
-    from cirbench.evaluate import run_and_save
-    from cirbench.methods import build_method
+def run_demo(config: DemoConfig | None = None) -> list[RunResult]:
+    """Train, evaluate every method on ``shapes``, render the leaderboard; returns the results."""
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, keep_splits, resolve
 
     config = config or DemoConfig()
     console = Console(stderr=True)
     start = time.perf_counter()
     run_dir = train_demo_lincir(config, console)
     console.print("[bold]2/3[/] evaluating on the shapes benchmark")
-    backbone = load_backbone(BACKBONE)
-    bench = get_benchmark("shapes")
-    data = bench.load(None, "test")
+    settings = EvalSettings(results_dir=config.results_dir, overwrite=config.overwrite)
     results = []
-    for name in ("lincir", *BASELINES):
-        checkpoint = run_dir if name == "lincir" else None
-        method = build_method(name, backbone, checkpoint, {})
-        record, path, reused = run_and_save(
-            method, backbone, data, bench, config.results_dir, overwrite=config.overwrite
-        )
-        results.append(record)
-        m = {k: record["metrics"].get(k, float("nan")) for k in ("mAP@10", "R@1", "descriptive_R@1", "imperative_R@1")}
-        console.print(
-            f"  {name:11s} mAP@10 {m['mAP@10']:6.2f}  R@1 {m['R@1']:6.2f}  (descriptive {m['descriptive_R@1']:6.2f},"
-            f" imperative {m['imperative_R@1']:6.2f}){'  [reused]' if reused else ''}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    with keep_splits():
+        for name, checkpoint in (("lincir", run_dir), *((b, None) for b in BASELINES)):
+            request = RunRequest(name, "shapes", BACKBONE, "test", checkpoint=checkpoint)
+            outcome = evaluate(resolve(request), settings)
+            results.append(outcome.result)
+            m = {k: outcome.result.metrics.get(k, float("nan")) for k in SHOWN}
+            console.print(
+                f"  {name:11s} mAP@10 {m['mAP@10']:6.2f}  R@1 {m['R@1']:6.2f}  "
+                f"(descriptive {m['descriptive_R@1']:6.2f}, imperative {m['imperative_R@1']:6.2f})"
+                f"{'  [reused]' if outcome.reused else ''}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if config.leaderboard is not None:
         console.print(f"[bold]3/3[/] leaderboard -> {config.leaderboard}")
         render_leaderboard(config.results_dir, config.leaderboard, config.chart)

@@ -1,27 +1,79 @@
-"""Exceptions that mean "the user must fix something"; the CLI prints them as one clear message."""
+"""Errors that mean "the user must fix something": the bottom layer, importing nothing from cirbench.
+
+Every subclass of :class:`UserError` is printed by the CLI as one line (``error: ...``) with exit code 2, never as
+a traceback. A message names the file or value at fault and says how to fix it. Some subclasses also derive from
+``ValueError`` or ``KeyError`` where callers (and tests) treat them as such.
+"""
 
 from __future__ import annotations
 
-from cirbench.backbones import BackboneError
-from cirbench.benchmarks.base import AnnotationError
-from cirbench.commands import CLIError
-from cirbench.methods.base import MethodError
+
+class UserError(Exception):
+    """Something the user can fix: a bad option, a missing file, a checkpoint that does not fit."""
 
 
-class DataError(RuntimeError):
-    """Missing or corrupt images, with counts, the first paths and the expected layout."""
+class UsageError(UserError, ValueError):
+    """Command-line flags that contradict each other or are missing."""
 
 
-class ResultError(RuntimeError):
+class OptionError(UserError, ValueError):
+    """An unknown option, or a value of the wrong type or outside its allowed values."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """An unknown benchmark, method or backbone name; the message suggests the closest registered names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistryError(UserError, ValueError):
+    """Two different objects registered under one name."""
+
+
+class AnnotationError(UserError, ValueError):
+    """A malformed or missing annotation file; the message names the file, the record and the fix."""
+
+
+class DataError(UserError):
+    """Missing or unreadable images, or a split that cannot be ranked (e.g. an unknown gallery)."""
+
+
+class BackboneError(UserError, RuntimeError):
+    """A backbone id that cannot be resolved, weights that are not available offline, or a guard that fired."""
+
+
+class MethodError(UserError, RuntimeError):
+    """A method that cannot be built: a missing or mismatched checkpoint, a prompt without its slot."""
+
+
+class ResultError(UserError, ValueError):
     """A result or rankings file that cannot be used for what was asked (e.g. a val run for a test submission)."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    BackboneError,
-    AnnotationError,
-    CLIError,
-    MethodError,
-    DataError,
-    ResultError,
-    FileNotFoundError,
-)
+class ScoringError(UserError, ValueError):
+    """A rankings file that cannot be scored against a split (unknown ids, missing queries, wrong format)."""
+
+
+class SubmissionError(ResultError):
+    """A run or a file the evaluation server would reject; the message lists every problem found."""
+
+
+class LeaderboardError(UserError, ValueError):
+    """Nothing to show, or an unreadable reported file."""
+
+
+class CardError(UserError, ValueError):
+    """A method or benchmark card that cannot be read."""
+
+
+class TrainError(UserError, RuntimeError):
+    """A training run that cannot start or continue (bad config, corpus too small, incompatible resume)."""
+
+
+class CorpusError(UserError, RuntimeError):
+    """A caption corpus that cannot be read, or one that would need a download that was not allowed."""
+
+
+class MaskingError(UserError, RuntimeError):
+    """The spaCy pipeline for Self-Masking Projection cannot be loaded, or a masking mode is unknown."""

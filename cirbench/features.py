@@ -1,6 +1,7 @@
 """Image-feature cache shared by every method that uses the same frozen image tower.
 
-Key: backbone id + weights id + preprocessing + hash of the ordered image list (keys and crops). Features are
+Key: backbone id + weights id + preprocessing + the benchmark's image reader (when it is not plain RGB) + hash of
+the ordered image list (keys and crops). Features are
 the *unnormalised* projected embeddings (phi / IM2TEXT consume those), stored float32. Encoding writes chunks
 atomically, so an interrupted run resumes at the first missing chunk; a finished entry is one memory-mappable
 ``features.npy`` plus ``ids.json`` and a readable ``manifest.json``.
@@ -10,26 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
-from cirbench.images import open_image
+from cirbench.images import open_rgb
 from cirbench.io import atomic_write_json, atomic_write_npy
+from cirbench.methods.preprocessing import build_preprocess
+from cirbench.paths import cache_root
 
 CHUNK = 2048
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CIRBENCH_CACHE", Path.home() / ".cache" / "cirbench"))
+PLAIN_READER = "rgb"
 
 
 def image_list_hash(refs: Sequence[ImageRef]) -> str:
@@ -40,24 +38,18 @@ def image_list_hash(refs: Sequence[ImageRef]) -> str:
     return digest.hexdigest()
 
 
-def entry_key(backbone: Backbone, preprocess: str, refs: Sequence[ImageRef]) -> str:
-    payload = json.dumps([backbone.model_key, preprocess, image_list_hash(refs)])
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-def build_preprocess(backbone: Backbone, kind: str) -> Callable:
-    """PIL -> tensor for a preprocessing kind; ``clip`` is the backbone's own eval transform."""
-    if kind == "clip":
-        return backbone.preprocess
-    from cirbench.methods.preprocessing import build_preprocess as build_method_preprocess
-
-    return build_method_preprocess(backbone, kind)
+def entry_key(backbone: Backbone, preprocess: str, refs: Sequence[ImageRef], reader: str = PLAIN_READER) -> str:
+    parts = [backbone.model_key, preprocess, image_list_hash(refs)]
+    if reader != PLAIN_READER:
+        parts.insert(2, reader)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, refs: Sequence[ImageRef], transform: Callable):
+    def __init__(self, refs: Sequence[ImageRef], transform: Callable, open_image: Callable):
         self.refs = refs
         self.transform = transform
+        self.open_image = open_image
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -65,7 +57,7 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         ref = self.refs[index]
         try:
-            return self.transform(open_image(ref))
+            return self.transform(self.open_image(ref))
         except Exception as error:  # noqa: BLE001 - re-raised with the file named
             raise RuntimeError(f"cannot read image {ref.key!r} at {ref.path}: {error}") from error
 
@@ -94,11 +86,16 @@ def encode_images(
     num_workers: int = 0,
     use_cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    open_image: Callable = open_rgb,
+    reader: str = PLAIN_READER,
 ) -> FeatureSet:
-    """Features for ``refs`` in order, from the cache when present (chunks resume after interruption)."""
+    """Features for ``refs`` in order, from the cache when present (chunks resume after interruption).
+
+    ``open_image`` opens one ``ImageRef`` (a benchmark's reader, e.g. GeneCIS crops); ``reader`` names it in the key.
+    """
     start = time.perf_counter()
     keys = [ref.key for ref in refs]
-    key = entry_key(backbone, preprocess, refs)
+    key = entry_key(backbone, preprocess, refs, reader)
     folder = cache_root() / "features" / key
     final = folder / "features.npy"
     if use_cache and final.is_file():
@@ -112,6 +109,7 @@ def encode_images(
                 "backbone": backbone.id,
                 "weights_id": backbone.weights_id,
                 "preprocess": preprocess,
+                "reader": reader,
                 "n_images": len(refs),
                 "image_list_sha256": image_list_hash(refs),
                 "dtype": "float32",
@@ -127,7 +125,7 @@ def encode_images(
         if use_cache and chunk_path.is_file():
             chunks.append(np.load(chunk_path))
         else:
-            chunks.append(_encode_chunk(backbone, chunk_refs, transform, batch_size, num_workers))
+            chunks.append(_encode_chunk(backbone, chunk_refs, transform, open_image, batch_size, num_workers))
             if use_cache:
                 atomic_write_npy(chunk_path, chunks[-1])
         done += len(chunk_refs)
@@ -144,10 +142,15 @@ def encode_images(
 
 
 def _encode_chunk(
-    backbone: Backbone, refs: Sequence[ImageRef], transform: Callable, batch_size: int, num_workers: int
+    backbone: Backbone,
+    refs: Sequence[ImageRef],
+    transform: Callable,
+    open_image: Callable,
+    batch_size: int,
+    num_workers: int,
 ) -> np.ndarray:
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(refs, transform), batch_size=batch_size, num_workers=num_workers, shuffle=False
+        _ImageDataset(refs, transform, open_image), batch_size=batch_size, num_workers=num_workers, shuffle=False
     )
     out = [backbone.encode_image(pixels).cpu().numpy().astype(np.float32) for pixels in loader]
     return np.concatenate(out)

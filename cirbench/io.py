@@ -1,60 +1,127 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace``, so readers never see half a file."""
+"""The one atomic writer, and JSON reading.
+
+Every file cirbench writes (results, rankings, leaderboards, caches, checkpoints, masks, renders) goes through
+:func:`atomic_write`: a temporary file in the same folder, written, flushed and fsynced, then ``os.replace``d
+over the target, so a reader never sees half a file and an interrupted write leaves the old file intact. The
+temporary file is removed on any error. Its mode follows the umask, as a plain ``open`` would give
+(``tempfile.mkstemp`` would make every file 0600). :func:`atomic_directory` does the same for a folder that must
+appear whole (a rendered gallery, a mask cache).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+Writer = Callable[[IO[bytes]], None]
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened or synced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Writer) -> Path:
+    """Write ``data`` (bytes, or a function that writes to a binary handle) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() gives
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                handle.write(data)
+            else:
+                data(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+    return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda handle: handle.write(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    return atomic_write(path, (text + "\n").encode("utf-8"))
 
 
-def atomic_write_json_gz(path: Path, obj: Any) -> None:
-    data = gzip.compress(json.dumps(obj, separators=(",", ":")).encode("utf-8"), mtime=0)
-    atomic_write_bytes(path, data)
+def atomic_write_json_gz(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write(path, gzip.compress(json.dumps(obj, separators=(",", ":")).encode("utf-8"), mtime=0))
 
 
-def read_json(path: Path) -> Any:
+def atomic_write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    return atomic_write(path, lambda handle: np.save(handle, array))
+
+
+def atomic_write_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` through the atomic writer (checkpoints, resume state)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; when the block succeeds it is renamed to ``final``.
+
+    When ``final`` already exists at that point (another process won the race), the new folder is discarded.
+    On error the temporary folder is removed. Its mode follows the umask (``mkdtemp`` would make it 0700).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(final)
+    os.mkdir(tmp, 0o777)
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():  # not a lost race with another process: a real error
+                raise
+        else:
+            _fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file (``.gz`` transparently)."""
     path = Path(path)
     if path.suffix == ".gz":
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             return json.load(handle)
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def atomic_write_npy(path: Path, array: np.ndarray) -> None:
-    _atomic(path, lambda handle: np.save(handle, array))

@@ -1,48 +1,112 @@
-"""Result files: one JSON per run, named by a key that hashes everything that changes the numbers.
+"""Result files: one typed ``RunResult`` per run, named by a key that hashes everything that changes the numbers.
 
 Layout (under the results folder, ``./results`` by default)::
 
     runs/<benchmark>/<split>/<method>--<backbone>--<key>.json            metrics, protocol, timings, environment
     runs/<benchmark>/<split>/<method>--<backbone>--<key>.rankings.json.gz  top-50 per query (+ CIRR subset)
 
-The run key covers method config (prompts, options, checkpoint hash), backbone and weights, preprocessing,
-benchmark, split, protocol options and version, annotation checksums and whether missing images were
-skipped — and nothing else (batch size, device and worker count are recorded but not keyed).
+A result stores ``key_fields``, the exact payload its run key hashes (user options and identities only), beside the
+facts and settings that are recorded but not hashed. Schema 2 is written; schema 1 files (cirbench 0.1, whose keys
+also hashed derived facts) are read by ``read_result`` and rewritten as schema 2 by ``cirbench results migrate``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cirbench import __version__
+from cirbench.errors import ResultError
 from cirbench.io import atomic_write_json, atomic_write_json_gz, read_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_RESULTS_DIR = Path("results")
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
 
 
-def run_key(fields: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:12]
+class Skipped(_Record):
+    """What ``--skip-missing`` left out; stored in every result (zeros when nothing was skipped)."""
+
+    images_missing: int = 0
+    queries_dropped: int = 0
+    gallery_images_dropped: int = 0
+    queries_target_missing: int = 0  # kept and scored, but their target left the gallery: certain misses
+    first_missing: list[str] = []
+    missing_images_sha256: str | None = None
 
 
-def files_sha256(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.name):
-        digest.update(path.name.encode())
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
+class MethodRecord(_Record):
+    name: str
+    variant: str = ""
+    version: str = "1"
+    options: dict[str, Any] = {}
+    config: dict[str, Any] = {}  # how the method builds queries (prompts, mapper sizes): recorded, not hashed
+    checkpoint: str | None = None
+    checkpoint_id: str | None = None
+    training_data: str | None = None
+    zero_shot: bool | None = None
+    train_meta: dict[str, Any] | None = None
+
+
+class BackboneRecord(_Record):
+    id: str
+    weights_id: str
+    quick_gelu: bool = False
+
+
+class BenchmarkRecord(_Record):
+    name: str
+    split: str
+    protocol_version: str = "1"
+    options: dict[str, Any] = {}  # every protocol option, as validated (locations included)
+    facts: dict[str, Any] = {}  # derived from the data: gallery sizes, rules in words; recorded, not hashed
+    warnings: list[str] = []
+    preprocess: str = "clip"
+    layout: str = ""
+    gallery_size: int | None = None
+    annotations_sha256: str | None = None
+
+
+class RunResult(BaseModel):
+    """One evaluation's record (schema 2)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    run_key: str
+    key_fields: dict[str, Any]
+    created_at: str
+    source: Literal["run"] = "run"
+    method: MethodRecord
+    backbone: BackboneRecord
+    benchmark: BenchmarkRecord
+    metrics: dict[str, float] = {}
+    main_metric: str = ""
+    n_queries: int = 0
+    skipped: Skipped = Skipped()
+    timing: dict[str, Any] = {}
+    run_settings: dict[str, Any] = {}
+    env: dict[str, Any] = {}
+    rankings_file: str | None = None
+    migrated_from: dict[str, Any] | None = None
+    path: Path | None = Field(default=None, exclude=True)  # the file it was read from (not stored)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.name} | {self.backbone.id} | {self.benchmark.name}/{self.benchmark.split}"
+
+
+# --------------------------------------------------------------------------------------------- paths
 
 
 def slug(text: str) -> str:
@@ -55,7 +119,10 @@ def result_path(results_dir: Path, benchmark: str, split: str, method: str, back
 
 
 def rankings_path(result_file: Path) -> Path:
-    return result_file.with_name(result_file.name[: -len(".json")] + ".rankings.json.gz")
+    return Path(result_file).with_name(Path(result_file).name[: -len(".json")] + ".rankings.json.gz")
+
+
+# --------------------------------------------------------------------------------------------- environment
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -90,46 +157,80 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-def save_result(result_file: Path, result: dict[str, Any], rankings: dict[str, Any] | None) -> None:
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# --------------------------------------------------------------------------------------------- reading, writing
+
+
+def save_result(result: RunResult, path: Path, rankings: dict[str, Any] | None) -> RunResult:
     """Rankings first, then the result: a result file on disk always has its rankings beside it."""
     if rankings is not None:
-        atomic_write_json_gz(rankings_path(result_file), rankings)
-        result["rankings_file"] = rankings_path(result_file).name
-    atomic_write_json(result_file, result)
-
-
-def load_result(path: Path) -> dict[str, Any]:
-    result = read_json(path)
-    if not isinstance(result, dict) or "schema_version" not in result:
-        raise ValueError(f"{path} is not a cirbench result file (no schema_version)")
-    if result["schema_version"] > SCHEMA_VERSION:
-        raise ValueError(f"{path} has schema_version {result['schema_version']}; upgrade cirbench to read it")
-    result["_path"] = str(path)
+        atomic_write_json_gz(rankings_path(path), rankings)
+        result.rankings_file = rankings_path(path).name
+    atomic_write_json(path, result.model_dump(mode="json"))
+    result.path = Path(path)
     return result
 
 
-def load_rankings(result: dict[str, Any]) -> dict[str, Any]:
-    path = Path(result["_path"]).with_name(result["rankings_file"])
-    return read_json(path)
+def read_result(path: Path) -> RunResult:
+    """A result file of any schema written so far (schema 1 is converted in memory, keeping its old run key)."""
+    path = Path(path)
+    try:
+        raw = read_json(path)
+    except (OSError, ValueError) as error:
+        raise ResultError(
+            f"{path}: cannot read the result file ({error}); delete it or rerun with --overwrite"
+        ) from error
+    if not isinstance(raw, dict) or "schema_version" not in raw:
+        raise ResultError(f"{path} is not a cirbench result file (no schema_version)")
+    version = raw["schema_version"]
+    if version == 1:
+        from cirbench.results_migrate import upgrade_v1
+
+        raw = upgrade_v1(raw, keep_key=True)
+    elif version != SCHEMA_VERSION:
+        newer = isinstance(version, int) and version > SCHEMA_VERSION
+        fix = "upgrade cirbench to read it" if newer else "it was not written by cirbench"
+        raise ResultError(f"{path} has schema_version {version!r}; {fix}")
+    try:
+        result = RunResult.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ResultError(f"{path}: field {where}: {first['msg']}; the file is damaged or edited") from error
+    result.path = path
+    return result
 
 
-def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:
+def load_rankings(result: RunResult) -> dict[str, Any]:
+    if result.path is None or not result.rankings_file:
+        raise ResultError(f"run {result.run_key} has no stored rankings; re-run the evaluation")
+    path = result.path.with_name(result.rankings_file)
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as error:
+        raise ResultError(f"{path}: cannot read the stored rankings ({error}); re-run with --overwrite") from error
+
+
+def result_files(results_dir: Path) -> list[Path]:
+    return sorted((Path(results_dir) / "runs").glob("*/*/*.json"))
+
+
+def iter_results(results_dir: Path) -> Iterator[RunResult]:
     """Every result file under ``results_dir/runs`` in a deterministic order."""
-    for path in sorted((Path(results_dir) / "runs").glob("*/*/*.json")):
-        yield load_result(path)
+    for path in result_files(results_dir):
+        yield read_result(path)
 
 
-def find_result(results_dir: Path, run: str) -> dict[str, Any]:
+def find_result(results_dir: Path, run: str) -> RunResult:
     """A result by file path or run key (prefix allowed when unique)."""
     path = Path(run)
     if path.is_file():
-        return load_result(path)
-    matches = [r for r in iter_results(results_dir) if r["run_key"].startswith(run)]
+        return read_result(path)
+    matches = [r for r in iter_results(results_dir) if r.run_key.startswith(run)]
     if len(matches) != 1:
         found = "no result" if not matches else f"{len(matches)} results"
-        raise FileNotFoundError(f"{found} with run key {run!r} under {Path(results_dir) / 'runs'}")
+        raise ResultError(f"{found} with run key {run!r} under {Path(results_dir) / 'runs'}")
     return matches[0]
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

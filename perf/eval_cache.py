@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cirbench.runner import EvalRequest, get_backbone, run_request
+from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+from cirbench.evaluation.evaluator import get_backbone
 
 
 def make_split(root: Path, n_images: int, n_queries: int) -> None:
@@ -48,8 +49,8 @@ def make_split(root: Path, n_images: int, n_queries: int) -> None:
 def timed(methods: list[str], backbone: str, root: Path, results: Path) -> float:
     start = time.perf_counter()
     for method in methods:
-        request = EvalRequest(method=method, backbone=backbone, benchmark="cirr", split="val", root=root)
-        run_request(request, results_dir=results, overwrite=True, quiet=True)
+        request = RunRequest(method=method, backbone=backbone, benchmark="cirr", split="val", root=root)
+        evaluate(resolve(request), EvalSettings(results_dir=results, overwrite=True))
     return time.perf_counter() - start
 
 
@@ -62,7 +63,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "CIRR"
         make_split(root, args.images, args.queries)
-        get_backbone(args.backbone, "cpu", False)  # load once, outside the timings
+        spec = resolve(
+            RunRequest(method="image-only", backbone=args.backbone, benchmark="cirr", split="val", root=root)
+        )
+        get_backbone(spec, "cpu", False)  # load once, outside the timings
         os.environ["CIRBENCH_CACHE"] = str(Path(folder) / "cache1")
         one = timed(["image+text"], args.backbone, root, Path(folder) / "r1")
         os.environ["CIRBENCH_CACHE"] = str(Path(folder) / "cache3")

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cirbench.backbones import eot_positions, load_backbone
+from cirbench.backbones import load_backbone
 from cirbench.lincir.objective import SpeedOptions, causal_attention, draw_randomness, encode, lincir_loss
-from cirbench.lincir.phi import Phi
+from cirbench.phi import Phi
+from cirbench.text_encoding import eot_positions
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,17 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from cirbench.backbones import tokenize_with_placeholder
+from cirbench.benchmarks import get_benchmark
 from cirbench.benchmarks.base import Query
+from cirbench.cards import load_method_card
+from cirbench.errors import MethodError, OptionError
 from cirbench.methods import build_method, get_method_entry
-from cirbench.methods.base import MethodError
-from cirbench.methods.pic2word import IM2TEXT, pic2word_prompts
+from cirbench.methods.pic2word import IM2TEXT
 from cirbench.methods.pic2word import infer_backbone as pic2word_infer_backbone
 from cirbench.methods.preprocessing import TargetPad, build_preprocess
-from cirbench.methods.searle import Phi, searle_prompts
 from cirbench.methods.searle import infer_backbone as searle_infer_backbone
+from cirbench.phi import Phi
+from cirbench.text_encoding import tokenize_with_placeholder
 
 ROOT = Path(__file__).resolve().parents[1]
 PHI_KEYS = {f"layers.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")}
@@ -117,6 +119,17 @@ def ckpts(tmp_path_factory) -> SimpleNamespace:
     )
 
 
+def encode(method, queries: list[Query], refs: torch.Tensor, benchmark: str) -> torch.Tensor:
+    """What evaluation does: the benchmark turns each query into texts (joined as the method asks), the method
+    encodes them with the reference features."""
+    bench = get_benchmark(benchmark)
+    return method.encode_queries(queries, [bench.query_texts(q, method.caption_join) for q in queries], refs)
+
+
+def prompts(method, query: Query, benchmark: str) -> list[str]:
+    return method.prompts(get_benchmark(benchmark).query_texts(query, method.caption_join))
+
+
 def _queries() -> list[Query]:
     return [
         Query("q0", "r0", ("is red and larger",)),
@@ -131,9 +144,8 @@ def test_searle_loads_released_layout(tiny_backbone, ckpts):
     assert method.preprocess == "targetpad"
     assert not method.mapper.training
     digest = hashlib.sha256(ckpts.searle.read_bytes()).hexdigest()
-    assert method.info.checkpoint_sha256 == digest
-    config = method.eval_config()
-    assert config["checkpoint_sha256"] == digest
+    assert method.info.checkpoint_id == digest == get_method_entry("searle").checkpoint_id(ckpts.searle)
+    config = method.describe()
     assert config["mapper"] == "phi 32-128-128-64"
     assert config["prompt"] == "a photo of $ that {caption}"
     assert config["preprocess"] == "targetpad" and config["target_ratio"] == 1.25
@@ -147,19 +159,17 @@ def test_pic2word_loads_with_and_without_module_prefix(tiny_backbone, ckpts):
     prefixed = build_method("pic2word", tiny_backbone, ckpts.pic2word)
     plain = build_method("pic2word", tiny_backbone, ckpts.pic2word_plain)
     assert prefixed.preprocess == "clip" and not prefixed.mapper.training
-    assert prefixed.eval_config()["mapper"] == "im2text 32-48-48-64"
+    assert prefixed.describe()["mapper"] == "im2text 32-48-48-64"
     refs = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(
-        prefixed.encode_queries(_queries(), refs, "cirr"), plain.encode_queries(_queries(), refs, "cirr")
-    )
-    assert prefixed.info.checkpoint_sha256 == hashlib.sha256(ckpts.pic2word.read_bytes()).hexdigest()
+    assert torch.equal(encode(prefixed, _queries(), refs, "cirr"), encode(plain, _queries(), refs, "cirr"))
+    assert prefixed.info.checkpoint_id == hashlib.sha256(ckpts.pic2word.read_bytes()).hexdigest()
 
 
 def test_pic2word_depth_and_width_follow_the_state_dict(tiny_backbone, tmp_path):
     state = _seeded(IM2TEXT(32, 24, 64, n_layer=3), 5)
     torch.save({"state_dict_img2text": state}, tmp_path / "deep.pt")
     method = build_method("pic2word", tiny_backbone, tmp_path / "deep.pt")
-    assert method.eval_config()["mapper"] == "im2text 32-24-24-24-64"
+    assert method.describe()["mapper"] == "im2text 32-24-24-24-64"
 
 
 def test_infer_backbone_from_released_sizes(tmp_path):
@@ -216,43 +226,51 @@ def test_bad_checkpoints_fail_clearly(tiny_backbone, ckpts, tmp_path):
 
 
 def test_options_are_checked_and_recorded(tiny_backbone, ckpts):
-    with pytest.raises(MethodError, match="unknown option.*prompt_protcol"):
+    with pytest.raises(OptionError, match="method pic2word: unknown option.*prompt_protcol; known: batch_size, "):
         build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protcol": "lincir"})
-    with pytest.raises(MethodError, match="prompt_protocol must be one of"):
+    with pytest.raises(OptionError, match="prompt_protocol='searle' is not valid; expected one of paper, lincir"):
         build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "searle"})
-    with pytest.raises(MethodError, match="preprocess must be one of"):
+    with pytest.raises(OptionError, match="preprocess='squarepad' is not valid; expected one of clip, targetpad"):
         build_method("searle", tiny_backbone, ckpts.searle, {"preprocess": "squarepad"})
-    paper = build_method("pic2word", tiny_backbone, ckpts.pic2word).eval_config()
-    lincir = build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "lincir"}).eval_config()
+    with pytest.raises(OptionError, match="batch_size='two'.*an integer"):
+        build_method("searle", tiny_backbone, ckpts.searle, {"batch_size": "two"})
+    paper = build_method("pic2word", tiny_backbone, ckpts.pic2word).describe()
+    lincir = build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "lincir"}).describe()
     assert paper["prompt_protocol"] == "paper" and paper["prompt"] == "a photo of * , {caption}"
     assert paper["fiq_prompt"] == "a photo of * , {cap2} and {cap1}" and paper["placeholder"] == "* (265)"
     assert lincir["prompt_protocol"] == "lincir" and lincir["prompt"] == "a photo of $ that {caption}"
     assert lincir["placeholder"] == "$ (259)" and lincir["fiq_join"] == "both-orders"
     batch = build_method("searle", tiny_backbone, ckpts.searle, {"batch_size": "2"})
-    assert (
-        batch.batch_size == 2
-        and batch.eval_config() == build_method("searle", tiny_backbone, ckpts.searle).eval_config()
-    )
+    assert batch.batch_size == 2 and batch.describe() == build_method("searle", tiny_backbone, ckpts.searle).describe()
 
 
 # --- prompts --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def adapters(tiny_backbone, ckpts) -> SimpleNamespace:
+    return SimpleNamespace(
+        pic2word=build_method("pic2word", tiny_backbone, ckpts.pic2word),
+        pic2word_lincir=build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "lincir"}),
+        searle=build_method("searle", tiny_backbone, ckpts.searle),
+    )
+
+
 @pytest.mark.parametrize("bench", ["cirr", "circo", "genecis", "shapes"])
-def test_single_caption_prompts(bench):
+def test_single_caption_prompts(adapters, bench):
     query = Query("q", "r", ("is red",))
-    assert pic2word_prompts(query, bench) == ["a photo of * , is red"]
-    assert pic2word_prompts(query, bench, "lincir") == ["a photo of $ that is red"]
-    assert searle_prompts(query, bench) == ["a photo of $ that is red"]
+    assert prompts(adapters.pic2word, query, bench) == ["a photo of * , is red"]
+    assert prompts(adapters.pic2word_lincir, query, bench) == ["a photo of $ that is red"]
+    assert prompts(adapters.searle, query, bench) == ["a photo of $ that is red"]
 
 
-def test_fashioniq_prompts():
+def test_fashioniq_prompts(adapters):
     query = Query("q", "r", ("is darker.", " has long sleeves "))
-    assert pic2word_prompts(query, "fashioniq") == ["a photo of * ,  has long sleeves  and is darker."]
+    assert prompts(adapters.pic2word, query, "fashioniq") == ["a photo of * ,  has long sleeves  and is darker."]
     both = [
         "a photo of $ that is darker and has long sleeves",
         "a photo of $ that has long sleeves and is darker",
     ]
-    assert searle_prompts(query, "fashioniq") == both
-    assert pic2word_prompts(query, "fashioniq", "lincir") == both
+    assert prompts(adapters.searle, query, "fashioniq") == both
+    assert prompts(adapters.pic2word_lincir, query, "fashioniq") == both
 
 
 def test_placeholder_token_ids():
@@ -279,13 +297,13 @@ def test_placeholder_found_per_sample(tiny_backbone, ckpts, name):
     refs = torch.randn(3, 32, generator=torch.Generator().manual_seed(3))
     batch = method.encode_prompts(prompts, refs)
     loop = torch.cat([method.encode_prompts([p], refs[i : i + 1]) for i, p in enumerate(prompts)])
-    torch.testing.assert_close(batch, loop, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batch, loop, rtol=1e-5, atol=1e-5)  # batch vs one: float summation order
     queries = _queries() + [Query("f", "r", ("is darker.", "has long sleeves"))]
     refs4 = torch.randn(4, 32, generator=torch.Generator().manual_seed(4))
     for benchmark in ("cirr", "fashioniq"):
-        batch = method.encode_queries(queries, refs4, benchmark)
-        loop = torch.cat([method.encode_queries([q], refs4[i : i + 1], benchmark) for i, q in enumerate(queries)])
-        torch.testing.assert_close(batch, loop, rtol=1e-5, atol=1e-6)
+        batch = encode(method, queries, refs4, benchmark)
+        loop = torch.cat([encode(method, [q], refs4[i : i + 1], benchmark) for i, q in enumerate(queries)])
+        torch.testing.assert_close(batch, loop, rtol=1e-5, atol=1e-5)
 
 
 def _text_tower_by_hand(model, ids: torch.Tensor, token: torch.Tensor, placeholder_id: int) -> torch.Tensor:
@@ -315,7 +333,7 @@ def test_searle_matches_hand_written_reference(tiny_backbone, ckpts):
     ids = tokenize_with_placeholder(["a photo of $ that is red"], 77, "$", 259)
     expected = F.normalize(_text_tower_by_hand(model, ids, token, 259), dim=-1)
     method = build_method("searle", tiny_backbone, ckpts.searle)
-    got = method.encode_queries([Query("q", "r", ("is red",))], feature, "cirr")[0]
+    got = encode(method, [Query("q", "r", ("is red",))], feature, "cirr")[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # FashionIQ: normalize((normalize(f12) + normalize(f21)) / 2) over the two stripped orders.
     f12, f21 = (
@@ -325,7 +343,7 @@ def test_searle_matches_hand_written_reference(tiny_backbone, ckpts):
             "a photo of $ that has long sleeves and is darker",
         )
     )
-    got = method.encode_queries([Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[0]
+    got = encode(method, [Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[0]
     torch.testing.assert_close(got, F.normalize((f12 + f21) / 2, dim=-1), rtol=1e-5, atol=1e-6)
 
 
@@ -340,11 +358,11 @@ def test_pic2word_matches_hand_written_reference(tiny_backbone, ckpts):
     method = build_method("pic2word", tiny_backbone, ckpts.pic2word)
     ids = tokenize_with_placeholder(["a photo of * , is red"], 77, "*", 265)
     expected = F.normalize(_text_tower_by_hand(model, ids, token, 265), dim=-1)
-    got = method.encode_queries([Query("q", "r", ("is red",))], feature, "cirr")[0]
+    got = encode(method, [Query("q", "r", ("is red",))], feature, "cirr")[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     ids = tokenize_with_placeholder(["a photo of * , has long sleeves? and is darker."], 77, "*", 265)
     expected = F.normalize(_text_tower_by_hand(model, ids, token, 265), dim=-1)
-    got = method.encode_queries([Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[0]
+    got = encode(method, [Query("q", "r", ("is darker.", "has long sleeves?"))], feature, "fashioniq")[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -416,21 +434,21 @@ def test_build_preprocess_kinds(tiny_backbone):
             "pic2word-vit-l-14.yaml",
             "pic2word",
             "ViT-L-14:openai",
-            "checkpoints/pic2word_model.pt",
+            "../checkpoints/pic2word_model.pt",
             "https://drive.google.com/file/d/1IxRi2Cj81RxMu0ViT4q4nkfyjbSHm1dF",
         ),
         (
             "searle-xl-vit-l-14.yaml",
             "searle",
             "ViT-L-14:openai",
-            "checkpoints/SEARLE_ViT-L14.pt",
+            "../checkpoints/SEARLE_ViT-L14.pt",
             "https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-L14.pt",
         ),
         (
             "searle-vit-b-32.yaml",
             "searle",
             "ViT-B-32:openai",
-            "checkpoints/SEARLE_ViT-B32.pt",
+            "../checkpoints/SEARLE_ViT-B32.pt",
             "https://github.com/miccunifi/SEARLE/releases/download/weights/SEARLE_ViT-B32.pt",
         ),
     ],
@@ -445,7 +463,10 @@ def test_method_cards(card, method, backbone, checkpoint, url):
     assert data["checkpoint_file"] == Path(checkpoint).name
     assert data["source_url"].startswith(url)
     entry = get_method_entry(method)
-    assert entry.needs_checkpoint and set(data["options"]) <= set(entry.options)
+    assert entry.needs_checkpoint and set(data["options"]) <= {o.name for o in entry.options}
+    card = load_method_card(ROOT / "methods" / card)  # paths in a card are relative to the card file
+    assert card.checkpoint == ROOT / checkpoint.removeprefix("../")
+    assert entry.parse_options(card.options)  # the card's options are valid
 
 
 # --- end to end -----------------------------------------------------------------------------------
@@ -479,39 +500,32 @@ def _tiny_cirr(root: Path) -> Path:
 
 @pytest.mark.parametrize(("name", "preprocess"), [("searle", "targetpad"), ("pic2word", "clip")])
 def test_end_to_end_eval(tiny_backbone, ckpts, tmp_path, name, preprocess):
-    evaluate = pytest.importorskip("cirbench.evaluate")
-    from cirbench.benchmarks.cirr import CIRR
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
 
-    benchmark = CIRR()
-    data = benchmark.load(_tiny_cirr(tmp_path / "CIRR"), "val")
-    method = build_method(name, tiny_backbone, getattr(ckpts, name))
-    record, path, reused = evaluate.run_and_save(method, tiny_backbone, data, benchmark, tmp_path / "results")
-    assert not reused and path.is_file()
-    text = json.dumps(record)
-    assert method.info.checkpoint_sha256 in text and f'"preprocess": "{preprocess}"' in text
-    output = evaluate.evaluate_method(method, tiny_backbone, data, benchmark)
-    assert output.n_queries == 4 and set(output.rankings.top) == {"0", "1", "2", "3"}
-    assert 0.0 <= output.metrics["R@1"] <= 100.0 and output.metrics["R@50"] == 100.0
-    for q in data.queries:
-        assert q.reference not in output.rankings.top[q.qid]
-
-
-def test_eval_request_through_the_runner(tiny_backbone, ckpts, tmp_path):
-    runner = pytest.importorskip("cirbench.runner")
     root = _tiny_cirr(tmp_path / "CIRR")
-    request = runner.EvalRequest(
-        method="pic2word",
-        backbone="cirbench-tiny:random",
-        benchmark="cirr",
-        split="val",
-        root=root,
-        checkpoint=ckpts.pic2word,
-        method_options={"prompt_protocol": "lincir", "preprocess": "targetpad"},
-    )
-    result = runner.run_request(request, results_dir=tmp_path / "results", quiet=True)
-    text = json.dumps(result)
-    assert '"prompt_protocol": "lincir"' in text and '"preprocess": "targetpad"' in text
-    assert set(result["metrics"]) >= {"R@1", "R@5", "Rsubset@1"}
+    request = RunRequest(name, "cirr", "cirbench-tiny:random", "val", root, getattr(ckpts, name))
+    outcome = evaluate(resolve(request), EvalSettings(results_dir=tmp_path / "results"))
+    assert not outcome.reused and outcome.path.is_file()
+    record = outcome.result
+    assert record.method.checkpoint_id == hashlib.sha256(getattr(ckpts, name).read_bytes()).hexdigest()
+    assert record.benchmark.preprocess == preprocess == record.method.options["preprocess"]
+    assert record.n_queries == 4 and set(outcome.rankings.top) == {"0", "1", "2", "3"}
+    assert 0.0 <= record.metrics["R@1"] <= 100.0 and record.metrics["R@50"] == 100.0
+    for q in get_benchmark("cirr").load(root, "val").queries:
+        assert q.reference not in outcome.rankings.top[q.qid]
+
+
+def test_options_reach_the_result_and_the_backbone_follows_the_checkpoint(tiny_backbone, ckpts, tmp_path):
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+
+    root = _tiny_cirr(tmp_path / "CIRR")
+    options = {"prompt_protocol": "lincir", "preprocess": "targetpad"}
+    request = RunRequest("pic2word", "cirr", "cirbench-tiny:random", "val", root, ckpts.pic2word, options)
+    result = evaluate(resolve(request), EvalSettings(results_dir=tmp_path / "results")).result
+    assert result.method.options == {**options, "batch_size": 256}
+    assert result.key_fields["method_options"] == options  # batch_size does not change the numbers: not keyed
+    assert result.method.config["placeholder"] == "$ (259)" and result.benchmark.preprocess == "targetpad"
+    assert set(result.metrics) >= {"R@1", "R@5", "Rsubset@1"}
     # Without --backbone the checkpoint decides; a tiny phi matches no released backbone and says so.
     with pytest.raises(MethodError, match="pass --backbone"):
-        runner.resolve_backbone_id(runner.EvalRequest("searle", None, "cirr", checkpoint=ckpts.searle))
+        resolve(RunRequest("searle", "cirr", checkpoint=ckpts.searle, root=root))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cirbench.benchmarks import BENCHMARKS, UnknownBenchmarkError, get_benchmark, register_benchmark
-from cirbench.benchmarks.base import AnnotationError, BenchmarkSplit, Rankings
+from cirbench.benchmarks import BENCHMARKS, get_benchmark, register_benchmark
+from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
+from cirbench.errors import AnnotationError, OptionError, UnknownNameError, UserError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OBJECT_TASKS = {"tasks": ["change_object", "focus_object"]}
@@ -43,8 +44,10 @@ def test_circo_real(shared_annotations: Path) -> None:
     assert all(q.target == q.gt[0] and q.reference not in q.gt for q in val.queries)
     assert sum(len(q.gt) for q in val.queries) == 916
     # no image_info here: the gallery is unknown, scoring still works
-    assert val.protocol["gallery_known"] is False and val.parts[0].gallery == []
-    assert val.protocol["remove_reference"] is False and val.parts[0].remove_reference is False
+    assert (
+        val.facts["gallery_known"] is False and val.parts[0].gallery == [] and "gallery is unknown" in val.blockers[0]
+    )
+    assert val.options["remove_reference"] is False and val.parts[0].remove_reference is False
     q0 = val.queries[0]
     assert q0.reference == "271520" and q0.gt == ("355099", "528417", "534704")
     assert q0.texts == ("shows two people and has a more colorful background",)
@@ -57,7 +60,7 @@ def test_cirr_real(shared_annotations: Path, cirr_val: BenchmarkSplit) -> None:
     assert test.split == "test1" and not test.has_labels
     assert len(cirr_val.queries) == 4181 and len(test.queries) == 4148
     assert cirr_val.gallery_size == 2297 and test.gallery_size == 2315
-    assert cirr_val.parts[0].remove_reference and cirr_val.protocol["remove_reference"] is True
+    assert cirr_val.parts[0].remove_reference and cirr_val.options["remove_reference"] is True
     assert all(len(q.subset) == 5 and q.reference not in q.subset for q in cirr_val.queries)
     assert all(q.target in q.subset and q.gt == (q.target,) for q in cirr_val.queries)
     soft_ref = [q for q in cirr_val.queries if q.reference in q.extra["target_soft"]]
@@ -116,8 +119,11 @@ def test_circo_excerpt_and_options(tmp_path: Path) -> None:
     circo = get_benchmark("circo")
     data = circo.load(FIXTURES / "circo", "val", {"circo_text": "shared_concept+relative_caption"})
     q = data.queries[0]
-    assert q.texts == ("a girl with a traditional Chinese umbrella", q.texts[1])
-    assert data.protocol["circo_text"] == "shared_concept+relative_caption"
+    caption = json.loads((FIXTURES / "circo/annotations/val.json").read_text())[0]["relative_caption"]
+    # "{relative_caption}, {shared_concept}", the one text every method receives (SEARLE/LinCIR's choice)
+    assert q.texts == (f"{caption}, a girl with a traditional Chinese umbrella",)
+    assert circo.query_texts(q, "c2-and-c1-raw") == [q.texts[0]]
+    assert data.options["circo_text"] == "shared_concept+relative_caption"
     # root may be the annotations folder itself
     assert len(circo.load(FIXTURES / "circo" / "annotations", "test").queries) == 3
     # with image_info the gallery is every listed image in file order; an unexpected count is recorded
@@ -129,8 +135,8 @@ def test_circo_excerpt_and_options(tmp_path: Path) -> None:
         json.dumps({"images": [{"id": 355099, "file_name": "000000355099.jpg"}, {"id": 7, "file_name": "x.jpg"}]})
     )
     data = circo.load(root, "val", {"remove_reference": True})
-    assert data.parts[0].gallery == ["355099", "7"] and data.protocol["gallery_known"] is True
-    assert data.protocol["gallery_size"] == 2 and "expected 123403" in data.protocol["warnings"][0]
+    assert data.parts[0].gallery == ["355099", "7"] and data.facts["gallery_known"] is True and not data.blockers
+    assert data.facts["gallery_size"] == 2 and "expected 123403" in data.warnings[0]
     assert data.images["355099"].path == root / "COCO2017_unlabeled/unlabeled2017/000000355099.jpg"
     assert data.parts[0].remove_reference is True
 
@@ -266,34 +272,50 @@ def test_genecis_excerpt_and_attribute_format(tmp_path: Path) -> None:
 
 
 def test_registry() -> None:
-    assert {"circo", "cirr", "fashioniq", "genecis"} <= set(BENCHMARKS)
+    assert {"circo", "cirr", "fashioniq", "genecis", "shapes"} <= set(BENCHMARKS)
     assert get_benchmark("CIRR").name == "cirr"
-    with pytest.raises(UnknownBenchmarkError, match="did you mean 'cirr'"):
+    with pytest.raises(UnknownNameError, match="did you mean 'cirr'") as err:
         get_benchmark("cirrr")
+    assert isinstance(err.value, UserError)  # the CLI prints it as one line, exit 2
     for name in ("circo", "cirr", "fashioniq", "genecis"):
         b = get_benchmark(name)
         assert b.main_metric in b.metric_names and isinstance(b.default_options(), dict)
 
-    class Toy:
+    class Toy(Benchmark):
         name = "toy-test"
         splits = ("val",)
-        protocol_version = "1"
         main_metric = "R@1"
         metric_names = ("R@1",)
 
-        def default_options(self) -> dict:
-            return {}
-
-        def load(self, root, split, options=None):  # pragma: no cover - not called
-            raise NotImplementedError
-
-        def metrics(self, data, rankings):  # pragma: no cover - not called
-            raise NotImplementedError
-
     try:
         register_benchmark(Toy)
+        register_benchmark(Toy)  # the same definition again (a module imported twice) is a no-op
         assert isinstance(get_benchmark("toy-test"), Toy)
         with pytest.raises(ValueError, match="already registered"):
             register_benchmark(type("Other", (Toy,), {})())
+        with pytest.raises(ValueError, match="not a benchmark"):
+            register_benchmark(object())
     finally:
-        BENCHMARKS.pop("toy-test", None)
+        BENCHMARKS.unregister("toy-test")
+
+
+def test_options_are_typed_and_strict() -> None:
+    cirr = get_benchmark("cirr")
+    assert cirr.parse_options({"remove_reference": "FALSE"})["remove_reference"] is False
+    assert cirr.parse_options({"remove_reference": "yes"})["remove_reference"] is True
+    assert cirr.parse_options({"remove_reference": 0})["remove_reference"] is False
+    for bad in ("'false'", "f", "2", 2, None):
+        with pytest.raises(OptionError, match="remove_reference.*true/false, 1/0 or yes/no"):
+            cirr.parse_options({"remove_reference": bad})
+    with pytest.raises(OptionError, match=r"unknown option\(s\) remove_refrence; known: remove_reference, scoring"):
+        cirr.parse_options({"remove_refrence": True})
+    with pytest.raises(OptionError, match="scoring='medium'.*one of hard, soft"):
+        cirr.parse_options({"scoring": "medium"})
+    fiq = get_benchmark("fashioniq")
+    assert fiq.parse_options({"categories": "shirt, dress"})["categories"] == ["shirt", "dress"]
+    with pytest.raises(OptionError, match="categories"):
+        fiq.parse_options({"categories": "shirt,hat"})
+    shapes = get_benchmark("shapes")
+    assert shapes.parse_options({"renders": "3"})["renders"] == 3
+    with pytest.raises(OptionError, match="renders=0.*at least 1"):
+        shapes.parse_options({"renders": 0})

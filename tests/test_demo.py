@@ -31,14 +31,14 @@ def test_short_demo_runs_end_to_end_and_lincir_beats_single_modality_baselines(t
     board = tmp_path / "LEADERBOARD.md"
     out = CliRunner().invoke(app, demo_args(tmp_path))
     assert out.exit_code == 0, out.output
-    by_method = {r["method"]["name"]: r for r in iter_results(results)}
+    by_method = {r.method.name: r for r in iter_results(results)}
     assert set(by_method) == {"lincir", "image-only", "text-only", "image+text", "random"}
-    score = {name: r["metrics"]["mAP@10"] for name, r in by_method.items()}
+    score = {name: r.metrics["mAP@10"] for name, r in by_method.items()}
     assert score["lincir"] > score["image-only"] and score["lincir"] > score["text-only"]
     assert score["lincir"] > score["random"] + 10
     lincir = by_method["lincir"]
-    assert lincir["timing"]["train_s"] > 0 and lincir["timing"]["train_device"] == "cpu"
-    assert lincir["method"]["training_data"].startswith("text only")
+    assert lincir.timing["train_s"] > 0 and lincir.timing["train_device"] == "cpu"
+    assert lincir.method.training_data.startswith("text only")
     text = board.read_text()
     assert "## shapes" in text and "lincir" in text and "image+text" in text
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

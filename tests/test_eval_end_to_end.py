@@ -46,11 +46,11 @@ def test_eval_writes_result_and_score_reproduces_it(tmp_path, cirr_split):
     out = run(*eval_args(root, results, "image+text"))
     assert out.exit_code == 0, out.output
     (result,) = list(iter_results(results))
-    assert result["n_queries"] == 4 and result["benchmark"]["gallery_size"] == 12
-    assert result["benchmark"]["protocol"]["remove_reference"] is True
-    assert set(result["metrics"]) == {"R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3"}
-    assert result["skipped"]["images_missing"] == 0
-    rankings = read_json(rankings_path(Path(result["_path"])))
+    assert result.n_queries == 4 and result.benchmark.gallery_size == 12
+    assert result.benchmark.options["remove_reference"] is True
+    assert set(result.metrics) == {"R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3"}
+    assert result.skipped.images_missing == 0
+    rankings = read_json(rankings_path(result.path))
     for qid, ranked in rankings["top"].items():
         assert len(ranked) == 11 and f"dev-{int(qid) - 100}-0-img{(int(qid) - 100) % 2}" not in ranked
         assert len(rankings["subset"][qid]) == 5
@@ -75,7 +75,7 @@ def test_eval_writes_result_and_score_reproduces_it(tmp_path, cirr_split):
     )
     assert scored.exit_code == 0, scored.output
     metrics = json.loads(scored.output)["metrics"]
-    assert metrics == pytest.approx(result["metrics"], abs=1e-6)
+    assert metrics == pytest.approx(result.metrics, abs=1e-6)
 
 
 def test_existing_result_is_reused_and_cache_is_shared_across_methods(tmp_path, cirr_split):
@@ -83,15 +83,15 @@ def test_existing_result_is_reused_and_cache_is_shared_across_methods(tmp_path, 
     results = tmp_path / "results"
     for method in ("image-only", "text-only", "random"):
         assert run(*eval_args(root, results, method)).exit_code == 0
-    by_method = {r["method"]["name"]: r for r in iter_results(results)}
-    assert by_method["image-only"]["timing"]["gallery_from_cache"] == 0.0
-    assert by_method["text-only"]["timing"]["gallery_from_cache"] == 1.0
-    assert by_method["random"]["timing"]["gallery_from_cache"] == 1.0
+    by_method = {r.method.name: r for r in iter_results(results)}
+    assert by_method["image-only"].timing["gallery_from_cache"] == 0.0
+    assert by_method["text-only"].timing["gallery_from_cache"] == 1.0
+    assert by_method["random"].timing["gallery_from_cache"] == 1.0
     # image-only never ranks the reference (removed) and is deterministic: a second run reuses the file.
     again = run(*eval_args(root, results, "image-only"))
     assert "reused" in again.output.replace("\n", " ")
     assert len(list(iter_results(results))) == 3
-    keys = {r["run_key"] for r in by_method.values()}
+    keys = {r.run_key for r in by_method.values()}
     assert len(keys) == 3
 
 
@@ -107,9 +107,9 @@ def test_missing_images_fail_clearly_or_are_counted(tmp_path, cirr_split):
     out = run(*eval_args(root, results, "image-only"), "--skip-missing")
     assert out.exit_code == 0, out.output
     (result,) = list(iter_results(results))
-    assert result["skipped"]["images_missing"] == 2
-    assert result["skipped"]["queries_dropped"] == 1  # query 100's reference is gone
-    assert result["n_queries"] == 3
+    assert result.skipped.images_missing == 2
+    assert result.skipped.queries_dropped == 1  # query 100's reference is gone
+    assert result.n_queries == 3
     check = run("data", "check", "--benchmark", "cirr", "--split", "val", "--root", str(root))
     assert check.exit_code == 1 and "2 of 12 images missing" in check.output
 
@@ -133,7 +133,7 @@ def test_random_baseline_does_not_depend_on_batch_size(tmp_path, cirr_split):
         results = tmp_path / f"results{batch}"
         assert run(*eval_args(root, results, "random"), "--batch-size", batch).exit_code == 0
         (result,) = list(iter_results(results))
-        rankings.append(read_json(rankings_path(Path(result["_path"])))["top"])
+        rankings.append(read_json(rankings_path(result.path))["top"])
     assert rankings[0] == rankings[1]
 
 
@@ -183,10 +183,10 @@ def test_skip_missing_counts_queries_whose_target_is_gone(tmp_path, cirr_split):
     results = tmp_path / "results"
     assert run(*eval_args(root, results, "image-only"), "--skip-missing").exit_code == 0
     (result,) = list(iter_results(results))
-    assert result["skipped"]["queries_target_missing"] == 1
-    assert result["skipped"]["queries_dropped"] == 1  # query 102 has dev-2 as its reference
-    first_key = result["run_key"]
+    assert result.skipped.queries_target_missing == 1
+    assert result.skipped.queries_dropped == 1  # query 102 has dev-2 as its reference
+    first_key = result.run_key
     Image.new("RGB", (48, 40), (1, 2, 3)).save(root / "dev" / "dev-2-0-img0.png")
     (root / "dev" / "dev-3-0-img1.png").unlink()
     assert run(*eval_args(root, results, "image-only"), "--skip-missing").exit_code == 0
-    assert len({r["run_key"] for r in iter_results(results)} | {first_key}) == 2
+    assert len({r.run_key for r in iter_results(results)} | {first_key}) == 2

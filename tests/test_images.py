@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 from cirbench.benchmarks.base import ImageRef
-from cirbench.images import expand_to_square, genecis_crop_box, open_image
+from cirbench.benchmarks.genecis import crop_box as genecis_crop_box
+from cirbench.benchmarks.genecis import expand_to_square
+from cirbench.benchmarks.genecis import open_genecis_image as open_image
 
 
 def test_crop_box_near_the_border_shifts_instead_of_shrinking():

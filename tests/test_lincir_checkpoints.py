@@ -8,17 +8,24 @@ import pytest
 import torch
 from torch import nn
 
+from cirbench.benchmarks import get_benchmark
 from cirbench.benchmarks.base import Query
-from cirbench.lincir.phi import (
+from cirbench.errors import MethodError, OptionError
+from cirbench.phi import (
     Phi,
     PhiCheckpointError,
     load_official,
     load_phi,
     load_safetensors,
+    phi_weights_id,
     save_official,
     save_safetensors,
 )
-from cirbench.methods.base import MethodError
+
+
+def encode(method, queries, refs, benchmark):
+    bench = get_benchmark(benchmark)
+    return method.encode_queries(queries, [bench.query_texts(q, method.caption_join) for q in queries], refs)
 
 
 class OfficialPhi(nn.Module):
@@ -128,39 +135,48 @@ def test_method_prefers_best_and_carries_train_meta(tmp_path, tiny):
     method = build_method("lincir", tiny, run, {})
     assert method.info.checkpoint.endswith("phi_best.safetensors")
     assert method.info.train_meta["wall_time_s"] == 12.5
-    assert "caps.txt" in method.info.training_data and method.info.checkpoint_sha256
-    assert method.eval_config()["prompt"] == "a photo of $ that {caption}"
+    assert "caps.txt" in method.info.training_data
+    # The weights' identity is the tensors' hash, readable without building the method, and blind to metadata.
+    assert method.info.checkpoint_id == phi_weights_id(run / "phi_best.safetensors")
+    copy = tmp_path / "copy.safetensors"
+    save_safetensors(method.phi, copy, tiny.id, 99, {"corpora": ["elsewhere.txt"]})
+    assert phi_weights_id(copy) == method.info.checkpoint_id
+    assert method.describe()["prompt"] == "a photo of $ that {caption}"
     run_last = _run_dir(tmp_path / "b", tiny, best=False)
     assert build_method("lincir", tiny, run_last, {}).info.checkpoint.endswith("phi_last.safetensors")
-    with pytest.raises(MethodError, match="unknown option"):
+    with pytest.raises(OptionError, match=r"method lincir: unknown option\(s\) promt; known: .*prompt"):
         build_method("lincir", tiny, run, {"promt": "x"})
+    with pytest.raises(OptionError, match="prompt='a photo' is not valid.*'\\$' slot"):
+        build_method("lincir", tiny, run, {"prompt": "a photo"})
+    with pytest.raises(MethodError, match="run directory .* holds no phi_best"):
+        build_method("lincir", tiny, tmp_path, {})
 
 
 def test_method_queries_follow_upstream(tmp_path, tiny):
-    from cirbench.backbones import encode_tokens
     from cirbench.methods import build_method
+    from cirbench.text_encoding import encode_tokens
 
     method = build_method("lincir", tiny, _run_dir(tmp_path, tiny, best=False), {})
     refs = torch.randn(2, tiny.image_embed_dim) * 5
     queries = [Query("q0", "r0", ("is red",)), Query("q1", "r1", ("is blue",))]
-    out = method.encode_queries(queries, refs, "cirr")
+    out = encode(method, queries, refs, "cirr")
     assert out.shape == (2, tiny.embed_dim) and torch.allclose(out.norm(dim=-1), torch.ones(2))
     # phi sees the raw (unnormalised) image embedding; the prompt's "$" is token 259.
     tokens = tiny.tokenize(["a photo of $ that is red"])
     assert (tokens == 259).sum() == 1
     expected = encode_tokens(tiny.model, tokens, method.phi(refs[:1]), 259)
     torch.testing.assert_close(out[0], torch.nn.functional.normalize(expected.float(), dim=-1)[0])
-    assert not torch.allclose(method.encode_queries(queries, refs / 5, "cirr"), out)
+    assert not torch.allclose(encode(method, queries, refs / 5, "cirr"), out)
     # FashionIQ: both caption orders, stripped of ".?, ", normalised then averaged.
     fiq = Query("f", "r", ("is darker.", "has longer sleeves?"))
-    prompts = method.prompts(fiq, "fashioniq")
+    prompts = method.prompts(get_benchmark("fashioniq").query_texts(fiq, method.caption_join))
     assert prompts == [
         "a photo of $ that is darker and has longer sleeves",
         "a photo of $ that has longer sleeves and is darker",
     ]
     pair = torch.nn.functional.normalize(method.encode_prompts(prompts, refs[:1].repeat(2, 1)), dim=-1)
     manual = torch.nn.functional.normalize(pair.sum(0, keepdim=True), dim=-1)
-    torch.testing.assert_close(method.encode_queries([fiq], refs[:1], "fashioniq"), manual)
+    torch.testing.assert_close(encode(method, [fiq], refs[:1], "fashioniq"), manual)
 
 
 def test_infer_backbone(tmp_path, tiny):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from cirbench.lincir.config import resolve_precision
 from cirbench.lincir.corpus import load_corpus
 from cirbench.lincir.masking import Masker
-from cirbench.lincir.trainer import resolve_precision
 
 
 def test_csv_captions_reading_na_are_kept(tmp_path):

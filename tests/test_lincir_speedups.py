@@ -150,7 +150,8 @@ def test_training_with_and_without_target_cache_agrees(tmp_path, monkeypatch):
     """Two epochs: the second reads every target from the cache; weights match the recomputing run."""
     from safetensors.torch import load_file
 
-    from cirbench.lincir.trainer import TrainConfig, train
+    from cirbench.lincir.config import TrainConfig
+    from cirbench.lincir.trainer import train
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(f"{c} number {i}" for i, c in enumerate(CAPTIONS * 2)) + "\n")
@@ -227,7 +228,8 @@ def test_eos_pooling_is_argmax_pooling_only_when_eos_is_the_largest_id(batch):
     """cirbench pools at the argmax (CLIP's EOT); any other pooling is a clear error, never silently wrong features."""
     import copy
 
-    from cirbench.backbones import BackboneError, encode_tokens, pools_at_argmax
+    from cirbench.errors import BackboneError
+    from cirbench.text_encoding import encode_tokens, pools_at_argmax
 
     model, _phi, tokens, _masked = batch
     same = copy.copy(model)

@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from cirbench.errors import TrainError
+from cirbench.lincir.config import TrainConfig
 from cirbench.lincir.selection import ModelSelector
-from cirbench.lincir.trainer import TrainConfig, TrainError, _stop_signals, train
+from cirbench.lincir.trainer import _stop_signals, train
 
 CAPTIONS = [
     "a dog runs across the green grass in the park",
@@ -126,9 +128,10 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path, corpus):
     # near-zero gradients into small weight differences; they stay far below what training moved.
     moved = max((weights(one.out)[k] - v).abs().max().item() for k, v in _initial_phi().items())
     assert moved > 1e-3
+    # An element whose gradient is rounding noise can take Adam's ~lr-sized step either way: at most 5 steps x lr.
     for key, value in weights(one.out).items():
         diff = (value - ddp[key]).abs()
-        assert diff.max() < 1e-4 and diff.mean() < 1e-7, key
+        assert diff.max() <= 5 * 1e-3 and diff.mean() < 1e-6, key
     ddp_losses = torch.load(tmp_path / "ddp" / "state.pt", weights_only=True)["losses"]
     assert ddp_losses == one_accum.losses
     assert one.losses == pytest.approx(ddp_losses, abs=1e-5)
@@ -288,8 +291,8 @@ def test_validation_on_cirr_val_then_eval_carries_training_time(tmp_path, corpus
     )
     assert out.exit_code == 0, out.output
     (record,) = list(iter_results(tmp_path / "results"))
-    assert record["timing"]["train_s"] == result.meta["wall_time_s"]
-    assert record["backbone"]["id"] == "cirbench-tiny:random"  # inferred from the checkpoint
+    assert record.timing["train_s"] == result.meta["wall_time_s"]
+    assert record.backbone.id == "cirbench-tiny:random"  # inferred from the checkpoint
 
 
 def test_no_validation_data_keeps_last(tmp_path, corpus):
@@ -303,15 +306,16 @@ def test_no_validation_data_keeps_last(tmp_path, corpus):
 def test_method_cards_hold_the_paper_recipe(card):
     from cirbench.cards import load_method_card
     from cirbench.commands.train import _read_config
-    from cirbench.methods.lincir import check_options
+    from cirbench.methods import get_method_entry
 
     path = Path(__file__).resolve().parents[1] / "methods" / f"{card}.yaml"
     parsed = load_method_card(path)
     assert parsed.method == "lincir" and parsed.backbone
-    check_options(parsed.options)
+    get_method_entry("lincir").parse_options(parsed.options)
+    assert parsed.checkpoint == path.parent.parent / "runs" / card  # relative to the card file
     cfg = TrainConfig.from_dict(_read_config(path))
     assert (cfg.steps, cfg.global_batch, cfg.lr, cfg.weight_decay, cfg.phi_dropout) == (20000, 512, 1e-4, 0.01, 0.5)
-    assert cfg.backbone == parsed.backbone and cfg.mask_mode == "upstream"
+    assert cfg.backbone == parsed.backbone and cfg.mask_mode == "upstream" and cfg.out == str(parsed.checkpoint)
     assert cfg.corpora == ["hf:dangne/gcc_caption_only", "hf:FredZhang7/stable-diffusion-prompts-2.47M"]
 
 
@@ -339,7 +343,7 @@ def test_training_from_prepared_masks_equals_training_from_the_corpus(tmp_path, 
 
 def test_a_run_started_before_packing_existed_resumes_bit_exactly(tmp_path, corpus):
     """config.json without `pack` (an older cirbench): resume keeps the padded path and the same recipe hash."""
-    from cirbench.lincir.trainer import load_run_config, recipe_hash
+    from cirbench.lincir.config import load_run_config, recipe_hash
 
     full = train(config(corpus, tmp_path / "full", steps=6, checkpoint_every=2, pack=False))
     train(config(corpus, tmp_path / "old", steps=6, checkpoint_every=2, pack=False), stop_after=3)
@@ -354,3 +358,30 @@ def test_a_run_started_before_packing_existed_resumes_bit_exactly(tmp_path, corp
     assert resumed.status == "completed" and resumed.step == 6
     for key, value in weights(full.out).items():
         assert torch.equal(value, weights(resumed.out)[key]), key
+
+
+def test_option_roles_derive_the_old_resume_and_recipe_sets():
+    """The role metadata reproduces the lists it replaced, so recipe hashes of existing runs do not change."""
+    import dataclasses
+
+    from cirbench.lincir.config import RESUMABLE_OVERRIDES, recipe_hash
+
+    roles = {f.name: f.metadata["role"] for f in dataclasses.fields(TrainConfig)}
+    assert set(roles.values()) == {"recipe", "schedule", "location", "runtime"}
+    # The two lists the roles replaced, as they were written before.
+    old_recipe_skip = {"out", "progress", "log_every", "val_root", "spacy_processes", "allow_download", "device"}
+    old_recipe_skip |= {"threads", "masks"}
+    old_resumable = {"steps", "checkpoint_every", "keep_checkpoints", "val_every", "val_first", "val_root"}
+    old_resumable |= {"val_split", "val_benchmark", "val_metric", "val_batch_size", "log_every", "progress"}
+    old_resumable |= {"spacy_processes", "allow_download", "threads", "device", "masks"}
+    assert set(TrainConfig().recipe()) == set(roles) - old_recipe_skip
+    # `out` (a location) is now resumable too. It was never in recipe(), so never hashed, and the CLI drops it
+    # from --resume changes before checking them: hashes and resume checks are unchanged.
+    assert isinstance(RESUMABLE_OVERRIDES, frozenset)
+    assert RESUMABLE_OVERRIDES == frozenset(old_resumable | {"out"})
+    hashed = set(TrainConfig().recipe()) - RESUMABLE_OVERRIDES
+    assert hashed == set(roles) - old_recipe_skip - old_resumable
+    # Hashes written by the code before the role metadata (recorded from it).
+    assert recipe_hash(TrainConfig().recipe()) == "fec7f08539d516dd"
+    older = TrainConfig(pack=False, steps=7, out="x", masks="y", lr=3e-4)
+    assert recipe_hash(older.recipe()) == "d73ad897c8775bf3"

@@ -9,7 +9,7 @@ import pytest
 
 from cirbench.benchmarks import get_benchmark
 from cirbench.benchmarks.base import Rankings
-from cirbench.scoring import check_rankings, load_rankings, load_rankings_file, normalise_image_id, score
+from cirbench.scoring import check_rankings, load_rankings, load_rankings_file, score
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -34,12 +34,14 @@ def _write(path: Path, obj: object) -> Path:
 def test_circo_official_example_values(shared_annotations: Path) -> None:
     circo = get_benchmark("circo")
     data = circo.load(shared_annotations / "circo", "val")
-    rankings = load_rankings("circo", shared_annotations / "circo/submission_examples/submission_val.json")
+    rankings = load_rankings(
+        get_benchmark("circo"), shared_annotations / "circo/submission_examples/submission_val.json"
+    )
     assert all(isinstance(i, str) for ids in rankings.top.values() for i in ids)  # ints -> canonical str
     res = score(circo, data, rankings)
     assert {k: round(res["metrics"][k], 4) for k in CIRCO_EXAMPLE} == CIRCO_EXAMPLE
     assert res["n_queries"] == 220 and res["n_missing"] == 0
-    assert res["protocol"]["remove_reference"] is False
+    assert res["options"]["remove_reference"] is False
 
 
 def test_cirr_demo_files_real(shared_annotations: Path) -> None:
@@ -61,20 +63,20 @@ def _check_cirr_demo(root: Path, n: int) -> None:
     with pytest.raises(ValueError, match="no public labels"):
         score(cirr, data, rankings)
     with pytest.raises(ValueError, match="recall_subset"):
-        load_rankings_file(demo / "test1_pred_ranks_recall_subset.json", "cirr", "top")
+        load_rankings_file(demo / "test1_pred_ranks_recall_subset.json", get_benchmark("cirr"), "top")
 
 
 def test_cirr_server_format_validation(tmp_path: Path) -> None:
     bad = _write(tmp_path / "v.json", {"version": "rc1", "metric": "recall", "12063": []})
     with pytest.raises(ValueError, match="rc2"):
-        load_rankings_file(bad, "cirr")
+        load_rankings_file(bad, get_benchmark("cirr"))
     bad = _write(tmp_path / "m.json", {"version": "rc2", "metric": "precision", "12063": []})
     with pytest.raises(ValueError, match="recall_subset"):
-        load_rankings_file(bad, "cirr")
-    with pytest.raises(ValueError, match="CIRR server format"):
-        load_rankings_file(_write(tmp_path / "c.json", {"version": "rc2", "0": []}), "circo")
+        load_rankings_file(bad, get_benchmark("cirr"))
+    with pytest.raises(ValueError, match="server format circo does not use"):
+        load_rankings_file(_write(tmp_path / "c.json", {"version": "rc2", "0": []}), get_benchmark("circo"))
     ok = _write(tmp_path / "ok.json", {"version": "rc2", "metric": "recall", "12063": ["./test1/test1-1-0-img0.png"]})
-    assert load_rankings_file(ok, "cirr") == {"12063": ["test1-1-0-img0"]}
+    assert load_rankings_file(ok, get_benchmark("cirr")) == {"12063": ["test1-1-0-img0"]}
 
 
 def test_cirr_val_excerpt_scoring(tmp_path: Path) -> None:
@@ -100,19 +102,19 @@ def test_missing_and_unknown_queries(tmp_path: Path) -> None:
 
 
 def test_id_normalisation(tmp_path: Path) -> None:
-    assert normalise_image_id("circo", "000000355099") == "355099"
-    assert normalise_image_id("circo", 355099) == "355099"
+    assert get_benchmark("circo").normalise_image_id("000000355099") == "355099"
+    assert get_benchmark("circo").normalise_image_id(355099) == "355099"
     with pytest.raises(ValueError):
-        normalise_image_id("circo", "abc.jpg")
-    assert normalise_image_id("fashioniq", "images/B0084Y8XIU.png") == "B0084Y8XIU"
-    assert normalise_image_id("genecis", 175364, "change_object/19") == "coco:175364"
+        get_benchmark("circo").normalise_image_id("abc.jpg")
+    assert get_benchmark("fashioniq").normalise_image_id("images/B0084Y8XIU.png") == "B0084Y8XIU"
+    assert get_benchmark("genecis").normalise_image_id(175364, "change_object/19") == "coco:175364"
     with pytest.raises(ValueError, match="object tasks"):
-        normalise_image_id("genecis", 12, "focus_attribute/0")
-    assert load_rankings_file(_write(tmp_path / "q.json", {"007": [1]}), "circo") == {"7": ["1"]}
+        get_benchmark("genecis").normalise_image_id(12, "focus_attribute/0")
+    assert load_rankings_file(_write(tmp_path / "q.json", {"007": [1]}), get_benchmark("circo")) == {"7": ["1"]}
     dup = tmp_path / "d.json"
     dup.write_text('{"7": [1], "07": [2]}')
     with pytest.raises(ValueError, match="twice"):
-        load_rankings_file(dup, "circo")
+        load_rankings_file(dup, get_benchmark("circo"))
 
 
 def test_circo_duplicates_and_wrong_gallery(tmp_path: Path) -> None:

@@ -122,13 +122,12 @@ def test_weights_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped():
-    import cirbench.shapes  # noqa: F401 - registers the backbone id
-    from cirbench.backbones import BACKBONE_LOADERS
+    from cirbench.backbones import load_backbone
     from cirbench.shapes.backbone import ASSET_DIR, BACKBONE_ID
 
     if not (ASSET_DIR / "model.safetensors").is_file():
         pytest.skip("shapes CLIP weights not shipped yet")
-    return BACKBONE_LOADERS[BACKBONE_ID](device="cpu"), json.loads((ASSET_DIR / "meta.json").read_text())
+    return load_backbone(BACKBONE_ID), json.loads((ASSET_DIR / "meta.json").read_text())
 
 
 def test_shipped_weights_reach_recorded_accuracy(shipped):

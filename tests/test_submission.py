@@ -10,7 +10,18 @@ import pytest
 from typer.testing import CliRunner
 
 from cirbench import submission as S
-from cirbench.results import find_result, result_path, save_result
+from cirbench.benchmarks import get_benchmark
+from cirbench.benchmarks.circo import TEST_QUERIES as CIRCO_TEST_QUERIES
+from cirbench.benchmarks.circo import validate_circo, write_circo
+from cirbench.benchmarks.cirr import MAX_BYTES as CIRR_MAX_BYTES
+from cirbench.benchmarks.cirr import TEST_QUERIES as CIRR_TEST_QUERIES
+from cirbench.benchmarks.cirr import CIRRTestSet, cirr_files, validate_cirr, write_cirr
+from cirbench.benchmarks.fashioniq import pred_records
+from cirbench.benchmarks.server_files import check_size
+from cirbench.errors import SubmissionError
+from cirbench.io import atomic_write_json, atomic_write_json_gz
+from cirbench.metrics import FASHIONIQ_CATEGORIES
+from cirbench.results import find_result, rankings_path, result_path
 
 EXCERPTS = Path(__file__).parent / "fixtures" / "submission"
 
@@ -24,7 +35,7 @@ def _read(path: Path):
 
 def _cirr_from(cap: list[dict], split_names, recall_path: Path, subset_path: Path):
     """(test set, demo recall, demo subset, fake rankings made from the demo's own lists)."""
-    test = S.CIRRTestSet(
+    test = CIRRTestSet(
         query_ids=[str(r["pairid"]) for r in cap],
         references={str(r["pairid"]): r["reference"] for r in cap},
         members={str(r["pairid"]): tuple(r["img_set"]["members"]) for r in cap},
@@ -54,16 +65,17 @@ def cirr_excerpt():
 
 @pytest.fixture
 def circo_excerpt():
-    test = S.CIRCOTestSet([str(r["id"]) for r in _read(EXCERPTS / "circo_test.excerpt.json")])
+    query_ids = [str(r["id"]) for r in _read(EXCERPTS / "circo_test.excerpt.json")]
     example = _read(EXCERPTS / "circo_submission_test.excerpt.json")
-    return test, example, {"top": {q: [str(i) for i in ids] for q, ids in example.items()}}
+    return query_ids, example, {"top": {q: [str(i) for i in ids] for q, ids in example.items()}}
 
 
-def _result(results_dir: Path, bench: str, split: str, rankings: dict, key: str = "5e1f00c0ffee") -> dict:
-    """A result file + rankings as ``cirbench eval`` writes them (only the fields submissions read)."""
+def _result(results_dir: Path, bench: str, split: str, rankings: dict, key: str = "5e1f00c0ffee"):
+    """A result file + rankings as cirbench 0.1 (schema 1) wrote them, read back through the current reader."""
     record = {
         "schema_version": 1,
         "run_key": key,
+        "created_at": "2026-11-26T12:00:00+0000",
         "source": "run",
         "method": {"name": "image-only", "variant": ""},
         "backbone": {"id": "ViT-B-32:openai"},
@@ -78,7 +90,11 @@ def _result(results_dir: Path, bench: str, split: str, rankings: dict, key: str 
         },
     }
     path = result_path(results_dir, bench, split, "image-only", "ViT-B-32:openai", key)
-    save_result(path, record, rankings)
+    atomic_write_json_gz(rankings_path(path), rankings)
+    atomic_write_json(
+        path,
+        {**record, "backbone": {"id": "ViT-B-32:openai", "weights_id": "w"}, "rankings_file": rankings_path(path).name},
+    )
     return find_result(results_dir, key)
 
 
@@ -94,7 +110,7 @@ def _assert_cirr_structure(ours: dict, demo: dict, k: int, metric: str) -> None:
 
 def test_cirr_round_trip_excerpt(cirr_excerpt, tmp_path):
     test, recall, subset, rankings = cirr_excerpt
-    paths = S.write_cirr(rankings, tmp_path, "run", test)
+    paths = write_cirr(rankings, tmp_path, "run", test)
     ours_recall, ours_subset = (_read(p) for p in paths)
     _assert_cirr_structure(ours_recall, recall, 50, "recall")
     _assert_cirr_structure(ours_subset, subset, 3, "recall_subset")
@@ -111,7 +127,7 @@ def test_cirr_round_trip_full_demo(shared_annotations, tmp_path):
     cap = _read(cirr / "captions" / "cap.rc2.test1.json")
     split = _read(cirr / "image_splits" / "split.rc2.test1.json")
     test, recall, subset, rankings = _cirr_from(cap, split, demo_recall, demo_subset)
-    assert len(test.query_ids) == S.CIRR_TEST_QUERIES
+    assert len(test.query_ids) == CIRR_TEST_QUERIES
     result = _result(tmp_path / "results", "cirr", "test1", rankings)
     paths, notes = S.submit(result, "cirr", tmp_path / "out", root=cirr)
     assert not notes
@@ -119,12 +135,12 @@ def test_cirr_round_trip_full_demo(shared_annotations, tmp_path):
     _assert_cirr_structure(_read(paths[1]), subset, 3, "recall_subset")
     assert paths[0].read_bytes() == demo_recall.read_bytes()
     assert paths[1].read_bytes() == demo_subset.read_bytes()
-    assert paths[0].stat().st_size < S.CIRR_MAX_BYTES
+    assert paths[0].stat().st_size < CIRR_MAX_BYTES
 
 
 def test_circo_round_trip_excerpt(circo_excerpt, tmp_path):
-    test, example, rankings = circo_excerpt
-    (path,) = S.write_circo(rankings, tmp_path, "run", test)
+    query_ids, example, rankings = circo_excerpt
+    (path,) = write_circo(rankings, tmp_path, "run", query_ids)
     ours = _read(path)
     assert list(ours) == list(example) and all(isinstance(i, int) for ids in ours.values() for i in ids)
     assert path.read_bytes() == (EXCERPTS / "circo_submission_test.excerpt.json").read_bytes()
@@ -139,7 +155,7 @@ def test_circo_round_trip_full_example(shared_annotations, tmp_path):
     paths, notes = S.submit(result, "circo", tmp_path / "out", root=circo)
     assert any("gallery ids not checked" in n for n in notes)  # no COCO image info in ../shared
     ours = _read(paths[0])
-    assert list(ours) == [str(i) for i in range(S.CIRCO_TEST_QUERIES)] == list(example)
+    assert list(ours) == [str(i) for i in range(CIRCO_TEST_QUERIES)] == list(example)
     assert all(len(v) == 50 and all(isinstance(i, int) for i in v) for v in ours.values())
     assert paths[0].read_bytes() == example_path.read_bytes()
 
@@ -178,7 +194,7 @@ def test_submit_cli(shared_annotations, tmp_path):
 def test_submit_without_root_checks_the_query_count(cirr_excerpt, tmp_path):
     *_, rankings = cirr_excerpt
     result = _result(tmp_path / "results", "cirr", "test1", rankings)
-    with pytest.raises(S.SubmissionError, match="6 queries, the test split has 4148"):
+    with pytest.raises(SubmissionError, match="6 queries, the test split has 4148"):
         S.submit(result, "cirr", tmp_path / "out")
 
 
@@ -186,7 +202,7 @@ def test_submit_without_root_checks_the_query_count(cirr_excerpt, tmp_path):
 
 
 def _cirr_validate(test, recall, subset, **kw):
-    S.validate_cirr(
+    validate_cirr(
         recall,
         subset,
         query_ids=test.query_ids,
@@ -219,7 +235,7 @@ def test_cirr_recall_failures(cirr_excerpt, break_it, message):
     test, recall, subset, _ = cirr_excerpt
     recall = copy.deepcopy(recall)
     break_it(test, recall, subset)
-    with pytest.raises(S.SubmissionError, match="CIRR recall file not written") as err:
+    with pytest.raises(SubmissionError, match="CIRR recall file not written") as err:
         _cirr_validate(test, recall, subset)
     assert message in str(err.value)
 
@@ -239,7 +255,7 @@ def test_cirr_subset_failures(cirr_excerpt, break_it, message):
     test, recall, subset, _ = cirr_excerpt
     subset = copy.deepcopy(subset)
     break_it(test, subset)
-    with pytest.raises(S.SubmissionError, match="CIRR recall_subset file not written") as err:
+    with pytest.raises(SubmissionError, match="CIRR recall_subset file not written") as err:
         _cirr_validate(test, recall, subset)
     assert message in str(err.value)
 
@@ -248,24 +264,24 @@ def test_cirr_nothing_written_on_failure(cirr_excerpt, tmp_path):
     test, _, _, rankings = cirr_excerpt
     rankings = copy.deepcopy(rankings)
     rankings["subset"]["12063"][0] = test.references["12063"]  # only the second file is bad
-    with pytest.raises(S.SubmissionError, match="reference image"):
-        S.write_cirr(rankings, tmp_path, "run", test)
+    with pytest.raises(SubmissionError, match="reference image"):
+        write_cirr(rankings, tmp_path, "run", test)
     assert not list(tmp_path.iterdir())
 
 
 def test_cirr_over_size(cirr_excerpt, tmp_path):
     test, _, _, rankings = cirr_excerpt
-    with pytest.raises(S.SubmissionError, match="over the server limit of 1,000 bytes"):
-        S.write_cirr(rankings, tmp_path, "run", test, max_bytes=1000)
+    with pytest.raises(SubmissionError, match="over the server limit of 1,000 bytes"):
+        write_cirr(rankings, tmp_path, "run", test, max_bytes=1000)
     assert not list(tmp_path.iterdir())
-    with pytest.raises(S.SubmissionError, match="over the server limit"):
-        S.check_size(b"x" * (S.CIRR_MAX_BYTES + 1), S.CIRR_MAX_BYTES, "recall.json")
+    with pytest.raises(SubmissionError, match="over the server limit"):
+        check_size(b"x" * (CIRR_MAX_BYTES + 1), CIRR_MAX_BYTES, "recall.json")
 
 
 def test_cirr_needs_subset_rankings(cirr_excerpt):
     *_, rankings = cirr_excerpt
-    with pytest.raises(S.SubmissionError, match="no CIRR subset rankings"):
-        S.cirr_files({"top": rankings["top"]})
+    with pytest.raises(SubmissionError, match="no CIRR subset rankings"):
+        cirr_files({"top": rankings["top"]})
 
 
 @pytest.mark.parametrize(
@@ -279,12 +295,12 @@ def test_cirr_needs_subset_rankings(cirr_excerpt):
     ],
 )
 def test_circo_failures(circo_excerpt, break_it, message):
-    test, example, _ = circo_excerpt
+    query_ids, example, _ = circo_excerpt
     sub = copy.deepcopy(example)
     break_it(sub)
     gallery = {str(i) for ids in example.values() for i in ids}
-    with pytest.raises(S.SubmissionError, match="CIRCO file not written") as err:
-        S.validate_circo(sub, query_ids=test.query_ids, gallery=gallery)
+    with pytest.raises(SubmissionError, match="CIRCO file not written") as err:
+        validate_circo(sub, query_ids=query_ids, gallery=gallery)
     assert message in str(err.value)
 
 
@@ -292,7 +308,7 @@ def test_circo_failures(circo_excerpt, break_it, message):
 def test_val_run_refused(bench, cirr_excerpt, circo_excerpt, tmp_path):
     rankings = cirr_excerpt[3] if bench == "cirr" else circo_excerpt[2]
     result = _result(tmp_path / "results", bench, "val", rankings)
-    with pytest.raises(S.SubmissionError, match=f"{bench} val result; the {bench.upper()} test server needs") as err:
+    with pytest.raises(SubmissionError, match=f"{bench} val result; the {bench.upper()} test server needs") as err:
         S.submit(result, bench, tmp_path / "out")
     assert "never be uploaded" in str(err.value)
     assert not (tmp_path / "out").exists()
@@ -301,14 +317,18 @@ def test_val_run_refused(bench, cirr_excerpt, circo_excerpt, tmp_path):
 def test_wrong_benchmark_and_dropped_queries_refused(cirr_excerpt, tmp_path):
     *_, rankings = cirr_excerpt
     result = _result(tmp_path / "results", "cirr", "test1", rankings)
-    with pytest.raises(S.SubmissionError, match="is a cirr result, not circo"):
-        S.check_run(result, "circo")
-    result["skipped"]["queries_dropped"] = 3
-    with pytest.raises(S.SubmissionError, match="dropped 3 queries"):
-        S.check_run(result, "cirr")
-    result["benchmark"]["split"] = "test"  # SEARLE's alias for test1 is accepted
-    result["skipped"]["queries_dropped"] = 0
-    S.check_run(result, "cirr")
+    cirr = get_benchmark("cirr")
+    with pytest.raises(SubmissionError, match="is a cirr result, not circo"):
+        S.check_run(result, get_benchmark("circo"))
+    result.skipped.queries_dropped = 3
+    with pytest.raises(SubmissionError, match="dropped 3 queries"):
+        S.check_run(result, cirr)
+    result.benchmark.split = "test"  # SEARLE's alias for test1 is accepted
+    result.skipped.queries_dropped = 0
+    S.check_run(result, cirr)
+    result.benchmark.options["remove_reference"] = False
+    with pytest.raises(SubmissionError, match="remove_reference=False; the CIRR server protocol expects"):
+        S.check_run(result, cirr)
 
 
 # --------------------------------------------------------------------------------------------- FashionIQ
@@ -331,7 +351,7 @@ def test_fashioniq_starter_kit_files(tmp_path):
     root, gallery, records = _fiq_root(tmp_path / "fiq")
     rankings = {"top": {"dress/0": gallery[:50], "dress/1": gallery[10:60]}}
     result = _result(tmp_path / "results", "fashioniq", "test", rankings)
-    result["benchmark"]["protocol"] = {"categories": ["dress"]}
+    result.benchmark.options = {"categories": ["dress"]}
     paths, notes = S.submit(result, "fashioniq", tmp_path / "out", root=root)
     assert [p.name for p in paths] == ["dress.test.pred.json"]
     assert any("starter-kit" in n for n in notes)
@@ -343,20 +363,20 @@ def test_fashioniq_starter_kit_files(tmp_path):
 
 def test_fashioniq_failures(tmp_path):
     root, gallery, records = _fiq_root(tmp_path / "fiq")
-    with pytest.raises(S.SubmissionError, match="missing test queries: dress/1"):
-        S.fashioniq_pred_records(records, {"top": {"dress/0": gallery[:50]}}, "dress", gallery)
+    with pytest.raises(SubmissionError, match="missing test queries: dress/1"):
+        pred_records(records, {"top": {"dress/0": gallery[:50]}}, "dress", gallery)
     bad = {"top": {"dress/0": gallery[:49] + ["B999"], "dress/1": gallery[:50]}}
-    with pytest.raises(S.SubmissionError, match="not in the test gallery: dress/0: B999"):
-        S.fashioniq_pred_records(records, bad, "dress", gallery)
+    with pytest.raises(SubmissionError, match="not in the test gallery: dress/0: B999"):
+        pred_records(records, bad, "dress", gallery)
     result = _result(tmp_path / "results", "fashioniq", "test", {"top": {}})
-    with pytest.raises(S.SubmissionError, match="pass --root"):
+    with pytest.raises(SubmissionError, match="pass --root"):
         S.submit(result, "fashioniq", tmp_path / "out")
 
 
 def test_fashioniq_starter_kit_full_test_split(shared_annotations, tmp_path):
     root = shared_annotations / "fashioniq"
     top = {}
-    for cat in S.FASHIONIQ_CATEGORIES:
+    for cat in FASHIONIQ_CATEGORIES:
         gallery = _read(root / "image_splits" / f"split.{cat}.test.json")
         n = len(_read(root / "captions" / f"cap.{cat}.test.json"))
         top.update({f"{cat}/{i}": gallery[i % 7 : i % 7 + 50] for i in range(n)})

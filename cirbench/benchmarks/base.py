@@ -1,21 +1,34 @@
-"""The data model every benchmark loader produces, and the protocol a benchmark implements.
+"""The data model every benchmark loader produces, and the ``Benchmark`` base class that owns a benchmark's rules.
 
-A loader turns official annotation files into plain records; nothing here touches pixels. Images are named
-by a canonical key (CIRCO: the COCO id as a decimal string; CIRR: the NLVR2 name; FashionIQ: the ASIN; GeneCIS:
-``coco:<id>`` or ``vg:<id>:<x>,<y>,<w>,<h>``) and resolved to files through ``ImageRef``.
+A benchmark is one module holding one ``Benchmark`` subclass. Everything specific to it lives there: typed protocol
+options, metric names and the headline metric, leaderboard columns and derived metrics, query-id and image-id
+normalisation for ``score``, the texts a method receives, how an image is opened, readiness checks (``blockers``)
+and the submission writer. Code outside ``cirbench/benchmarks/`` asks the benchmark object, never its name.
+
+Images are named by a canonical key (CIRCO: the COCO id as a decimal string; CIRR: the NLVR2 name; FashionIQ: the
+ASIN; GeneCIS: ``coco:<id>`` or ``vg:<id>:<x>,<y>,<w>,<h>``) and resolved to files through ``ImageRef``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from cirbench.errors import AnnotationError, OptionError, ScoringError, SubmissionError
+from cirbench.identity import files_sha256
+from cirbench.images import ImageCheck, check_images, open_rgb
+from cirbench.options import Option, parse_options
 
-class AnnotationError(ValueError):
-    """A malformed or missing annotation file; the message names the file, the record and the fix."""
+if TYPE_CHECKING:
+    from PIL import Image
+
+# How a method joins a query's several captions (FashionIQ has two), BENCHMARKS.md §3: SEARLE/LinCIR strip '.?, ',
+# join with " and " in both orders and average the two normalised features; Pic2Word uses "{c2} and {c1}" raw.
+CAPTION_JOINS = ("both-orders", "c1-and-c2", "c2-and-c1-raw")
 
 
 def read_annotation_json(path: Path, fix: str) -> Any:
@@ -31,12 +44,25 @@ def bad_record(fix: str, path: Path, index: int, problem: str) -> AnnotationErro
     return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {fix}")
 
 
+def image_stem(value: str) -> str:
+    """An image name without folder or extension (``dev/dev-1-0-img0.png`` -> ``dev-1-0-img0``)."""
+    base = value.rsplit("/", 1)[-1]
+    for ext in (".png", ".jpg", ".jpeg"):
+        if base.lower().endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
+def missing_fields(record: Any, needed: Sequence[str]) -> list[str]:
+    """The fields of ``needed`` a record lacks (all of them when it is not a JSON object)."""
+    return [f for f in needed if not isinstance(record, dict) or f not in record]
+
+
 @dataclass(frozen=True)
 class ImageRef:
-    """One image to encode: its canonical key, the file it lives in and an optional GeneCIS-style box.
+    """One image to encode: its canonical key, the file it lives in and an optional box.
 
-    ``crop`` is the raw ``[x, y, w, h]`` instance box of a GeneCIS attribute task; the dilated crop and the
-    black square padding are applied by the image loader, exactly as upstream.
+    ``crop`` is a raw ``[x, y, w, h]`` box that the benchmark's ``open_image`` applies (GeneCIS attribute tasks).
     """
 
     key: str
@@ -48,10 +74,10 @@ class ImageRef:
 class Query:
     """One composed query.
 
-    ``texts`` holds the modification text(s) as in the annotation file (FashionIQ: both captions, unjoined);
-    methods build their prompts from them. ``target`` is the single scored target (CIRR ``target_hard``,
-    CIRCO ``target_img_id``); ``gt`` holds every ground truth (CIRCO ``gt_img_ids``). ``subset`` is CIRR's
-    group members minus the reference. ``candidates`` is a per-query gallery (GeneCIS: target first).
+    ``texts`` holds the modification text(s) as the benchmark defines them (FashionIQ: both captions, unjoined);
+    ``Benchmark.query_texts`` turns them into what a method encodes. ``target`` is the single scored target (CIRR
+    ``target_hard``, CIRCO ``target_img_id``); ``gt`` holds every ground truth (CIRCO ``gt_img_ids``). ``subset``
+    is CIRR's group members minus the reference. ``candidates`` is a per-query gallery (GeneCIS: target first).
     """
 
     qid: str
@@ -80,16 +106,24 @@ class Part:
 
 @dataclass
 class BenchmarkSplit:
-    """A loaded split: its parts, every image it needs, the resolved protocol and the annotation files."""
+    """A loaded split.
+
+    ``options`` are the validated protocol options (what the user chose); ``facts`` are derived from the data and
+    recorded, never hashed (gallery sizes, rules in words); ``blockers`` say why the split cannot be ranked here
+    (scoring a rankings file still works); ``warnings`` are recorded with every result.
+    """
 
     benchmark: str
     split: str
     parts: list[Part]
     images: dict[str, ImageRef]
-    protocol: dict[str, Any]
+    options: dict[str, Any]
     annotation_files: list[Path]
     has_labels: bool
     layout: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    blockers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def queries(self) -> list[Query]:
@@ -101,6 +135,16 @@ class BenchmarkSplit:
         distinct = {tuple(p.gallery) for p in self.parts if p.gallery is not None}
         return sum(len(g) for g in distinct)
 
+    @cached_property
+    def image_check(self) -> ImageCheck:
+        """Which images exist on disk; checked once per loaded split, however many runs use it."""
+        return check_images(self.images.values())
+
+    @cached_property
+    def annotations_sha256(self) -> str:
+        """One hash over the annotation files' names and bytes (part of the data's identity)."""
+        return files_sha256(self.annotation_files)
+
 
 @dataclass
 class Rankings:
@@ -111,20 +155,124 @@ class Rankings:
     scores: dict[str, list[float]] | None = None
 
 
-class Benchmark(Protocol):
-    """What a benchmark provides. Implementations live in ``cirbench/benchmarks/<name>.py``."""
+class Benchmark:
+    """Base class of every benchmark; subclasses set the class attributes and implement ``read`` and ``metrics``.
 
-    name: str
-    splits: Sequence[str]
-    protocol_version: str
-    main_metric: str
-    metric_names: Sequence[str]
+    The defaults suit a simple benchmark with one text per query, plain RGB images, local labels and no server.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""  # display name in leaderboards (default: ``name``)
+    description: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]]
+    split_aliases: ClassVar[Mapping[str, str]] = {}
+    protocol_version: ClassVar[str] = "1"
+    options: ClassVar[tuple[Option, ...]] = ()
+    main_metric: ClassVar[str]
+    metric_names: ClassVar[tuple[str, ...]]
+    # Leaderboard: official columns (None: every metric present), where papers report it, order among sections.
+    leaderboard_columns: ClassVar[tuple[str, ...] | None] = None
+    published_split: ClassVar[str] = "test"
+    leaderboard_order: ClassVar[int] = 100
+    leaderboard_notes: ClassVar[tuple[str, ...]] = ()
+    # Evaluation server: the split it scores and the protocol options it expects (None: no server).
+    server_split: ClassVar[str | None] = None
+    server_options: ClassVar[Mapping[str, Any]] = {}
+    image_reader_id: ClassVar[str] = "rgb"
+
+    # --- options and splits ------------------------------------------------------------------------------------
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
+
+    def resolve_split(self, split: str | None) -> str:
+        """The canonical split name (aliases such as CIRR's ``test`` = ``test1``); None means the first split."""
+        if split is None:
+            return self.splits[0]
+        key = str(split).strip()
+        key = self.split_aliases.get(key, key)
+        if key not in self.splits:
+            aliases = f" (aliases: {', '.join(f'{a}={b}' for a, b in self.split_aliases.items())})"
+            raise OptionError(
+                f"{self.name} has splits {', '.join(self.splits)}{aliases if self.split_aliases else ''}, not {split!r}"
+            )
+        return key
+
+    def parse_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every protocol option, typed; unknown keys and bad values are one ``OptionError``."""
+        return parse_options(self.options, options, f"benchmark {self.name}")
 
     def default_options(self) -> dict[str, Any]:
-        """Protocol options and their defaults (recorded in every result)."""
+        return self.parse_options({})
 
-    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
-        """Read annotation files from ``root`` (any supported layout); images are resolved but not opened."""
+    # --- loading -----------------------------------------------------------------------------------------------
+    def load(self, root: Path | str | None, split: str | None = None, options: Mapping[str, Any] | None = None):
+        """Read a split from ``root`` (any supported layout); options are validated first. Images are resolved
+        but not opened."""
+        split = self.resolve_split(split)
+        opts = self.parse_options(options)
+        return self.read(Path(root) if root is not None else None, split, opts)
+
+    def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
+        """Build the split from annotation files; ``options`` are already validated."""
+        raise NotImplementedError
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         """Official metrics, as percentages, computed from rankings alone."""
+        raise NotImplementedError
+
+    def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Metrics computed from others for leaderboards (e.g. CIRR's Avg) when a row lacks them."""
+        return {}
+
+    def require_rankings(self, queries: Sequence[Query], rankings: Rankings) -> None:
+        missing = [q.qid for q in queries if q.qid not in rankings.top]
+        if missing:
+            raise ScoringError(f"no ranking for {len(missing)} {self.name} queries, e.g. {missing[:5]}")
+
+    # --- what methods see --------------------------------------------------------------------------------------
+    def query_texts(self, query: Query, caption_join: str = "both-orders") -> list[str]:
+        """The text(s) a method encodes for ``query``; several are encoded and their normalised features averaged.
+
+        ``caption_join`` (one of ``CAPTION_JOINS``) says how a method combines several captions; a benchmark with
+        one text per query ignores it.
+        """
+        return [query.texts[0]]
+
+    open_image: ClassVar[Callable[[ImageRef], Image.Image]] = staticmethod(open_rgb)
+
+    # --- scoring files -----------------------------------------------------------------------------------------
+    def normalise_query_id(self, qid: Any) -> str:
+        """Canonical query id of a rankings file's key."""
+        return str(qid).strip()
+
+    def normalise_image_id(self, value: Any, qid: str = "") -> str:
+        """Canonical image key of a ranked id; a value that is neither an int nor a string is refused."""
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ScoringError(f"query {qid}: ranked id {value!r} is neither an int nor a string")
+        return str(value).strip()
+
+    def rankings_file_header(self, raw: dict[str, Any], path: Path, kind: str | None) -> str | None:
+        """Strip and check a server-format header from a rankings file; returns the file's kind if it says one."""
+        if "version" in raw or "metric" in raw:
+            raise ScoringError(f"{path}: 'version'/'metric' keys belong to a server format {self.name} does not use")
+        return None
+
+    # --- submission --------------------------------------------------------------------------------------------
+    def write_submission(
+        self,
+        rankings: Mapping[str, Any],
+        data: BenchmarkSplit | None,
+        out_dir: Path,
+        stem: str,
+        split: str,
+    ) -> tuple[list[Path], list[str]]:
+        """Validate, then write the evaluation-server file(s) for stored rankings; returns (paths, notes).
+
+        ``data`` is the split loaded through this benchmark when the user gave ``--root`` (else None).
+        """
+        raise SubmissionError(f"{self.name} has no submission format (its metrics are computed locally)")
+
+    @property
+    def has_submission(self) -> bool:
+        return type(self).write_submission is not Benchmark.write_submission

@@ -1,51 +1,70 @@
-"""CIRCO loader (miccunifi/CIRCO official layout, also used by SEARLE and LinCIR) and its official metrics.
+"""CIRCO (miccunifi/CIRCO official layout, also used by SEARLE and LinCIR): loader, metrics, test-server file.
 
 The gallery is the whole COCO 2017 unlabeled set listed in ``image_info_unlabeled2017.json`` (same for val and
-test). Without that file the split still loads for scoring: the gallery is then ``[]`` and
-``protocol["gallery_known"]`` is False, because CIRCO metrics only need the queries and their ground truth.
+test). Without that file the split still loads for scoring, but it cannot be ranked: the loader says so in
+``blockers``, because CIRCO metrics only need the queries and their ground truth.
+
+Server file (``miccunifi/CIRCO:README.md``, ``submission_examples/submission_test.json``): ``{"<id>": [50 int
+ids]}`` for every test query in query order, unique ids, ``json.dumps`` default separators.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
+from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import (
-    AnnotationError,
+    Benchmark,
     BenchmarkSplit,
     ImageRef,
     Part,
     Query,
     Rankings,
     bad_record,
+    missing_fields,
     read_annotation_json,
 )
+from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, examples, problems_error
+from cirbench.errors import AnnotationError, ScoringError, SubmissionError
+from cirbench.io import atomic_write_bytes
+from cirbench.options import Option
 
 FIX = "re-download it from https://github.com/miccunifi/CIRCO (annotations/) or COCO (image info)"
 GALLERY_SIZE = 123_403
+TEST_QUERIES = 800
 TEXT_MODES = ("relative_caption", "shared_concept+relative_caption")
+IMAGE_INFO = "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
+UNKNOWN_GALLERY = (
+    f"the gallery is unknown: CIRCO needs {IMAGE_INFO} under --root (or -p image_info=PATH); "
+    "scoring a rankings file (`cirbench score`) does not need it"
+)
 
 
-class CIRCO:
+class CIRCO(Benchmark):
     """CIRCO: mAP@K over several ground truths per query, COCO unlabeled2017 gallery, reference kept."""
 
     name = "circo"
+    title = "CIRCO"
+    description = "CIRCO (COCO 2017 unlabeled gallery): mAP@K over multiple ground truths"
     splits = ("val", "test")
-    protocol_version = "1"
+    options = (
+        Option("circo_text", "choice", "relative_caption", "the query text", TEXT_MODES),
+        Option("remove_reference", "bool", False, "drop the reference from its ranking (not the official protocol)"),
+        Option("image_info", "path", None, f"the gallery list (default <root>/{IMAGE_INFO})", keyed=False),
+    )
     main_metric = "mAP@10"
     metric_names = tuple(f"mAP@{k}" for k in M.CIRCO_KS) + tuple(f"R@{k}" for k in M.CIRCO_KS)
-
-    def default_options(self) -> dict[str, Any]:
-        return {"circo_text": "relative_caption", "remove_reference": False, "image_info": None}
+    leaderboard_columns = tuple(f"mAP@{k}" for k in M.CIRCO_KS)
+    leaderboard_order = 0
+    server_split = "test"
 
     def _find(self, root: Path, split: str) -> tuple[Path, Path]:
         """(annotation file, dataset root): ``root`` is the dataset root or its ``annotations/`` folder."""
-        for ann, data_root in (
-            (root / "annotations" / f"{split}.json", root),
-            (root / f"{split}.json", root.parent),
-        ):
+        for ann, data_root in ((root / "annotations" / f"{split}.json", root), (root / f"{split}.json", root.parent)):
             if ann.is_file():
                 return ann, data_root
         raise AnnotationError(
@@ -55,31 +74,19 @@ class CIRCO:
             "(root = the annotations folder). Get them from https://github.com/miccunifi/CIRCO"
         )
 
-    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
-        opts = {**self.default_options(), **(options or {})}
-        if split not in self.splits:
-            raise ValueError(f"CIRCO has splits {self.splits}, not {split!r}")
-        if opts["circo_text"] not in TEXT_MODES:
-            raise ValueError(f"circo_text must be one of {TEXT_MODES}, not {opts['circo_text']!r}")
+    def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
             raise AnnotationError("CIRCO needs a root folder (the dataset root holding annotations/)")
-        ann_path, data_root = self._find(Path(root), split)
+        ann_path, data_root = self._find(root, split)
         records = read_annotation_json(ann_path, FIX)
         if not isinstance(records, list):
             raise AnnotationError(f"{ann_path}: expected a JSON list of queries; {FIX}")
         labelled = split == "val"
         img_dir = data_root / "COCO2017_unlabeled" / "unlabeled2017"
-        info_path = Path(
-            opts["image_info"] or data_root / "COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"
-        )
+        info_path = Path(options["image_info"] or data_root / IMAGE_INFO)
         images: dict[str, ImageRef] = {}
         gallery: list[str] = []
-        protocol: dict[str, Any] = {
-            **opts,
-            "image_info": str(info_path),
-            "gallery_known": info_path.is_file(),
-        }
-        files = [ann_path]
+        files, blockers, warnings = [ann_path], [], []
         if info_path.is_file():
             info = read_annotation_json(info_path, FIX)
             entries = info.get("images") if isinstance(info, dict) else None
@@ -93,14 +100,15 @@ class CIRCO:
                 images[key] = ImageRef(key, img_dir / im["file_name"])
             files.append(info_path)
             if len(gallery) != GALLERY_SIZE:
-                protocol["warnings"] = [f"gallery has {len(gallery)} images, expected {GALLERY_SIZE}"]
-        protocol["gallery_size"] = len(gallery) if protocol["gallery_known"] else None
+                warnings.append(f"gallery has {len(gallery)} images, expected {GALLERY_SIZE}")
+        else:
+            blockers.append(UNKNOWN_GALLERY)
 
         queries = []
         need = ["id", "reference_img_id", "relative_caption", "shared_concept"]
         need += ["target_img_id", "gt_img_ids"] if labelled else []  # semantic_aspects: optional (2024+)
         for i, r in enumerate(records):
-            missing = [f for f in need if not isinstance(r, dict) or f not in r]
+            missing = missing_fields(r, need)
             if missing:
                 raise bad_record(FIX, ann_path, i, f"missing {', '.join(repr(f) for f in missing)}")
             try:
@@ -115,28 +123,125 @@ class CIRCO:
             if labelled and not gt:
                 raise bad_record(FIX, ann_path, i, "'gt_img_ids' is empty")
             cap, concept = str(r["relative_caption"]), str(r["shared_concept"])
-            texts = (cap,) if opts["circo_text"] == "relative_caption" else (concept, cap)
-            extra = {"shared_concept": concept}
+            text = cap if options["circo_text"] == "relative_caption" else f"{cap}, {concept}"
+            extra: dict[str, Any] = {"shared_concept": concept}
             if labelled:
                 extra["semantic_aspects"] = tuple(r.get("semantic_aspects") or ())
-            queries.append(Query(qid, ref, texts, target=target, gt=gt, extra=extra))
+            queries.append(Query(qid, ref, (text,), target=target, gt=gt, extra=extra))
             for key in (ref, *(gt or ())):
                 if key not in images:
                     images[key] = ImageRef(key, img_dir / f"{int(key):012d}.jpg")
-        part = Part("all", queries, gallery, remove_reference=bool(opts["remove_reference"]))
-        return BenchmarkSplit(self.name, split, [part], images, protocol, files, labelled, layout="official")
+        part = Part("all", queries, gallery, remove_reference=options["remove_reference"])
+        facts = {
+            "image_info": str(info_path),
+            "gallery_known": not blockers,
+            "gallery_size": len(gallery) if not blockers else None,
+        }
+        return BenchmarkSplit(
+            self.name,
+            split,
+            [part],
+            images,
+            options,
+            files,
+            labelled,
+            layout="official",
+            facts=facts,
+            blockers=blockers,
+            warnings=warnings,
+        )
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         if not data.has_labels:
-            raise ValueError(f"CIRCO {data.split} has no public ground truth; submit it to the CIRCO server")
+            raise ScoringError(f"CIRCO {data.split} has no public ground truth; submit it to the CIRCO server")
         preds, gts, targets, aspects = [], [], [], []
         for part in data.parts:
+            self.require_rankings(part.queries, rankings)
             for q in part.queries:
-                if q.qid not in rankings.top:
-                    raise ValueError(f"no ranking for CIRCO query {q.qid}")
                 p = rankings.top[q.qid]
                 preds.append(M.drop_reference(p, q.reference) if part.remove_reference else list(p))
                 gts.append(q.gt or ())
                 targets.append(q.target)
                 aspects.append(q.extra.get("semantic_aspects", ()))
         return M.circo_metrics(preds, gts, targets, aspects)
+
+    # --- rankings files ----------------------------------------------------------------------------------------
+    def normalise_query_id(self, qid: Any) -> str:
+        s = str(qid).strip()
+        return str(int(s)) if s.lstrip("-").isdigit() else s
+
+    def normalise_image_id(self, value: Any, qid: str = "") -> str:
+        s = super().normalise_image_id(value, qid)
+        if not s.isdigit():
+            raise ScoringError(f"query {qid}: {value!r} is not a COCO image id")
+        return str(int(s))
+
+    # --- server file -------------------------------------------------------------------------------------------
+    def write_submission(
+        self, rankings: Mapping[str, Any], data: BenchmarkSplit | None, out_dir: Path, stem: str, split: str
+    ) -> tuple[list[Path], list[str]]:
+        notes = []
+        query_ids = gallery = None
+        if data is not None:
+            query_ids = [q.qid for q in data.queries]
+            gallery = [g for p in data.parts for g in (p.gallery or ())] or None
+            if gallery is None:
+                notes.append("COCO unlabeled image info not found under --root: gallery ids not checked")
+        return write_circo(rankings, Path(out_dir) / self.name, stem, query_ids, gallery), notes
+
+
+def circo_file(rankings: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Stored rankings -> ``{"<query id>": [50 int image ids]}`` in query order (ints, as the example)."""
+    top = rankings.get("top") or {}
+    out: dict[str, list[int]] = {}
+    for qid in sorted(top, key=_int_or_str):
+        try:
+            out[str(qid)] = [int(i) for i in top[qid][:TOP_K]]
+        except (TypeError, ValueError) as e:
+            raise SubmissionError(f"CIRCO query {qid}: an image id is not a COCO integer id ({e})") from e
+    return out
+
+
+def _int_or_str(value: str) -> tuple[int, Any]:
+    return (0, int(value)) if str(value).isdigit() else (1, str(value))
+
+
+def validate_circo(
+    submission: Mapping[str, Any],
+    *,
+    query_ids: Collection[str] | None = None,
+    gallery: Collection[str] | None = None,
+    expected_queries: int = TEST_QUERIES,
+) -> None:
+    """The CIRCO file against the test split: every query, 50 unique int ids, in the gallery when known."""
+    problems: list[str] = []
+    check_keys(problems, submission.keys(), query_ids, expected_queries)
+    bad_type = [
+        q
+        for q, v in submission.items()
+        if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+    ]
+    if bad_type:
+        problems.append(f"values must be lists of integer COCO ids: {examples(bad_type)}")
+        raise problems_error("CIRCO file", problems)
+    check_lists(problems, submission, TOP_K, gallery, "ranking")
+    if problems:
+        raise problems_error("CIRCO file", problems)
+
+
+def write_circo(
+    rankings: Mapping[str, Any],
+    out_dir: Path,
+    stem: str,
+    query_ids: Collection[str] | None = None,
+    gallery: Collection[str] | None = None,
+) -> list[Path]:
+    """Validate, then write ``<stem>.json`` (the CIRCO server has no documented size limit)."""
+    submission = circo_file(rankings)
+    validate_circo(submission, query_ids=query_ids, gallery=gallery)
+    path = Path(out_dir) / f"{stem}.json"
+    atomic_write_bytes(path, json.dumps(submission).encode("utf-8"))
+    return [path]
+
+
+BENCHMARKS.register(CIRCO)

@@ -1,32 +1,47 @@
-"""CIRR (rc2) loader for the official, SEARLE/LinCIR and Pic2Word layouts, and its metrics.
+"""CIRR (rc2): loader for the official, SEARLE/LinCIR and Pic2Word layouts, metrics, and the test-server files.
 
 Protocol (SEARLE validate.py#L193-L222): gallery = every key of ``split.rc2.<split>.json``, the reference is
 removed from each ranking, R@K on ``target_hard``; Rsubset@K over the 5 group members other than the
-reference.
-Option ``scoring="soft"`` switches to CIRPLANT's ``target_soft`` partial credit instead.
+reference. Option ``scoring=soft`` switches to CIRPLANT's ``target_soft`` partial credit instead.
+
+Server files (Cuberick-Orion/CIRR:Test-split_server.md, ``demo_files/test1_pred_ranks_recall*.json``):
+``{"version": "rc2", "metric": "recall" | "recall_subset", "<pairid>": [...]}`` with the pair ids in sorted order
+after the two header keys, ``json.dumps`` default separators, no trailing newline, at most 5 MB each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
+from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import (
-    AnnotationError,
+    Benchmark,
     BenchmarkSplit,
     ImageRef,
     Part,
     Query,
     Rankings,
     bad_record,
+    image_stem,
+    missing_fields,
     read_annotation_json,
 )
+from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, check_size, examples, problems_error
+from cirbench.errors import AnnotationError, ScoringError, SubmissionError
+from cirbench.io import atomic_write_bytes
+from cirbench.options import Option
 
 FIX = "re-download it from https://github.com/Cuberick-Orion/CIRR (branch cirr_dataset)"
-SPLIT_ALIASES = {"val": "val", "dev": "val", "test1": "test1", "test": "test1"}
-SCORING = ("hard", "soft")
+VERSION = "rc2"
+SUBSET_K = 3
+MAX_BYTES = 5_000_000  # "Maximum file size 5 MB" (Cuberick-Orion/CIRR:Test-split_server.md#L50)
+TEST_QUERIES = 4148
+METRIC_KIND = {"recall": "top", "recall_subset": "subset"}
 
 
 def detect_layout(root: Path, split: str) -> tuple[str, Path, Path]:
@@ -50,28 +65,30 @@ def detect_layout(root: Path, split: str) -> tuple[str, Path, Path]:
     )
 
 
-class CIRR:
+class CIRR(Benchmark):
     """CIRR rc2: NLVR2 images, one split-wide gallery, reference removed, hard target (soft as an option)."""
 
     name = "cirr"
+    title = "CIRR"
+    description = "CIRR rc2 (NLVR2 images): R@K, Rsubset@K; reference removed"
     splits = ("val", "test1")
-    protocol_version = "1"
+    split_aliases = {"dev": "val", "test": "test1"}
+    options = (
+        Option("remove_reference", "bool", True, "drop the reference image from its ranking (official protocol)"),
+        Option("scoring", "choice", "hard", "hard: target_hard; soft: CIRPLANT's target_soft", ("hard", "soft")),
+    )
     main_metric = "R@1"
     metric_names = tuple(f"R@{k}" for k in M.CIRR_KS) + tuple(f"Rsubset@{k}" for k in M.CIRR_SUBSET_KS)
+    leaderboard_columns = (*metric_names, "Avg")
+    leaderboard_order = 1
+    leaderboard_notes = ("Avg = (R@5 + Rsubset@1) / 2 (CLIP4Cir convention).",)
+    server_split = "test1"
+    server_options = {"remove_reference": True}
 
-    def default_options(self) -> dict[str, Any]:
-        return {"remove_reference": True, "scoring": "hard"}
-
-    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
-        opts = {**self.default_options(), **(options or {})}
-        if split not in SPLIT_ALIASES:
-            raise ValueError(f"CIRR has splits {self.splits} ('test' = 'test1'), not {split!r}")
-        split = SPLIT_ALIASES[split]
-        if opts["scoring"] not in SCORING:
-            raise ValueError(f"CIRR scoring must be one of {SCORING}, not {opts['scoring']!r}")
+    def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
             raise AnnotationError("CIRR needs a root folder (the dataset root or its annotation folder)")
-        layout, ann_dir, img_root = detect_layout(Path(root), split)
+        layout, ann_dir, img_root = detect_layout(root, split)
         cap_path = ann_dir / "captions" / f"cap.rc2.{split}.json"
         split_path = ann_dir / "image_splits" / f"split.rc2.{split}.json"
         if not split_path.is_file():
@@ -91,7 +108,7 @@ class CIRR:
         need = ["pairid", "reference", "caption", "img_set"] + (["target_hard", "target_soft"] if labelled else [])
         queries = []
         for i, r in enumerate(records):
-            missing = [f for f in need if not isinstance(r, dict) or f not in r]
+            missing = missing_fields(r, need)
             if missing:
                 raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
             members = r["img_set"].get("members") if isinstance(r["img_set"], dict) else None
@@ -111,23 +128,157 @@ class CIRR:
             subset = tuple(m for m in members if m != ref)
             gt = (target,) if labelled else None
             queries.append(Query(str(r["pairid"]), ref, (str(r["caption"]),), target, gt, subset, extra=extra))
-        protocol = {**opts, "split_file": split_path.name, "gallery_size": len(images)}
-        part = Part("all", queries, list(images), remove_reference=bool(opts["remove_reference"]))
-        files = [cap_path, split_path]
-        return BenchmarkSplit(self.name, split, [part], images, protocol, files, labelled, layout=layout)
+        part = Part("all", queries, list(images), remove_reference=options["remove_reference"])
+        facts = {"split_file": split_path.name, "gallery_size": len(images)}
+        return BenchmarkSplit(
+            self.name, split, [part], images, options, [cap_path, split_path], labelled, layout=layout, facts=facts
+        )
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         if not data.has_labels:
-            raise ValueError(f"CIRR {data.split} has no public labels; submit it to the CIRR test server")
+            raise ScoringError(f"CIRR {data.split} has no public labels; submit it to the CIRR test server")
         qs = data.queries
-        missing = [q.qid for q in qs if q.qid not in rankings.top]
-        if missing:
-            raise ValueError(f"no ranking for {len(missing)} CIRR queries, e.g. {missing[:5]}")
+        self.require_rankings(qs, rankings)
         tops = [rankings.top[q.qid] for q in qs]
         refs = [q.reference for q in qs]
         subsets = [q.subset or () for q in qs]
         sub = [(rankings.subset or {}).get(q.qid) for q in qs] if rankings.subset is not None else None
-        if data.protocol.get("scoring") == "soft":
+        if data.options["scoring"] == "soft":
             return M.cirr_soft_metrics(tops, refs, [q.extra["target_soft"] for q in qs], subsets, sub)
         remove = all(p.remove_reference for p in data.parts)
         return M.cirr_metrics(tops, refs, [q.target for q in qs], subsets, sub, remove_reference=remove)
+
+    def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        if "Avg" not in metrics and {"R@5", "Rsubset@1"} <= metrics.keys():
+            return {"Avg": (metrics["R@5"] + metrics["Rsubset@1"]) / 2}
+        return {}
+
+    # --- rankings files ----------------------------------------------------------------------------------------
+    def normalise_query_id(self, qid: Any) -> str:
+        s = str(qid).strip()
+        return str(int(s)) if s.lstrip("-").isdigit() else s
+
+    def normalise_image_id(self, value: Any, qid: str = "") -> str:
+        return image_stem(super().normalise_image_id(value, qid))
+
+    def rankings_file_header(self, raw: dict[str, Any], path: Path, kind: str | None) -> str | None:
+        if "version" not in raw and "metric" not in raw:
+            return None
+        version, metric = raw.pop("version", None), raw.pop("metric", None)
+        if version != VERSION:
+            raise ScoringError(f'{path}: CIRR server files need "version": "{VERSION}", got {version!r}')
+        if metric not in METRIC_KIND:
+            raise ScoringError(f"{path}: CIRR \"metric\" must be 'recall' or 'recall_subset', got {metric!r}")
+        if kind is not None and kind != METRIC_KIND[metric]:
+            raise ScoringError(f"{path}: metric {metric!r} holds {METRIC_KIND[metric]} rankings, not {kind}")
+        return METRIC_KIND[metric]
+
+    # --- server files ------------------------------------------------------------------------------------------
+    def write_submission(
+        self, rankings: Mapping[str, Any], data: BenchmarkSplit | None, out_dir: Path, stem: str, split: str
+    ) -> tuple[list[Path], list[str]]:
+        test = CIRRTestSet.from_split(data) if data is not None else None
+        return write_cirr(rankings, Path(out_dir) / self.name, stem, test), []
+
+
+@dataclass(frozen=True)
+class CIRRTestSet:
+    """What the CIRR validators need from ``cap.rc2.test1.json`` and ``split.rc2.test1.json``."""
+
+    query_ids: list[str]
+    references: Mapping[str, str]
+    members: Mapping[str, Collection[str]]  # img_set members (the reference is subtracted where it matters)
+    gallery: Collection[str]
+
+    @classmethod
+    def from_split(cls, data: BenchmarkSplit) -> CIRRTestSet:
+        queries = data.queries
+        return cls(
+            query_ids=[q.qid for q in queries],
+            references={q.qid: q.reference for q in queries},
+            members={q.qid: (q.reference, *(q.subset or ())) for q in queries},
+            gallery=frozenset(g for p in data.parts for g in (p.gallery or ())),
+        )
+
+
+def cirr_files(rankings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stored rankings -> (recall file, recall_subset file): top-50 names and top-3 within the group."""
+    top = rankings.get("top") or {}
+    subset = rankings.get("subset")
+    if not subset:
+        raise SubmissionError("the rankings have no CIRR subset rankings ('subset'); re-run the CIRR test1 evaluation")
+    recall = {"version": VERSION, "metric": "recall"}
+    recall.update({qid: list(top[qid][:TOP_K]) for qid in sorted(top, key=str)})
+    sub = {"version": VERSION, "metric": "recall_subset"}
+    sub.update({qid: list(subset[qid][:SUBSET_K]) for qid in sorted(subset, key=str)})
+    return recall, sub
+
+
+def validate_cirr(
+    recall: Mapping[str, Any],
+    subset: Mapping[str, Any],
+    *,
+    query_ids: Collection[str] | None = None,
+    references: Mapping[str, str] | None = None,
+    members: Mapping[str, Collection[str]] | None = None,
+    gallery: Collection[str] | None = None,
+    expected_queries: int = TEST_QUERIES,
+) -> None:
+    """Both CIRR files against the test split; inputs left None skip their checks. Raises on any problem."""
+    for name, data, metric, k in (("recall", recall, "recall", TOP_K), ("recall_subset", subset, "recall_subset", 3)):
+        problems: list[str] = []
+        if data.get("version") != VERSION or data.get("metric") != metric:
+            problems.append(f"header must be version={VERSION!r}, metric={metric!r}")
+        lists = {q: v for q, v in data.items() if q not in ("version", "metric")}
+        check_keys(problems, lists.keys(), query_ids, expected_queries)
+        bad_type = [q for q, v in lists.items() if not isinstance(v, list) or not all(isinstance(i, str) for i in v)]
+        if bad_type:
+            problems.append(f"values must be lists of image names: {examples(bad_type)}")
+            raise problems_error(f"CIRR {name} file", problems)
+        check_lists(problems, lists, k, gallery, name)
+        if references is not None:
+            with_ref = [q for q, ids in lists.items() if references.get(q) in ids]
+            if with_ref:
+                problems.append(f"{name} lists contain the query's reference image: {examples(with_ref)}")
+        if name == "recall_subset" and members is not None:
+            outside = [
+                q for q, ids in lists.items() if not set(ids) <= set(members.get(q, ())) - {(references or {}).get(q)}
+            ]
+            if outside:
+                problems.append(f"subset lists not within the group members minus the reference: {examples(outside)}")
+        if problems:
+            raise problems_error(f"CIRR {name} file", problems)
+
+
+def cirr_bytes(data: Mapping[str, Any]) -> bytes:
+    """Serialised like the authors' demo files: header keys first, default separators, no trailing newline."""
+    return json.dumps(dict(data)).encode("utf-8")
+
+
+def write_cirr(
+    rankings: Mapping[str, Any],
+    out_dir: Path,
+    stem: str,
+    test: CIRRTestSet | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> list[Path]:
+    """Validate, then write ``<stem>.recall.json`` and ``<stem>.recall_subset.json`` (both or neither)."""
+    recall, subset = cirr_files(rankings)
+    validate_cirr(
+        recall,
+        subset,
+        query_ids=test.query_ids if test else None,
+        references=test.references if test else None,
+        members=test.members if test else None,
+        gallery=test.gallery if test else None,
+    )
+    paths = [Path(out_dir) / f"{stem}.recall.json", Path(out_dir) / f"{stem}.recall_subset.json"]
+    blobs = [cirr_bytes(recall), cirr_bytes(subset)]
+    for path, blob in zip(paths, blobs, strict=True):
+        check_size(blob, max_bytes, path.name)
+    for path, blob in zip(paths, blobs, strict=True):
+        atomic_write_bytes(path, blob)
+    return paths
+
+
+BENCHMARKS.register(CIRR)

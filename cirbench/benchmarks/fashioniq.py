@@ -1,27 +1,36 @@
-"""FashionIQ loader (SEARLE/LinCIR, Pic2Word and starter-kit layouts) and its metrics.
+"""FashionIQ (SEARLE/LinCIR, Pic2Word and starter-kit layouts): loader, metrics, caption joining, prediction files.
 
 Protocol (SEARLE validate.py#L94-L105): per category, gallery = the whole ``split.<cat>.<split>.json``,
-reference NOT removed, every triplet scored (never de-duplicated). Captions are kept raw and unjoined: methods
-join them.
+reference NOT removed, every triplet scored (never de-duplicated). Captions are kept raw and unjoined in the query;
+``query_texts`` joins them as the method asks (``CAPTION_JOINS``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
+from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import (
-    AnnotationError,
+    CAPTION_JOINS,
+    Benchmark,
     BenchmarkSplit,
     ImageRef,
     Part,
     Query,
     Rankings,
     bad_record,
+    image_stem,
+    missing_fields,
     read_annotation_json,
 )
+from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, problems_error
+from cirbench.errors import AnnotationError, OptionError, ScoringError, SubmissionError
+from cirbench.io import atomic_write_bytes
+from cirbench.options import Option
 
 FIX = "re-download it from https://github.com/XiaoxiaoGuo/fashion-iq (captions/, image_splits/)"
 
@@ -48,33 +57,30 @@ def detect_layout(root: Path, cat: str, split: str) -> str:
     )
 
 
-class FashionIQ:
+class FashionIQ(Benchmark):
     """FashionIQ: three per-category galleries (dress, shirt, toptee), R@10/R@50 on val."""
 
     name = "fashioniq"
+    title = "FashionIQ"
+    description = "FashionIQ (dress, shirt, toptee): R@10/R@50 per category; reference kept"
     splits = ("val", "test")
-    protocol_version = "1"
+    options = (
+        Option("categories", "choices", list(M.FASHIONIQ_CATEGORIES), "categories to load", M.FASHIONIQ_CATEGORIES),
+    )
     main_metric = "avg_R@10"
     metric_names = tuple(f"{c}_R@{k}" for c in M.FASHIONIQ_CATEGORIES for k in M.FASHIONIQ_KS) + tuple(
         f"avg_R@{k}" for k in M.FASHIONIQ_KS
     )
+    leaderboard_columns = metric_names
+    published_split = "val"
+    leaderboard_order = 2
 
-    def default_options(self) -> dict[str, Any]:
-        return {"categories": list(M.FASHIONIQ_CATEGORIES)}
-
-    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
-        opts = {**self.default_options(), **(options or {})}
-        if split not in self.splits:
-            raise ValueError(f"FashionIQ has splits {self.splits}, not {split!r}")
-        cats = [opts["categories"]] if isinstance(opts["categories"], str) else list(opts["categories"])
-        bad = [c for c in cats if c not in M.FASHIONIQ_CATEGORIES]
-        if bad or not cats:
-            raise ValueError(f"FashionIQ categories must be among {M.FASHIONIQ_CATEGORIES}, got {cats}")
+    def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
             raise AnnotationError(
                 "FashionIQ needs a root folder (the dataset root holding captions/ and image_splits/)"
             )
-        root = Path(root)
+        cats = list(options["categories"])
         labelled = split != "test"
         layout = detect_layout(root, cats[0], split)
         cap_dir, img_pattern = LAYOUTS[layout]
@@ -95,7 +101,7 @@ class FashionIQ:
             need = ["candidate", "captions"] + (["target"] if labelled else [])
             queries = []
             for i, r in enumerate(records):
-                missing = [f for f in need if not isinstance(r, dict) or f not in r]
+                missing = missing_fields(r, need)
                 if missing:
                     raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
                 caps = r["captions"]
@@ -106,26 +112,77 @@ class FashionIQ:
                 if outside:
                     raise bad_record(FIX, cap_path, i, f"images {outside} are not in {split_path.name}")
                 gt = (target,) if labelled else None
-                qid = f"{cat}/{i}"
-                queries.append(Query(qid, r["candidate"], tuple(caps), target, gt, extra={"category": cat}))
+                extra = {"category": cat, "record": r}
+                queries.append(Query(f"{cat}/{i}", r["candidate"], tuple(caps), target, gt, extra=extra))
             for asin in gallery:
                 images.setdefault(asin, ImageRef(asin, root / img_pattern.format(cat=cat, asin=asin)))
             parts.append(Part(cat, queries, list(gallery), remove_reference=False))
             files += [cap_path, split_path]
-        protocol = {**opts, "categories": cats, "remove_reference": False}
-        protocol["gallery_sizes"] = {p.name: len(p.gallery or []) for p in parts}
-        return BenchmarkSplit(self.name, split, parts, images, protocol, files, labelled, layout=layout)
+        facts = {"remove_reference": False, "gallery_sizes": {p.name: len(p.gallery or []) for p in parts}}
+        return BenchmarkSplit(self.name, split, parts, images, options, files, labelled, layout=layout, facts=facts)
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         if not data.has_labels:
-            raise ValueError(f"FashionIQ {data.split} has no public targets; report val")
+            raise ScoringError(f"FashionIQ {data.split} has no public targets; report val")
         per_cat = {}
         for part in data.parts:
-            missing = [q.qid for q in part.queries if q.qid not in rankings.top]
-            if missing:
-                raise ValueError(f"no ranking for {len(missing)} FashionIQ queries, e.g. {missing[:5]}")
-            per_cat[part.name] = (
-                [rankings.top[q.qid] for q in part.queries],
-                [q.target for q in part.queries],
-            )
+            self.require_rankings(part.queries, rankings)
+            per_cat[part.name] = ([rankings.top[q.qid] for q in part.queries], [q.target for q in part.queries])
         return M.fashioniq_metrics(per_cat)
+
+    def query_texts(self, query: Query, caption_join: str = "both-orders") -> list[str]:
+        """Two captions joined as the method asks: SEARLE/LinCIR strip ``.?, `` and use both orders (averaged
+        later); ``c1-and-c2`` one order; Pic2Word's ``c2-and-c1-raw`` unstripped."""
+        if len(query.texts) != 2:
+            return [query.texts[0]]
+        c1, c2 = query.texts
+        if caption_join == "both-orders":
+            a, b = c1.strip(".?, "), c2.strip(".?, ")
+            return [f"{a} and {b}", f"{b} and {a}"]
+        if caption_join == "c1-and-c2":
+            return [f"{c1.strip('.?, ')} and {c2.strip('.?, ')}"]
+        if caption_join == "c2-and-c1-raw":
+            return [f"{c2} and {c1}"]
+        raise OptionError(f"unknown caption join {caption_join!r}; choose one of {', '.join(CAPTION_JOINS)}")
+
+    def normalise_image_id(self, value: Any, qid: str = "") -> str:
+        return image_stem(super().normalise_image_id(value, qid))
+
+    def write_submission(
+        self, rankings: Mapping[str, Any], data: BenchmarkSplit | None, out_dir: Path, stem: str, split: str
+    ) -> tuple[list[Path], list[str]]:
+        """The starter kit's ``{cat}.{split}.pred.json`` per category (indent=4, as its eval.py)."""
+        if data is None:
+            raise SubmissionError("FashionIQ prediction files copy the caption records: pass --root <FashionIQ root>")
+        contents = {
+            part.name: pred_records([q.extra["record"] for q in part.queries], rankings, part.name, part.gallery or [])
+            for part in data.parts
+        }
+        paths = []
+        for cat, content in contents.items():
+            path = Path(out_dir) / self.name / stem / f"{cat}.{split}.pred.json"
+            atomic_write_bytes(path, json.dumps(content, indent=4).encode("utf-8"))
+            paths.append(path)
+        return paths, ["FashionIQ has no live test server: these are the historic starter-kit files"]
+
+
+def pred_records(
+    records: Sequence[Mapping[str, Any]], rankings: Mapping[str, Any], category: str, gallery: Collection[str]
+) -> list[dict[str, Any]]:
+    """Each caption record plus ``"ranking": [50 ASINs]``; query ids are ``<category>/<record index>``."""
+    top = rankings.get("top") or {}
+    out, problems, lists = [], [], {}
+    for i, record in enumerate(records):
+        qid = f"{category}/{i}"
+        if qid not in top:
+            continue
+        lists[qid] = list(top[qid][:TOP_K])
+        out.append({**record, "ranking": lists[qid]})
+    check_keys(problems, lists.keys(), [f"{category}/{i}" for i in range(len(records))], len(records))
+    check_lists(problems, lists, TOP_K, gallery, f"{category} ranking")
+    if problems:
+        raise problems_error(f"FashionIQ {category} prediction file", problems)
+    return out
+
+
+BENCHMARKS.register(FashionIQ)

@@ -1,9 +1,9 @@
-"""GeneCIS (v0) loader and metrics: four tasks, each query ranks its own ``[target] + gallery`` candidates.
+"""GeneCIS (v0): loader, metrics and image crops; four tasks, each query ranks its own ``[target] + gallery``.
 
 Object tasks use COCO val2017 images (key ``coco:<id>``, file ``{id:012d}.jpg`` in ``coco_root``); attribute
 tasks use Visual Genome crops (key ``vg:<image_id>:<x>,<y>,<w>,<h>``, file ``<image_id>.jpg`` in ``vg_root``,
-the raw box in ``ImageRef.crop``). Ties are broken in favour of the target (see
-:func:`cirbench.metrics.stable_rank`).
+the raw box in ``ImageRef.crop``, cropped and square-padded by ``open_genecis_image`` exactly as upstream).
+Ties are broken in favour of the target (see :func:`cirbench.metrics.stable_rank`).
 """
 
 from __future__ import annotations
@@ -12,19 +12,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from cirbench import metrics as M
+from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import (
-    AnnotationError,
+    Benchmark,
     BenchmarkSplit,
     ImageRef,
     Part,
     Query,
     Rankings,
+    bad_record,
+    missing_fields,
     read_annotation_json,
 )
+from cirbench.errors import AnnotationError, ScoringError
+from cirbench.images import open_rgb
+from cirbench.options import Option
 
 FIX = "re-download it from https://github.com/facebookresearch/genecis (genecis/<task>.json)"
 OBJECT_TASKS = ("focus_object", "change_object")
+DILATION = 0.7
+TIE_RULE = "stable: among equal scores the target (candidate 0) ranks first"
 
 
 def _num(v: Any) -> str:
@@ -45,17 +55,59 @@ def image_key(task: str, img: Any, coco_root: Path | None, vg_root: Path | None)
     return ImageRef(key, vg_root / f"{vid}.jpg" if vg_root else None, tuple(float(v) for v in box))
 
 
-class GeneCIS:
+def crop_box(
+    box: tuple[float, float, float, float], width: int, height: int, dilation: float = DILATION
+) -> tuple[float, float, float, float]:
+    """GeneCIS's dilated crop of ``[x, y, w, h]``: right/bottom derive from the *clamped* left/top.
+
+    So boxes near the border shift rather than shrink (facebookresearch/genecis vaw_dataset.py).
+    """
+    x, y, w, h = box
+    left = max(0.0, x - dilation * w)
+    top = max(0.0, y - dilation * h)
+    right = min(float(width), left + (1 + dilation) * w)
+    bottom = min(float(height), top + (1 + dilation) * h)
+    return left, top, right, bottom
+
+
+def expand_to_square(image: Image.Image) -> Image.Image:
+    """Pad to a centred square with black, as GeneCIS's ``expand2square`` (fill 0 for mode L)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    fill = 0 if image.mode == "L" else (0,) * len(image.getbands())
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def open_genecis_image(ref: ImageRef) -> Image.Image:
+    """Open as RGB; an attribute-task box is cropped (dilated) and square-padded, as upstream."""
+    image = open_rgb(ref)
+    if ref.crop is not None:
+        image = expand_to_square(image.crop(crop_box(ref.crop, *image.size)))
+    return image
+
+
+class GeneCIS(Benchmark):
     """GeneCIS: per-query galleries (target at index 0), R@1/2/3 per task, headline mean R@1."""
 
     name = "genecis"
+    title = "GeneCIS"
+    description = "GeneCIS (4 tasks, per-query galleries): R@1/2/3, average R@1"
     splits = ("test",)
-    protocol_version = "1"
+    options = (
+        Option("tasks", "choices", list(M.GENECIS_TASKS), "tasks to load", M.GENECIS_TASKS),
+        Option("coco_root", "path", None, "COCO val2017 images (object tasks)", keyed=False),
+        Option("vg_root", "path", None, "Visual Genome images (attribute tasks)", keyed=False),
+    )
     main_metric = "avg_R@1"
     metric_names = tuple(f"{t}_R@{k}" for t in M.GENECIS_TASKS for k in M.GENECIS_KS) + ("avg_R@1",)
-
-    def default_options(self) -> dict[str, Any]:
-        return {"tasks": list(M.GENECIS_TASKS), "coco_root": None, "vg_root": None}
+    leaderboard_columns = metric_names
+    leaderboard_order = 3
+    image_reader_id = f"genecis-crop:dilation={DILATION}"
+    open_image = staticmethod(open_genecis_image)
 
     def _task_file(self, root: Path, task: str) -> Path:
         for p in (root / f"{task}.json", root / "genecis" / f"{task}.json"):
@@ -65,22 +117,15 @@ class GeneCIS:
             f"GeneCIS task file {task}.json not found: expected {root / f'{task}.json'} or "
             f"{root / 'genecis' / f'{task}.json'}. Copy genecis/*.json from "
             "https://github.com/facebookresearch/genecis, "
-            f"or evaluate only the tasks you have, e.g. options tasks=['change_object', 'focus_object']"
+            "or evaluate only the tasks you have, e.g. -p tasks=change_object,focus_object"
         )
 
-    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
-        opts = {**self.default_options(), **(options or {})}
-        if split not in self.splits:
-            raise ValueError(f"GeneCIS has only the split 'test', not {split!r}")
-        tasks = [opts["tasks"]] if isinstance(opts["tasks"], str) else list(opts["tasks"])
-        bad = [t for t in tasks if t not in M.GENECIS_TASKS]
-        if bad or not tasks:
-            raise ValueError(f"GeneCIS tasks must be among {M.GENECIS_TASKS}, got {tasks}")
+    def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
             raise AnnotationError("GeneCIS needs a root folder holding <task>.json (or genecis/<task>.json)")
-        root = Path(root)
-        coco = Path(opts["coco_root"]) if opts["coco_root"] else None
-        vg = Path(opts["vg_root"]) if opts["vg_root"] else None
+        tasks = list(options["tasks"])
+        coco = Path(options["coco_root"]) if options["coco_root"] else None
+        vg = Path(options["vg_root"]) if options["vg_root"] else None
         paths = [self._task_file(root, t) for t in tasks]
         parts, images = [], {}
         for task, path in zip(tasks, paths, strict=True):
@@ -89,14 +134,9 @@ class GeneCIS:
                 raise AnnotationError(f"{path}: expected a JSON list of queries; {FIX}")
             queries = []
             for i, r in enumerate(records):
-                missing = [
-                    f for f in ("reference", "target", "condition", "gallery") if not isinstance(r, dict) or f not in r
-                ]
+                missing = missing_fields(r, ("reference", "target", "condition", "gallery"))
                 if missing:
-                    raise AnnotationError(
-                        f"{path}: record {i}: missing {', '.join(repr(f) for f in missing)}; "
-                        f"the file is damaged or edited, {FIX}"
-                    )
+                    raise bad_record(FIX, path, i, f"missing {', '.join(repr(f) for f in missing)}")
                 try:
                     refs = [image_key(task, x, coco, vg) for x in [r["reference"], r["target"], *r["gallery"]]]
                 except (KeyError, TypeError, ValueError) as e:
@@ -112,24 +152,34 @@ class GeneCIS:
                 extra = {"task": task}
                 queries.append(Query(f"{task}/{i}", ref, (str(r["condition"]),), target, (target,), None, cands, extra))
             parts.append(Part(task, queries, None, remove_reference=False))
-        protocol = {
-            **opts,
-            "tasks": tasks,
-            "coco_root": str(coco) if coco else None,
-            "vg_root": str(vg) if vg else None,
-        }
-        protocol["tie_rule"] = "stable: among equal scores the target (candidate 0) ranks first"
         layout = "nested" if any(p.parent.name == "genecis" and p.parent != root for p in paths) else "flat"
-        return BenchmarkSplit(self.name, split, parts, images, protocol, paths, True, layout=layout)
+        facts = {"tie_rule": TIE_RULE}
+        return BenchmarkSplit(self.name, split, parts, images, options, paths, True, layout=layout, facts=facts)
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         per_task = {}
         for part in data.parts:
-            missing = [q.qid for q in part.queries if q.qid not in rankings.top]
-            if missing:
-                raise ValueError(f"no ranking for {len(missing)} GeneCIS queries, e.g. {missing[:5]}")
-            per_task[part.name] = (
-                [rankings.top[q.qid] for q in part.queries],
-                [q.target for q in part.queries],
-            )
+            self.require_rankings(part.queries, rankings)
+            per_task[part.name] = ([rankings.top[q.qid] for q in part.queries], [q.target for q in part.queries])
         return M.genecis_metrics(per_task)
+
+    def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """The headline mean R@1 of a row that lists the four tasks but not their average."""
+        task_r1 = [f"{t}_R@1" for t in M.GENECIS_TASKS]
+        if "avg_R@1" not in metrics and all(k in metrics for k in task_r1):
+            return {"avg_R@1": sum(metrics[k] for k in task_r1) / len(task_r1)}
+        return {}
+
+    def normalise_image_id(self, value: Any, qid: str = "") -> str:
+        """Bare ints are COCO ids of the object tasks (``coco:<id>``); attribute tasks need the ``vg:`` key."""
+        s = super().normalise_image_id(value, qid)
+        if isinstance(value, int) or s.isdigit():
+            if not qid.split("/")[0].endswith("_object"):
+                raise ScoringError(
+                    f"query {qid}: bare id {value!r} is only valid for object tasks (use the vg:... key)"
+                )
+            return f"coco:{int(s)}"
+        return s
+
+
+BENCHMARKS.register(GeneCIS)

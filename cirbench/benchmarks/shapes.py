@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cirbench import metrics as M
-from cirbench.benchmarks import register_benchmark
-from cirbench.benchmarks.base import BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.io import atomic_directory
+from cirbench.options import Option
 from cirbench.shapes.captions import modification_text
 from cirbench.shapes.world import (
     ATTRIBUTES,
@@ -95,47 +94,36 @@ def _queries(split_id: int, seed: int, renders: int, count: int) -> list[dict[st
 
 
 def _render_folder(folder: Path, split_id: int, seed: int, renders: int, spec: dict[str, Any]) -> None:
-    """Render the gallery into ``folder`` atomically: a temp folder renamed into place when complete."""
+    """Render the gallery into ``folder`` atomically: a temp folder (the files inside it plainly written) renamed
+    into place when complete, so a half-rendered gallery is never seen."""
     if (folder / "spec.json").is_file():
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    with atomic_directory(folder) as tmp:
         for key, attrs, index in _gallery(renders):
             rng = np.random.default_rng([SALT_GALLERY, split_id, seed, index])
             render(attrs, rng).save(tmp / f"{key}.png")
         (tmp / "spec.json").write_text(json.dumps(spec, indent=1) + "\n")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "spec.json").is_file():  # not a lost race with another process: a real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-class Shapes:
+class Shapes(Benchmark):
     """Synthetic CSS-like CIR: change one attribute, all renderings with the target attributes are correct."""
 
     name = "shapes"
+    description = "synthetic shapes world (no download): mAP@K, R@K per wording style"
     splits = ("test", "val")
-    protocol_version = "1"
+    options = (
+        Option("seed", "int", 0, "seed of the queries and renderings"),
+        Option("renders", "int", 2, "renderings per attribute combination", minimum=1),
+        Option("queries_per_style", "int", 400, "queries per wording style", minimum=1),
+        Option("remove_reference", "bool", True, "drop the reference image from its ranking"),
+    )
     main_metric = "mAP@10"
     metric_names = _BASE_METRICS + tuple(f"{s}_{m}" for s in STYLES for m in _BASE_METRICS)
 
-    def default_options(self) -> dict[str, Any]:
-        return {"seed": 0, "renders": 2, "queries_per_style": 400, "remove_reference": True}
-
-    def load(self, root: Path | None, split: str, options: Mapping[str, Any] | None = None) -> BenchmarkSplit:
+    def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         """Render (first time only) and describe the split; ``root`` replaces ``$CIRBENCH_CACHE/shapes``."""
-        if split not in self.splits:
-            raise ValueError(f"shapes has splits {self.splits}, not {split!r}")
-        opts = {**self.default_options(), **(options or {})}
-        seed, renders, count = int(opts["seed"]), int(opts["renders"]), int(opts["queries_per_style"])
-        remove_reference = str(opts["remove_reference"]).lower() not in ("false", "0", "no")
-        if renders < 1 or count < 1:
-            raise ValueError("shapes needs renders >= 1 and queries_per_style >= 1")
+        seed, renders, count = options["seed"], options["renders"], options["queries_per_style"]
+        remove_reference = options["remove_reference"]
         split_id = SPLIT_IDS[split]
         digest = world_hash(split=split, seed=seed, renders=renders, queries=count, protocol=self.protocol_version)
         folder = Path(root if root is not None else cache_base()) / digest
@@ -171,24 +159,14 @@ class Shapes:
                 for p in pairs
             ]
             parts.append(Part(style, queries, gallery, remove_reference=remove_reference))
-        protocol = {
-            **opts,
-            "remove_reference": remove_reference,
+        facts = {
             "world_hash": world_hash(),
             "folder_hash": digest,
             "gallery_size": len(gallery),
             "recall": "some ground truth within the top K",
         }
-        return BenchmarkSplit(
-            self.name,
-            split,
-            parts,
-            images,
-            protocol,
-            [folder / "spec.json"],
-            has_labels=True,
-            layout="rendered",
-        )
+        files = [folder / "spec.json"]
+        return BenchmarkSplit(self.name, split, parts, images, options, files, True, layout="rendered", facts=facts)
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         """Overall and per-style ``mAP@K`` (CIRCO) and ``R@K`` (any ground truth in the top K), in percent."""
@@ -196,9 +174,8 @@ class Shapes:
         everything: tuple[list, list, list] = ([], [], [])
         for part in data.parts:
             preds, gts, firsts = [], [], []
+            self.require_rankings(part.queries, rankings)
             for q in part.queries:
-                if q.qid not in rankings.top:
-                    raise ValueError(f"no ranking for shapes query {q.qid}")
                 ranking = rankings.top[q.qid]
                 ranking = M.drop_reference(ranking, q.reference) if part.remove_reference else list(ranking)
                 gt = q.gt or ()
@@ -221,4 +198,4 @@ class Shapes:
         return scores
 
 
-register_benchmark(Shapes)
+BENCHMARKS.register(Shapes)

@@ -1,12 +1,15 @@
 """The Typer apps every command module registers on; ``cirbench.cli`` imports the modules.
 
-Command modules keep heavy imports (torch, open_clip) inside command bodies so ``cirbench --help`` is fast.
+Command modules keep heavy imports (torch, open_clip) inside command bodies so ``cirbench --help`` is fast. Every
+``UserError`` raised below the CLI is printed here as one line (``error: ...``) with exit code 2.
 """
 
 from __future__ import annotations
 
 import typer
 from typer.core import TyperGroup
+
+from cirbench.errors import UserError
 
 
 class _UserErrorGroup(TyperGroup):
@@ -15,12 +18,9 @@ class _UserErrorGroup(TyperGroup):
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
-        except Exception as error:
-            from cirbench.errors import USER_ERRORS
-
-            if not isinstance(error, USER_ERRORS):
-                raise
-            typer.secho(f"error: {error}", err=True, fg="red")
+        except UserError as error:
+            message = " ".join(str(error).split()) or type(error).__name__
+            typer.secho(f"error: {message}", err=True, fg="red")
             raise typer.Exit(2) from error
 
 
@@ -37,13 +37,11 @@ lincir_app = typer.Typer(help="Inspect LinCIR's Self-Masking Projection.", no_ar
 cache_app = typer.Typer(help="Inspect or clear the gallery feature cache.", no_args_is_help=True)
 data_app = typer.Typer(help="Check benchmark data on disk.", no_args_is_help=True)
 shapes_app = typer.Typer(help="The synthetic shapes world and its tiny CLIP.", no_args_is_help=True)
+results_app = typer.Typer(help="Inspect or migrate result files.", no_args_is_help=True)
 
 app.add_typer(train_app, name="train")
 app.add_typer(lincir_app, name="lincir")
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 app.add_typer(shapes_app, name="shapes")
-
-
-class CLIError(Exception):
-    """An error shown to the user as one clear message (no traceback), exit code 2."""
+app.add_typer(results_app, name="results")

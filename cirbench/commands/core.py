@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cirbench.commands import CLIError, app, cache_app, data_app
+from cirbench.commands import app, cache_app, data_app
+from cirbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from cirbench.evaluation import Outcome
 
 MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="Method name (see `cirbench list`).")]
 BackboneOpt = Annotated[
@@ -21,29 +25,9 @@ RootOpt = Annotated[Path | None, typer.Option("--root", help="Dataset folder (an
 SetOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")]
 ProtocolOpt = Annotated[
     list[str] | None,
-    typer.Option("--protocol", "-p", help="Benchmark protocol option KEY=VALUE (repeatable)."),
+    typer.Option("--protocol", "-p", help="Benchmark protocol option KEY=VALUE (repeatable; lists: a,b)."),
 ]
 ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where result files go.")]
-
-
-def parse_pairs(pairs: list[str] | None, comma_lists: bool = False) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict; values are read as YAML scalars/lists (``true``, ``3``, ``[a, b]``).
-
-    With ``comma_lists`` (protocol options), ``a,b`` is the list ``[a, b]`` too; method options keep commas,
-    since prompts contain them.
-    """
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CLIError(f"expected KEY=VALUE, got {pair!r}")
-        parsed = yaml.safe_load(value)
-        if comma_lists and isinstance(parsed, str) and "," in parsed:
-            parsed = [item.strip() for item in parsed.split(",") if item.strip()]
-        out[key.strip()] = parsed
-    return out
 
 
 def pick_device(device: str) -> str:
@@ -58,40 +42,62 @@ def pick_device(device: str) -> str:
 def list_command(
     what: Annotated[str, typer.Argument(help="methods, benchmarks, backbones or all")] = "all",
 ) -> None:
-    """List registered methods, benchmarks and known backbones."""
+    """List registered methods, benchmarks and known backbones, with their options."""
     from rich.console import Console
     from rich.table import Table
 
+    if what not in ("methods", "benchmarks", "backbones", "all"):
+        raise UsageError(f"list what? methods, benchmarks, backbones or all, not {what!r}")
     console = Console()
     if what in ("methods", "all"):
-        from cirbench.methods import list_methods
+        from cirbench.methods import METHODS
 
         table = Table(title="methods")
-        for column in ("name", "checkpoint", "description"):
+        for column in ("name", "checkpoint", "options", "description"):
             table.add_column(column)
-        for entry in list_methods():
-            table.add_row(entry.name, "required" if entry.needs_checkpoint else "-", entry.description)
+        for entry in METHODS.entries():
+            options = "\n".join(o.describe() for o in entry.options) or "-"
+            table.add_row(entry.name, "required" if entry.needs_checkpoint else "-", options, entry.description)
         console.print(table)
     if what in ("benchmarks", "all"):
-        from cirbench.benchmarks import BENCHMARKS, _load_plugins
+        from cirbench.benchmarks import BENCHMARKS
 
-        _load_plugins()
         table = Table(title="benchmarks")
-        for column in ("name", "splits", "main metric", "protocol"):
+        for column in ("name", "splits", "main metric", "protocol options"):
             table.add_column(column)
-        for name in sorted(BENCHMARKS):
-            bench = BENCHMARKS[name]
-            table.add_row(name, ", ".join(bench.splits), bench.main_metric, bench.protocol_version)
+        for bench in BENCHMARKS.entries():
+            options = "\n".join(o.describe() for o in bench.options) or "-"
+            table.add_row(bench.name, ", ".join(bench.splits), bench.main_metric, options)
         console.print(table)
     if what in ("backbones", "all"):
-        from cirbench.backbones import BACKBONE_LOADERS, KNOWN_BACKBONES, register_builtin_backbones
+        from cirbench.backbones import BACKBONES, KNOWN_BACKBONES
 
-        register_builtin_backbones()
         table = Table(title="backbones (any open_clip MODEL:TAG also works)")
         table.add_column("id")
-        for backbone in (*KNOWN_BACKBONES, *sorted(BACKBONE_LOADERS)):
-            table.add_row(backbone)
+        table.add_column("description")
+        for backbone in KNOWN_BACKBONES:
+            table.add_row(backbone, "open_clip")
+        for provider in BACKBONES.entries():
+            table.add_row(provider.id, provider.description)
         console.print(table)
+
+
+def print_outcome(outcome: Outcome) -> None:
+    from cirbench.progress import console
+
+    result = outcome.result
+    metrics = result.metrics
+    # Headline metrics (no category/task/style prefix) first, the main metric leading.
+    names = sorted(metrics, key=lambda k: (k != result.main_metric, "_" in k))
+    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in names[:8]) or "no labels (test split)"
+    state = "reused" if outcome.reused else "wrote"
+    skipped = result.skipped
+    dropped = (
+        f" [yellow]skipped {skipped.images_missing} missing images, {skipped.queries_dropped} queries[/]"
+        if skipped.images_missing
+        else ""
+    )
+    console.print(f"{result.label}: {shown}{dropped}\n  {state} {outcome.path}", highlight=False)
 
 
 @app.command("eval")
@@ -105,8 +111,13 @@ def eval_command(
     option: SetOpt = None,
     protocol: ProtocolOpt = None,
     all_cards: Annotated[bool, typer.Option("--all", help="Every method card x every benchmark card.")] = False,
-    methods_dir: Annotated[Path, typer.Option(help="Method cards for --all.")] = Path("methods"),
-    benchmarks_dir: Annotated[Path, typer.Option(help="Benchmark cards for --all.")] = Path("benchmarks"),
+    methods_dir: Annotated[
+        Path | None, typer.Option(help="Method cards for --all (default: nearest methods/ upward, else built-in).")
+    ] = None,
+    benchmarks_dir: Annotated[
+        Path | None,
+        typer.Option(help="Benchmark cards for --all (default: nearest benchmarks/ upward, else built-in)."),
+    ] = None,
     results_dir: ResultsOpt = Path("results"),
     overwrite: Annotated[bool, typer.Option(help="Recompute even if the result exists.")] = False,
     skip_missing: Annotated[
@@ -127,37 +138,60 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result(s) as JSON.")] = False,
 ) -> None:
     """Evaluate a method on a benchmark split (or every card with --all) and write result files."""
-    from cirbench.runner import EvalRequest, run_all_cards, run_request
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+    from cirbench.options import split_pairs
 
-    settings = {
-        "results_dir": results_dir,
-        "overwrite": overwrite,
-        "skip_missing": skip_missing,
-        "batch_size": batch_size,
-        "num_workers": workers,
-        "device": pick_device(device),
-        "use_cache": not no_cache,
-        "allow_download": allow_download,
-        "quick_gelu": quick_gelu,
-    }
+    settings = EvalSettings(
+        results_dir=results_dir,
+        overwrite=overwrite,
+        skip_missing=skip_missing,
+        batch_size=batch_size,
+        num_workers=workers,
+        device=pick_device(device),
+        use_cache=not no_cache,
+        allow_download=allow_download,
+        show_progress=not as_json,
+    )
     if all_cards:
-        results = run_all_cards(methods_dir, benchmarks_dir, **settings)
+        outcomes = _eval_all(methods_dir, benchmarks_dir, settings, quiet=as_json)
     else:
         if not (method and benchmark):
-            raise CLIError("give --method and --benchmark (and --backbone, --root), or --all")
-        request = EvalRequest(
+            raise UsageError("give --method and --benchmark (and --backbone, --root), or --all")
+        request = RunRequest(
             method=method,
             backbone=backbone,
             benchmark=benchmark,
             split=split,
             root=root,
             checkpoint=checkpoint,
-            method_options=parse_pairs(option),
-            protocol_options=parse_pairs(protocol, comma_lists=True),
+            method_options=split_pairs(option),
+            protocol_options=split_pairs(protocol),
+            quick_gelu=quick_gelu,
         )
-        results = [run_request(request, **settings)]
+        outcomes = [evaluate(resolve(request), settings)]
+        if not as_json:
+            print_outcome(outcomes[0])
     if as_json:
-        typer.echo(json.dumps([{k: v for k, v in r.items() if k != "env"} for r in results], indent=2))
+        typer.echo(json.dumps([o.result.model_dump(mode="json", exclude={"env"}) for o in outcomes], indent=2))
+
+
+def _eval_all(methods_dir: Path | None, benchmarks_dir: Path | None, settings, quiet: bool) -> list[Outcome]:
+    from cirbench.cards import find_card_dirs
+    from cirbench.evaluation.suite import run_suite
+    from cirbench.progress import console
+
+    found_methods, found_benchmarks = find_card_dirs()
+    methods_dir, benchmarks_dir = methods_dir or found_methods, benchmarks_dir or found_benchmarks
+    report = run_suite(methods_dir, benchmarks_dir, settings, on_outcome=None if quiet else print_outcome)
+    if not quiet:
+        for skip in report.skipped:
+            console.print(f"[yellow]{skip}[/]", highlight=False)
+        console.print(
+            f"{len(report.outcomes)} results ({sum(o.reused for o in report.outcomes)} reused), "
+            f"{len(report.skipped)} skipped; cards: {methods_dir}, {benchmarks_dir}",
+            highlight=False,
+        )
+    return report.outcomes
 
 
 @app.command("score")
@@ -173,26 +207,22 @@ def score_command(
 ) -> None:
     """Score a rankings file made by any code against the official annotations (no images needed)."""
     from cirbench.benchmarks import get_benchmark
-    from cirbench.runner import load_split
+    from cirbench.options import split_pairs
     from cirbench.scoring import load_rankings, score
 
     bench = get_benchmark(benchmark)
-    data = load_split(bench, root, split or bench.splits[0], parse_pairs(protocol, comma_lists=True))
-    try:
-        report = score(bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing)
-    except ValueError as error:
-        raise CLIError(str(error)) from error
-    metrics = report["metrics"]
+    data = bench.load(root, split, split_pairs(protocol))
+    report = score(bench, data, load_rankings(bench, rankings, subset_rankings), allow_missing=allow_missing)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{benchmark} {data.split}: {rankings.name}")
+    table = Table(title=f"{bench.name} {data.split}: {rankings.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name, value in metrics.items():
+    for name, value in report["metrics"].items():
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     if report["n_missing"]:
@@ -208,9 +238,10 @@ def data_check_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Report query/gallery/image counts and every problem; exit 1 when anything is missing."""
-    from cirbench.runner import data_report
+    from cirbench.evaluation.readiness import data_report
+    from cirbench.options import split_pairs
 
-    report = data_report(benchmark, root, split, parse_pairs(protocol, comma_lists=True))
+    report = data_report(benchmark, root, split, split_pairs(protocol))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -233,7 +264,8 @@ def cache_ls_command() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cirbench.features import cache_root, list_entries
+    from cirbench.features import list_entries
+    from cirbench.paths import cache_root
 
     table = Table(title=f"feature cache: {cache_root() / 'features'}")
     for column in ("key", "backbone", "preprocess", "images", "MB", "complete"):

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cirbench.commands import CLIError, lincir_app
+from cirbench.commands import lincir_app
+from cirbench.errors import UsageError
 
 ModeOpt = Annotated[str, typer.Option("--mode", help="upstream (exact, substring replacement) or whole-word.")]
 SpacyOpt = Annotated[str, typer.Option("--spacy-model", help="spaCy pipeline (default en_core_web_sm).")]
@@ -25,12 +26,9 @@ def mask(
     """Show what SMP trains on: each caption cleaned and masked, the placeholder printed as ``$``."""
     import random
 
-    from cirbench.lincir.masking import Masker, MaskingError
+    from cirbench.lincir.masking import Masker
 
-    try:
-        masker = Masker(spacy_model, mode)
-    except MaskingError as error:
-        raise CLIError(str(error)) from error
+    masker = Masker(spacy_model, mode)
     random.seed(seed)
     results = masker(texts, rng=random)
     if as_json:
@@ -63,15 +61,11 @@ def prepare(
     allow_download: Annotated[bool, typer.Option(help="Allow hub corpora.")] = False,
 ) -> None:
     """Build (once) the mask cache a training run will use; run it before torchrun for large corpora."""
-    from cirbench.lincir.corpus import CorpusError, load_corpus
+    from cirbench.lincir.corpus import load_corpus
     from cirbench.lincir.maskcache import build_mask_cache
-    from cirbench.lincir.masking import MaskingError
 
-    try:
-        data = load_corpus(corpus, column=column, allow_download=allow_download)
-        cache = build_mask_cache(data, mode=mode, spacy_model=spacy_model, processes=processes, progress=True)
-    except (CorpusError, MaskingError) as error:
-        raise CLIError(str(error)) from error
+    data = load_corpus(corpus, column=column, allow_download=allow_download)
+    cache = build_mask_cache(data, mode=mode, spacy_model=spacy_model, processes=processes, progress=True)
     meta = cache.meta
     typer.echo(
         f"{meta['captions']} captions, mode {meta['mode']}, spaCy {meta['spacy']['package']} "
@@ -87,8 +81,8 @@ def convert(
     backbone: Annotated[str | None, typer.Option(help="Backbone id recorded in a .safetensors output.")] = None,
 ) -> None:
     """Convert phi between the official ``.pt`` layout and cirbench safetensors."""
-    from cirbench.lincir.phi import load_phi, save_official, save_safetensors
     from cirbench.methods.lincir import resolve_checkpoint
+    from cirbench.phi import load_phi, save_official, save_safetensors
 
     path = resolve_checkpoint(source)
     phi, metadata = load_phi(path)
@@ -98,8 +92,8 @@ def convert(
     elif target.suffix == ".safetensors":
         name = backbone or metadata.get("backbone")
         if not name:
-            raise CLIError("give --backbone: the official .pt does not record which backbone phi belongs to")
+            raise UsageError("give --backbone: the official .pt does not record which backbone phi belongs to")
         save_safetensors(phi, target, name, step, json.loads(metadata.get("recipe", "{}")))
     else:
-        raise CLIError(f"{target}: write .pt (official layout) or .safetensors")
+        raise UsageError(f"{target}: write .pt (official layout) or .safetensors")
     typer.echo(f"{path} -> {target}")

@@ -20,6 +20,7 @@ def pretrain_command(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
     warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 50,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
+    eval_every: Annotated[int, typer.Option(help="Zero-shot accuracy check every N steps (0: only at the end).")] = 250,
     plain_infonce: Annotated[
         bool, typer.Option(help="Only the paired caption is a positive (default: every matching caption).")
     ] = False,
@@ -37,6 +38,7 @@ def pretrain_command(
         weight_decay=weight_decay,
         warmup=warmup,
         threads=threads,
+        eval_every=eval_every,
         multi_positive=not plain_infonce,
         log=lambda message: typer.echo(message, err=True),
     )

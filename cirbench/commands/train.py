@@ -12,26 +12,25 @@ from typing import Annotated, Any
 
 import typer
 
-from cirbench.commands import CLIError, train_app
+from cirbench.commands import train_app
+from cirbench.errors import UsageError
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
+    """Training options from ``--config``: a method card's ``train:`` section (paths relative to the card, its
+    backbone included), or a plain YAML mapping of training options."""
+    from cirbench.cards import load_method_card, read_card_mapping
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise CLIError(f"cannot read config {path}: {error}") from error
-    if not isinstance(data, dict):
-        raise CLIError(f"config {path} is not a YAML mapping")
+    data = read_card_mapping(path)
     if "train" in data or "method" in data:  # a method card
         if data.get("method", "lincir") != "lincir":
-            raise CLIError(f"{path} is a card for method {data.get('method')!r}, not lincir")
-        out = dict(data.get("train") or {})
-        if data.get("backbone") and "backbone" not in out:
-            out["backbone"] = data["backbone"]
-        return out
+            raise UsageError(f"{path} is a card for method {data.get('method')!r}, not lincir")
+        return dict(load_method_card(path).train or {}) if "train" in data else _card_backbone(data)
     return data
+
+
+def _card_backbone(data: dict[str, Any]) -> dict[str, Any]:
+    return {"backbone": data["backbone"]} if data.get("backbone") else {}
 
 
 def _pairs(pairs: list[str] | None) -> dict[str, Any]:
@@ -41,7 +40,7 @@ def _pairs(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CLIError(f"expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"expected KEY=VALUE, got {pair!r}")
         out[key.strip().replace("-", "_")] = yaml.safe_load(value)
     return out
 
@@ -93,9 +92,8 @@ def train_lincir(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train LinCIR's phi with Self-Masking Projection (exact upstream objective, fast)."""
-    from cirbench.lincir.corpus import CorpusError
-    from cirbench.lincir.masking import MaskingError
-    from cirbench.lincir.trainer import RESUMABLE_OVERRIDES, TrainConfig, TrainError, load_run_config, train
+    from cirbench.lincir.config import RESUMABLE_OVERRIDES, TrainConfig, load_run_config
+    from cirbench.lincir.trainer import train
 
     flags = {
         "backbone": backbone,
@@ -128,26 +126,23 @@ def train_lincir(
         "progress": False if quiet else None,
     }
     given = {k: v for k, v in flags.items() if v is not None}
-    try:
-        if resume is not None:
-            base = load_run_config(resume).to_dict()
-            changes = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
-            changes.pop("out", None)
-            fixed = {k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and base.get(k) != v}
-            if fixed:
-                raise CLIError(f"--resume cannot change {', '.join(sorted(fixed))} (they change what a step computes)")
-            cfg = TrainConfig.from_dict({**base, **changes, "out": str(resume)})
-        else:
-            merged: dict[str, Any] = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
-            cfg = TrainConfig.from_dict(merged)
-            if not cfg.corpora and not cfg.masks:
-                raise CLIError(
-                    "no corpus: pass --corpus FILE (repeatable), --masks DIR (from `cirbench lincir prepare`) "
-                    "or a --config card with train.corpora"
-                )
-        result = train(cfg, resume=resume is not None)
-    except (TrainError, CorpusError, MaskingError) as error:
-        raise CLIError(str(error)) from error
+    if resume is not None:
+        base = load_run_config(resume).to_dict()
+        changes = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
+        changes.pop("out", None)
+        fixed = {k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and base.get(k) != v}
+        if fixed:
+            raise UsageError(f"--resume cannot change {', '.join(sorted(fixed))} (they change what a step computes)")
+        cfg = TrainConfig.from_dict({**base, **changes, "out": str(resume)})
+    else:
+        merged: dict[str, Any] = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
+        cfg = TrainConfig.from_dict(merged)
+        if not cfg.corpora and not cfg.masks:
+            raise UsageError(
+                "no corpus: pass --corpus FILE (repeatable), --masks DIR (from `cirbench lincir prepare`) "
+                "or a --config card with train.corpora"
+            )
+    result = train(cfg, resume=resume is not None)
     if result.meta:
         meta = result.meta
         rate = meta.get("samples_per_s")

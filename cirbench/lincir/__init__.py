@@ -6,11 +6,14 @@ Modules, one job each:
 - ``corpus``: caption corpora through Hugging Face ``datasets`` and their content hash;
 - ``masking``: caption cleaning and Self-Masking Projection (``upstream`` and ``whole-word`` modes);
 - ``maskcache``: masks computed once per corpus, stored as token ids on disk;
-- ``phi``: the phi network and its checkpoint formats (official ``.pt``, cirbench safetensors);
+- ``cirbench.phi`` (outside this package, shared with inference): the phi network and its checkpoint formats;
 - ``objective``: the loss with upstream's RNG order and the exact speedups;
 - ``targets``: the on-disk cache of clean-caption target embeddings;
 - ``selection``: model selection on a validation benchmark;
-- ``trainer``: the training loop (DDP, checkpoints, resume, telemetry).
+- ``config``: the run's options, each declared with its role (recipe, schedule, location, runtime);
+- ``distributed``: the torchrun process group and its collectives;
+- ``rundir``: the run directory (config, resume state, checkpoints, ``train_meta.json``), written atomically;
+- ``trainer``: the training loop.
 
 The evaluation method is ``cirbench.methods.lincir``; see ``docs/LINCIR.md``. Importing this package is cheap:
 submodules load torch, spaCy or ``datasets`` only when imported.

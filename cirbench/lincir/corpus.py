@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cirbench.errors import CorpusError
+from cirbench.paths import cache_root
+
 UPSTREAM_CORPORA = {
     "cc3m": "hf:dangne/gcc_caption_only",
     "sdp": "hf:FredZhang7/stable-diffusion-prompts-2.47M",
@@ -43,10 +46,6 @@ _BUILDERS = {
     ".parquet": "parquet",
 }
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-class CorpusError(RuntimeError):
-    """A corpus that cannot be read: missing file, unknown format, absent column, hub access when offline."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +100,6 @@ def _downloads_allowed(allow_download: bool | None) -> bool:
 
 def _hub_offline() -> bool:
     return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CIRBENCH_CACHE", Path.home() / ".cache" / "cirbench")).expanduser()
 
 
 def _load_one(spec: CorpusSpec, allow_download: bool | None, cache_dir: str) -> Any:
@@ -197,7 +192,7 @@ def load_corpus(
     if not specs:
         raise CorpusError("no corpus given: pass --corpus FILE (txt/csv/tsv/jsonl/parquet) or hf:owner/name")
     parsed = [parse_corpus_spec(s, column) for s in specs]
-    root = str(Path(cache_dir) if cache_dir else default_cache_dir() / "datasets")
+    root = str(Path(cache_dir) if cache_dir else cache_root() / "datasets")
     parts = [_load_one(spec, allow_download, root) for spec in parsed]
     dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     return Corpus(dataset=dataset, specs=parsed, sizes=[len(p) for p in parts])

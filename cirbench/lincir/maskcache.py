@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from cirbench.io import atomic_directory
 from cirbench.lincir import tokenizer as tk
-from cirbench.lincir.corpus import Corpus, default_cache_dir
+from cirbench.lincir.corpus import Corpus
 from cirbench.lincir.masking import (
     DEFAULT_SPACY_MODEL,
     SpacyInfo,
@@ -221,7 +220,9 @@ def _write(path: Path, chunks: list[_Chunk], meta: dict[str, Any]) -> None:
 
 
 def mask_cache_root() -> Path:
-    return default_cache_dir() / "lincir" / "masks"
+    from cirbench.paths import cache_root
+
+    return cache_root() / "lincir" / "masks"
 
 
 def build_mask_cache(
@@ -235,7 +236,7 @@ def build_mask_cache(
     progress: bool = False,
     rebuild: bool = False,
 ) -> MaskCache:
-    """Return the corpus' mask cache, building it (once) when absent. Writes are atomic (temp dir + rename)."""
+    """Return the corpus' mask cache, building it (once) when absent; the folder appears whole or not at all."""
     check_mode(mode)
     info = spacy_info(spacy_model, fast=fast_spacy)
     key = mask_cache_key(corpus.hash, mode, info)
@@ -282,18 +283,10 @@ def build_mask_cache(
         "build_seconds": round(time.perf_counter() - start, 3),
         "processes": processes,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
-    try:
+    if rebuild and final.exists():
+        shutil.rmtree(final)
+    with atomic_directory(final) as tmp:
         _write(tmp, chunks, meta)
-        if rebuild and final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except OSError:
-        if not (final / "meta.json").is_file():
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return MaskCache(final)
 
 

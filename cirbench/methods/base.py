@@ -3,7 +3,8 @@
 Every method shares the frozen backbone image tower, so gallery and reference features are computed once per
 (backbone, preprocessing, image list) by the feature cache and handed to methods *unnormalised*, the form
 phi / IM2TEXT consume. A method returns L2-normalised query features; ranking is cosine similarity against the
-L2-normalised gallery.
+L2-normalised gallery. Methods never see benchmark names: the benchmark turns each query into the text(s) to
+encode (``Benchmark.query_texts``), following the method's ``caption_join``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,23 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from cirbench.backbones import Backbone
-from cirbench.benchmarks.base import Query
+from cirbench.benchmarks.base import CAPTION_JOINS, Query
+from cirbench.errors import MethodError
+from cirbench.identity import file_sha256
+from cirbench.methods.preprocessing import PREPROCESS_KINDS
+from cirbench.options import Option, parse_options
 
-# FashionIQ caption joining modes (BENCHMARKS.md §3, pitfalls): SEARLE/LinCIR strip '.?, ', join with " and "
-# in both orders and average the two normalised features; Pic2Word uses "{c2} and {c1}" unstripped.
-FIQ_JOIN_MODES = ("both-orders", "c1-and-c2", "c2-and-c1-raw")
+# Options most methods share, declared once.
+BATCH_SIZE = Option(
+    "batch_size", "int", 256, "texts per forward pass (does not change the numbers)", minimum=1, keyed=False
+)
+CAPTION_JOIN = Option("fiq_join", "choice", "both-orders", "how several captions (FashionIQ) are joined", CAPTION_JOINS)
 
 
-class MethodError(RuntimeError):
-    """A method that cannot be built: a missing or mismatched checkpoint, an unknown option."""
+def preprocess_option(default: str) -> Option:
+    return Option(
+        "preprocess", "choice", default, "image preprocessing (part of the feature-cache key)", PREPROCESS_KINDS
+    )
 
 
 @dataclass
@@ -37,62 +45,72 @@ class MethodInfo:
     training_data: str = "none (training-free)"
     zero_shot: bool = True
     checkpoint: str | None = None
-    checkpoint_sha256: str | None = None
+    checkpoint_id: str | None = None
     train_meta: dict[str, Any] | None = None
 
 
+def released_checkpoint_info(name: str, variant: str, training_data: str, path: Path) -> MethodInfo:
+    """What a result records about a released checkpoint (its file hash identifies it)."""
+    return MethodInfo(name, variant, training_data, True, str(path), file_sha256(path))
+
+
 class Method(Protocol):
-    """What ``cirbench eval`` needs from a method."""
+    """What evaluation needs from a built method."""
 
     info: MethodInfo
     preprocess: str  # "clip" or "targetpad"; part of the feature-cache key
+    caption_join: str  # one of CAPTION_JOINS: how a benchmark joins several captions for this method
 
-    def eval_config(self) -> dict[str, Any]:
-        """Everything about the method that changes the numbers (prompts, options, checkpoint hash)."""
+    def describe(self) -> dict[str, Any]:
+        """How the method builds its queries (prompts, mapper sizes): recorded with every result, not hashed."""
 
     def encode_queries(
-        self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str
+        self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features: torch.Tensor
     ) -> torch.Tensor:
-        """L2-normalised query features, one row per query, from unnormalised reference-image features."""
+        """L2-normalised query features, one row per query: ``texts[i]`` are query i's text variants (their
+        normalised features are averaged), ``reference_features`` the unnormalised reference-image features."""
 
 
-MethodFactory = Callable[[Backbone, "Path | None", Mapping[str, Any]], Method]
+MethodFactory = Callable[[Any, "Path | None", Mapping[str, Any]], Method]
 
 
-@dataclass
+def default_checkpoint(path: Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        kind = "is a directory, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise MethodError(f"checkpoint {path} {kind}")
+    return path
+
+
+def default_checkpoint_id(path: Path) -> str:
+    """The sha256 of the checkpoint file's bytes."""
+    return file_sha256(path)
+
+
+@dataclass(frozen=True)
 class MethodEntry:
-    """A registered method: its factory plus what ``cirbench list`` shows."""
+    """A registered method: its typed options, its factory and what identifies a checkpoint.
+
+    ``version`` changes when the method's query construction changes (it is part of every run key).
+    ``locate_checkpoint`` turns what a user passes (a run directory, say) into the file read;
+    ``checkpoint_id`` identifies that file's weights without building the method; ``infer_backbone`` reads the
+    backbone a released checkpoint implies.
+    """
 
     name: str
     factory: MethodFactory
     description: str
+    options: tuple[Option, ...] = ()
+    version: str = "1"
     needs_checkpoint: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-    # checkpoint path -> backbone id, for methods whose released checkpoint implies its backbone.
+    locate_checkpoint: Callable[[Path], Path] = default_checkpoint
+    checkpoint_id: Callable[[Path], str] = default_checkpoint_id
     infer_backbone: Callable[[Path], str] | None = None
+    checkpoint_hint: str = "see its card in methods/"
+    extra: dict[str, Any] = field(default_factory=dict)
 
-
-def modification_variants(query: Query, benchmark: str, fiq_join: str = "both-orders") -> list[str]:
-    """The modification text(s) of a query; a method encodes each and averages the normalised features.
-
-    FashionIQ has two captions per query (joined per ``fiq_join``); CIRCO may carry its shared concept as a
-    second text when the protocol asks for it; every other benchmark has one text.
-    """
-    texts = query.texts
-    if benchmark == "fashioniq" and len(texts) == 2:
-        c1, c2 = texts
-        if fiq_join == "both-orders":
-            a, b = c1.strip(".?, "), c2.strip(".?, ")
-            return [f"{a} and {b}", f"{b} and {a}"]
-        if fiq_join == "c1-and-c2":
-            return [f"{c1.strip('.?, ')} and {c2.strip('.?, ')}"]
-        if fiq_join == "c2-and-c1-raw":
-            return [f"{c2} and {c1}"]
-        raise MethodError(f"unknown FashionIQ caption join {fiq_join!r}; choose one of {FIQ_JOIN_MODES}")
-    if benchmark == "circo" and len(texts) == 2:
-        shared_concept, relative_caption = texts
-        return [f"{relative_caption}, {shared_concept}"]
-    return [texts[0]]
+    def parse_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        return parse_options(self.options, options, f"method {self.name}")
 
 
 def average_variants(

@@ -10,87 +10,73 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import Query
-from cirbench.methods import register_method
-from cirbench.methods.base import MethodEntry, MethodInfo, average_variants, batched, modification_variants
+from cirbench.methods import METHODS
+from cirbench.methods.base import BATCH_SIZE, CAPTION_JOIN, MethodEntry, MethodInfo, average_variants, batched
+from cirbench.options import Option
 
 
 class _Baseline:
     preprocess = "clip"
 
-    def __init__(self, name: str, backbone: Backbone, options: Mapping[str, Any]):
+    def __init__(self, name: str, backbone: Any, options: Mapping[str, Any]):
         self.info = MethodInfo(name=name)
         self.backbone = backbone
-        self.device = backbone.device
-        self.fiq_join = str(options.get("fiq_join", "both-orders"))
-        self.batch_size = int(options.get("batch_size", 256))
+        self.options = dict(options)
+        self.caption_join = str(self.options.get("fiq_join", "both-orders"))
+        self.batch_size = int(self.options.get("batch_size", 256))
 
-    def eval_config(self) -> dict[str, Any]:
-        return {"fiq_join": self.fiq_join}
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in self.options.items() if k != "batch_size"}
 
-    def _text_features(self, queries: Sequence[Query], benchmark: str, refs: torch.Tensor) -> torch.Tensor:
-        variants = [modification_variants(q, benchmark, self.fiq_join) for q in queries]
+    def _text_features(self, texts: Sequence[Sequence[str]], refs: torch.Tensor) -> torch.Tensor:
+        def encode(flat: list[str], _refs: torch.Tensor) -> torch.Tensor:
+            return torch.cat([self.backbone.encode_text(flat[s]) for s in batched(len(flat), self.batch_size)])
 
-        def encode(texts: list[str], _refs: torch.Tensor) -> torch.Tensor:
-            return torch.cat([self.backbone.encode_text(texts[s]) for s in batched(len(texts), self.batch_size)])
-
-        return average_variants(encode, variants, refs)
+        return average_variants(encode, texts, refs)
 
 
 class ImageOnly(_Baseline):
-    def eval_config(self) -> dict[str, Any]:
-        return {}
-
-    def encode_queries(self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str):
+    def encode_queries(self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features):
         return F.normalize(reference_features.float(), dim=-1)
 
 
 class TextOnly(_Baseline):
-    def encode_queries(self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str):
-        return self._text_features(queries, benchmark, reference_features)
+    def encode_queries(self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features):
+        return self._text_features(texts, reference_features)
 
 
 class ImageText(_Baseline):
-    def encode_queries(self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str):
-        text = self._text_features(queries, benchmark, reference_features)
+    def encode_queries(self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features):
+        text = self._text_features(texts, reference_features)
         return F.normalize(F.normalize(reference_features.float(), dim=-1) + text, dim=-1)
 
 
 class Random(_Baseline):
     """Random query vectors from a fixed seed: the floor every method must clear."""
 
-    def __init__(self, name: str, backbone: Backbone, options: Mapping[str, Any]):
-        super().__init__(name, backbone, options)
-        self.seed = int(options.get("seed", 0))
-
-    def eval_config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
-
-    def encode_queries(self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str):
+    def encode_queries(self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features):
         # One generator per query id: the numbers do not depend on batch size or query order.
-        dim = reference_features.shape[1]
+        seed, dim = int(self.options["seed"]), reference_features.shape[1]
         rows = [
-            torch.randn(
-                dim,
-                generator=torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(q.qid.encode())),
-            )
+            torch.randn(dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(q.qid.encode())))
             for q in queries
         ]
         return F.normalize(torch.stack(rows), dim=-1).to(reference_features.device)
 
 
 def _factory(cls: type[_Baseline], name: str):
-    def build(backbone: Backbone, checkpoint: Path | None, options: Mapping[str, Any]) -> _Baseline:
+    def build(backbone: Any, checkpoint: Path | None, options: Mapping[str, Any]) -> _Baseline:
         return cls(name, backbone, options)
 
+    build.__qualname__ = f"build_{cls.__name__}"
     return build
 
 
-for _name, _cls, _text in (
-    ("image-only", ImageOnly, "reference image feature alone"),
-    ("text-only", TextOnly, "modification text feature alone"),
-    ("image+text", ImageText, "sum of the normalised image and text features"),
-    ("random", Random, "random query features (sanity floor)"),
+for _name, _cls, _text, _options in (
+    ("image-only", ImageOnly, "reference image feature alone", ()),
+    ("text-only", TextOnly, "modification text feature alone", (CAPTION_JOIN, BATCH_SIZE)),
+    ("image+text", ImageText, "sum of the normalised image and text features", (CAPTION_JOIN, BATCH_SIZE)),
+    ("random", Random, "random query features (sanity floor)", (Option("seed", "int", 0, "seed of the vectors"),)),
 ):
-    register_method(MethodEntry(name=_name, factory=_factory(_cls, _name), description=_text))
+    METHODS.register(MethodEntry(name=_name, factory=_factory(_cls, _name), description=_text, options=_options))

@@ -20,16 +20,12 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import Backbone, tensors_sha256
-from cirbench.benchmarks.base import Query
-from cirbench.methods import register_method
-from cirbench.methods.base import (
-    MethodEntry,
-    MethodError,
-    MethodInfo,
-    modification_variants,
-)
+from cirbench.errors import MethodError
+from cirbench.methods import METHODS
+from cirbench.methods.base import BATCH_SIZE, CAPTION_JOIN, MethodEntry, MethodInfo, preprocess_option
 from cirbench.methods.pseudo_token import PseudoTokenMethod
+from cirbench.options import Option, parse_options
+from cirbench.phi import dims_from_state_dict, load_phi, phi_weights_id, read_phi_file
 
 LINCIR_TEMPLATE = "a photo of $ that {caption}"
 PLACEHOLDER, PLACEHOLDER_ID = "$", 259
@@ -44,14 +40,28 @@ OFFICIAL_BACKBONES = {
     1024: "ViT-H-14:laion2b_s32b_b79k",
     1280: "ViT-bigG-14:laion2b_s39b_b160k",
 }
-LINCIR_DEFAULTS: dict[str, Any] = {
-    "prompt": LINCIR_TEMPLATE,
-    "fiq_join": "both-orders",
-    "tokenization": "literal",
-    "batch_size": 256,
-    "preprocess": "clip",
-    "strict_backbone": True,
-}
+
+
+def _check_prompt(prompt: str) -> str | None:
+    if "{caption}" not in prompt or PLACEHOLDER not in prompt:
+        return f"a prompt with a {PLACEHOLDER!r} slot and '{{caption}}'"
+    return None
+
+
+OPTIONS = (
+    Option("prompt", "str", LINCIR_TEMPLATE, "the query prompt ($ = the pseudo word)", check=_check_prompt),
+    CAPTION_JOIN,
+    Option(
+        "tokenization",
+        "choice",
+        "literal",
+        "literal: as upstream's clip.tokenize; split: cut at every $",
+        ("literal", "split"),
+    ),
+    BATCH_SIZE,
+    preprocess_option("clip"),
+    Option("strict_backbone", "bool", True, "refuse a cirbench phi trained on another backbone", keyed=False),
+)
 
 
 def resolve_checkpoint(path: Path | str) -> Path:
@@ -81,18 +91,12 @@ def read_train_meta(checkpoint: Path) -> dict[str, Any] | None:
 
 def infer_backbone(checkpoint: Path | str) -> str:
     """Backbone of a checkpoint: recorded in cirbench safetensors; official ``.pt`` by phi's input width."""
-    from cirbench.lincir.phi import dims_from_state_dict, load_official, load_safetensors
-
-    path = resolve_checkpoint(checkpoint)
-    if path.suffix == ".safetensors":
-        state, metadata = load_safetensors(path)
-        if metadata.get("backbone"):
-            return metadata["backbone"]
-    else:
-        state = load_official(path)
+    state, metadata = read_phi_file(resolve_checkpoint(checkpoint))
+    if metadata.get("backbone"):
+        return metadata["backbone"]
     d_in = dims_from_state_dict(state)[0]
     if d_in not in OFFICIAL_BACKBONES:
-        raise MethodError(f"cannot infer the backbone of {path} (phi takes {d_in}-d features); pass --backbone")
+        raise MethodError(f"cannot infer the backbone of {checkpoint} (phi takes {d_in}-d features); pass --backbone")
     return OFFICIAL_BACKBONES[d_in]
 
 
@@ -101,41 +105,29 @@ class LinCIR(PseudoTokenMethod):
 
     placeholder, placeholder_id = PLACEHOLDER, PLACEHOLDER_ID
 
-    def __init__(self, backbone: Backbone, phi: torch.nn.Module, info: MethodInfo, options: Mapping[str, Any]) -> None:
+    def __init__(self, backbone: Any, phi: torch.nn.Module, info: MethodInfo, options: Mapping[str, Any]) -> None:
         self.options = dict(options)
         phi = phi.float().eval().requires_grad_(False)
         super().__init__(backbone, phi, info, str(self.options["preprocess"]), int(self.options["batch_size"]))
         self.template = str(self.options["prompt"])
-        self.fiq_join = str(self.options["fiq_join"])
+        self.caption_join = str(self.options["fiq_join"])
         self.tokenization = str(self.options["tokenization"])
-        if "{caption}" not in self.template or PLACEHOLDER not in self.template:
-            raise MethodError(f"lincir prompt {self.template!r} needs a {PLACEHOLDER!r} slot and '{{caption}}'")
-        if self.tokenization not in ("literal", "split"):
-            raise MethodError(f"lincir tokenization must be 'literal' or 'split', got {self.tokenization!r}")
 
-    def eval_config(self) -> dict[str, Any]:
-        d_in, hidden, d_out = (
-            self.mapper.layers[0].in_features,
-            self.mapper.layers[0].out_features,
-            self.mapper.layers[6].out_features,
-        )
+    def describe(self) -> dict[str, Any]:
+        d_in, hidden, d_out = self.mapper.dims
         return {
-            "checkpoint_sha256": self.info.checkpoint_sha256,
             "mapper": f"phi {d_in}-{hidden}-{hidden}-{d_out}",
             "mapper_input": "unnormalised image embedding",
             "prompt": self.template,
             "placeholder": f"{PLACEHOLDER} ({PLACEHOLDER_ID})",
             "tokenization": self.tokenization,
-            "fiq_join": self.fiq_join,
+            "fiq_join": self.caption_join,
             "preprocess": self.preprocess,
         }
 
     @property
     def phi(self) -> torch.nn.Module:
         return self.mapper
-
-    def prompts(self, query: Query, benchmark: str) -> list[str]:
-        return [self.template.format(caption=t) for t in modification_variants(query, benchmark, self.fiq_join)]
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """``literal`` tokenizes the prompt as upstream's ``clip.tokenize`` does; ``split`` inserts id 259."""
@@ -148,37 +140,22 @@ class LinCIR(PseudoTokenMethod):
         return tokens
 
 
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(LINCIR_DEFAULTS))
-    if unknown:
-        raise MethodError(f"unknown option(s) {', '.join(unknown)} for lincir; known: {', '.join(LINCIR_DEFAULTS)}")
-    return {**LINCIR_DEFAULTS, **options}
-
-
 def method_from_phi(
-    backbone: Backbone, phi: torch.nn.Module, options: Mapping[str, Any] | None = None, info: MethodInfo | None = None
+    backbone: Any, phi: torch.nn.Module, options: Mapping[str, Any] | None = None, info: MethodInfo | None = None
 ) -> LinCIR:
     """A LinCIR method around an in-memory phi (training-time model selection)."""
     info = info or MethodInfo(name="lincir", variant="in-training", training_data="text only")
-    return LinCIR(backbone, phi, info, check_options(options or {}))
+    return LinCIR(backbone, phi, info, parse_options(OPTIONS, options, "method lincir"))
 
 
-def build_lincir(backbone: Backbone, checkpoint: Path | str | None, options: Mapping[str, Any]) -> LinCIR:
-    """The ``lincir`` method from a run directory, a cirbench ``.safetensors`` or an official ``.pt``."""
-    from cirbench.lincir.phi import load_phi
-
-    if checkpoint is None:
-        raise MethodError(
-            "lincir needs --checkpoint: a run directory of `cirbench train lincir`, its .safetensors, "
-            "or the official lincir_large.pt (see methods/lincir-vit-l-14.yaml)"
-        )
-    opts = check_options(options)
-    path = resolve_checkpoint(checkpoint)
+def build_lincir(backbone: Any, checkpoint: Path | None, options: Mapping[str, Any]) -> LinCIR:
+    """The ``lincir`` method from a phi file (a run directory is resolved to one by ``resolve_checkpoint``)."""
+    path = Path(checkpoint)
     phi, metadata = load_phi(
         path,
         embed_dim=backbone.embed_dim,
         token_dim=backbone.token_dim,
-        backbone=backbone.id if opts["strict_backbone"] else None,
+        backbone=backbone.id if options["strict_backbone"] else None,
     )
     train_meta = read_train_meta(path) if metadata.get("format") != "official" else None
     if metadata.get("format") == "official":
@@ -194,20 +171,25 @@ def build_lincir(backbone: Backbone, checkpoint: Path | str | None, options: Map
         training_data=training,
         zero_shot=True,
         checkpoint=str(path),
-        # phi's tensors, not the file: its metadata (corpus paths, checkpoint cadence) must not change run keys.
-        checkpoint_sha256=tensors_sha256(phi.state_dict()),
+        checkpoint_id=phi_weights_id(path),
         train_meta=train_meta,
     )
-    return LinCIR(backbone, phi, info, opts)
+    return LinCIR(backbone, phi, info, options)
 
 
-register_method(
+METHODS.register(
     MethodEntry(
         name="lincir",
         factory=build_lincir,
         description="LinCIR (CVPR 2024): phi trained on text alone (SMP), 'a photo of $ that {caption}'",
+        options=OPTIONS,
         needs_checkpoint=True,
-        options=dict(LINCIR_DEFAULTS),
+        locate_checkpoint=resolve_checkpoint,
+        checkpoint_id=phi_weights_id,
         infer_backbone=infer_backbone,
+        checkpoint_hint=(
+            "a run directory of `cirbench train lincir`, its .safetensors, or the official lincir_large.pt; "
+            "see methods/lincir-vit-l-14.yaml"
+        ),
     )
 )

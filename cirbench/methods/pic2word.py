@@ -21,30 +21,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from cirbench.backbones import Backbone
-from cirbench.benchmarks.base import Query
-from cirbench.methods import register_method
-from cirbench.methods.base import MethodEntry, MethodError, modification_variants
+from cirbench.checkpoints import check_dims, load_checkpoint, load_mapper, released_state_dict, require_tensor
+from cirbench.errors import MethodError
+from cirbench.methods import METHODS
+from cirbench.methods.base import BATCH_SIZE, MethodEntry, preprocess_option, released_checkpoint_info
 from cirbench.methods.preprocessing import TARGET_RATIO
-from cirbench.methods.searle import (
-    SEARLE_FIQ_JOIN,
-    SEARLE_PLACEHOLDER,
-    SEARLE_PLACEHOLDER_ID,
-    SEARLE_TEMPLATE,
-    PseudoTokenMethod,
-    check_dims,
-    check_options,
-    checkpoint_info,
-    load_checkpoint,
-    load_mapper,
-    released_state_dict,
-    require_tensor,
-    searle_prompts,
-)
+from cirbench.methods.pseudo_token import PseudoTokenMethod
+from cirbench.methods.searle import CAPTION_JOIN as SEARLE_CAPTION_JOIN
+from cirbench.methods.searle import PLACEHOLDER as SEARLE_PLACEHOLDER
+from cirbench.methods.searle import PLACEHOLDER_ID as SEARLE_PLACEHOLDER_ID
+from cirbench.methods.searle import TEMPLATE as SEARLE_TEMPLATE
+from cirbench.options import Option
 
-PIC2WORD_TEMPLATE = "a photo of * , {}"
+PIC2WORD_TEMPLATE = "a photo of * , {caption}"
 PIC2WORD_PLACEHOLDER, PIC2WORD_PLACEHOLDER_ID = "*", 265
-PIC2WORD_FIQ_JOIN = "c2-and-c1-raw"
+PIC2WORD_CAPTION_JOIN = "c2-and-c1-raw"
 PROMPT_PROTOCOLS = ("paper", "lincir")
 # IM2TEXT input width -> backbone; only the ViT-L/14 model was released.
 PIC2WORD_BACKBONES = {768: "ViT-L-14:openai"}
@@ -76,15 +67,6 @@ class IM2TEXT(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.fc_out(x)
-
-
-def pic2word_prompts(query: Query, benchmark: str, protocol: str = "paper") -> list[str]:
-    """Prompts per benchmark: upstream's (``paper``) or SEARLE's, as LinCIR re-scored it (``lincir``)."""
-    if protocol == "paper":
-        return [PIC2WORD_TEMPLATE.format(t) for t in modification_variants(query, benchmark, PIC2WORD_FIQ_JOIN)]
-    if protocol == "lincir":
-        return searle_prompts(query, benchmark)
-    raise MethodError(f"pic2word: unknown prompt_protocol {protocol!r}; choose one of {', '.join(PROMPT_PROTOCOLS)}")
 
 
 def read_img2text(path: Path | str) -> dict[str, Any]:
@@ -121,37 +103,31 @@ class Pic2Word(PseudoTokenMethod):
 
     def __init__(self, *args: Any, prompt_protocol: str = "paper", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if prompt_protocol not in PROMPT_PROTOCOLS:
-            raise MethodError(f"pic2word: prompt_protocol must be one of {PROMPT_PROTOCOLS}, got {prompt_protocol!r}")
         self.prompt_protocol = prompt_protocol
         if prompt_protocol == "paper":
             self.placeholder, self.placeholder_id = PIC2WORD_PLACEHOLDER, PIC2WORD_PLACEHOLDER_ID
+            self.template, self.caption_join = PIC2WORD_TEMPLATE, PIC2WORD_CAPTION_JOIN
         else:
             self.placeholder, self.placeholder_id = SEARLE_PLACEHOLDER, SEARLE_PLACEHOLDER_ID
+            self.template, self.caption_join = SEARLE_TEMPLATE, SEARLE_CAPTION_JOIN
 
-    def prompts(self, query: Query, benchmark: str) -> list[str]:
-        return pic2word_prompts(query, benchmark, self.prompt_protocol)
-
-    def eval_config(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         blocks, fc_out = self.mapper.layers, self.mapper.fc_out
         widths = [blocks[0][0].in_features] + [b[0].out_features for b in blocks] + [fc_out.out_features]
-        paper = self.prompt_protocol == "paper"
-        template = PIC2WORD_TEMPLATE if paper else SEARLE_TEMPLATE
-        if paper:
-            fiq = PIC2WORD_TEMPLATE.format("{cap2} and {cap1}")
+        if self.prompt_protocol == "paper":
+            fiq = PIC2WORD_TEMPLATE.format(caption="{cap2} and {cap1}")
         else:
             orders = ("{cap1} and {cap2}", "{cap2} and {cap1}")
-            fiq = " + ".join(SEARLE_TEMPLATE.format(o) for o in orders)
+            fiq = " + ".join(SEARLE_TEMPLATE.format(caption=o) for o in orders)
         config: dict[str, Any] = {
             "variant": self.info.variant,
-            "checkpoint_sha256": self.info.checkpoint_sha256,
             "mapper": "im2text " + "-".join(map(str, widths)),
             "mapper_input": "unnormalised image embedding",
             "prompt_protocol": self.prompt_protocol,
-            "prompt": template.format("{caption}"),
+            "prompt": self.template,
             "fiq_prompt": fiq,
             "placeholder": f"{self.placeholder} ({self.placeholder_id})",
-            "fiq_join": PIC2WORD_FIQ_JOIN if paper else SEARLE_FIQ_JOIN,
+            "fiq_join": self.caption_join,
             "preprocess": self.preprocess,
         }
         if self.preprocess == "targetpad":
@@ -159,17 +135,9 @@ class Pic2Word(PseudoTokenMethod):
         return config
 
 
-PIC2WORD_DEFAULTS: dict[str, Any] = {"prompt_protocol": "paper", "preprocess": "clip", "batch_size": 256}
-
-
-def build_pic2word(backbone: Backbone, checkpoint: Path | str | None, options: Mapping[str, Any]) -> Pic2Word:
+def build_pic2word(backbone: Any, checkpoint: Path | None, options: Mapping[str, Any]) -> Pic2Word:
     """The ``pic2word`` method: IM2TEXT from ``state_dict_img2text``, checked against ``backbone``."""
-    if checkpoint is None:
-        raise MethodError("pic2word needs --checkpoint (pic2word_model.pt, see methods/pic2word-vit-l-14.yaml)")
-    opts = check_options("pic2word", options, PIC2WORD_DEFAULTS)
-    protocol = str(opts["prompt_protocol"])
-    if protocol not in PROMPT_PROTOCOLS:
-        raise MethodError(f"pic2word: prompt_protocol must be one of {PROMPT_PROTOCOLS}, got {protocol!r}")
+    protocol = options["prompt_protocol"]
     path = Path(checkpoint)
     mapper = im2text_from_state_dict(read_img2text(path), path)
     in_dim = mapper.layers[0][0].in_features
@@ -178,17 +146,28 @@ def build_pic2word(backbone: Backbone, checkpoint: Path | str | None, options: M
     model = backbone.id.split(":", 1)[0]
     if model != "ViT-L-14":
         variant += f" on {model}"
-    info = checkpoint_info("pic2word", variant, PIC2WORD_TRAINING_DATA, path)
-    return Pic2Word(backbone, mapper, info, opts["preprocess"], opts["batch_size"], prompt_protocol=protocol)
+    info = released_checkpoint_info("pic2word", variant, PIC2WORD_TRAINING_DATA, path)
+    return Pic2Word(backbone, mapper, info, options["preprocess"], options["batch_size"], prompt_protocol=protocol)
 
 
-register_method(
+METHODS.register(
     MethodEntry(
         name="pic2word",
         factory=build_pic2word,
         description="Pic2Word (CVPR 2023): released IM2TEXT, 'a photo of * , {caption}' or LinCIR's prompts",
+        options=(
+            Option(
+                "prompt_protocol",
+                "choice",
+                "paper",
+                "paper: upstream prompts; lincir: SEARLE's, as LinCIR re-scored",
+                PROMPT_PROTOCOLS,
+            ),
+            preprocess_option("clip"),
+            BATCH_SIZE,
+        ),
         needs_checkpoint=True,
-        options=dict(PIC2WORD_DEFAULTS),
         infer_backbone=infer_backbone,
+        checkpoint_hint="pic2word_model.pt, see methods/pic2word-vit-l-14.yaml",
     )
 )

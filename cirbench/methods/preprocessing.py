@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from cirbench.methods.base import MethodError
+from cirbench.errors import MethodError
 
 PREPROCESS_KINDS = ("clip", "targetpad")
 TARGET_RATIO = 1.25

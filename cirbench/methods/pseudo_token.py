@@ -11,24 +11,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cirbench.backbones import Backbone, encode_tokens
 from cirbench.benchmarks.base import Query
-from cirbench.methods.base import MethodError, MethodInfo, average_variants, batched
+from cirbench.errors import MethodError
+from cirbench.methods.base import MethodInfo, average_variants, batched
+from cirbench.text_encoding import encode_tokens
 
 
 class PseudoTokenMethod:
-    """A frozen mapper (image feature -> one word token) plus prompts with a placeholder slot.
+    """A frozen mapper (image feature -> one word token) plus a prompt template with a placeholder slot.
 
-    Subclasses set ``placeholder`` / ``placeholder_id`` and implement ``prompts``. The placeholder is located
-    per sample by ``encode_tokens`` (Pic2Word upstream reused the first row's position for the whole batch).
+    Subclasses set ``placeholder`` / ``placeholder_id`` and ``template`` (with ``{caption}``). The placeholder is
+    located per sample by ``encode_tokens`` (Pic2Word upstream reused the first row's position for the whole batch).
     """
 
     placeholder: str
     placeholder_id: int
+    template: str
+    caption_join: str = "both-orders"
 
-    def __init__(
-        self, backbone: Backbone, mapper: nn.Module, info: MethodInfo, preprocess: str, batch_size: int
-    ) -> None:
+    def __init__(self, backbone, mapper: nn.Module, info: MethodInfo, preprocess: str, batch_size: int) -> None:
         self.backbone = backbone
         self.device = backbone.device
         self.mapper = mapper.to(backbone.device)
@@ -36,8 +37,9 @@ class PseudoTokenMethod:
         self.preprocess = preprocess
         self.batch_size = batch_size
 
-    def prompts(self, query: Query, benchmark: str) -> list[str]:
-        raise NotImplementedError
+    def prompts(self, texts: Sequence[str]) -> list[str]:
+        """The prompt of each text variant of one query."""
+        return [self.template.format(caption=text) for text in texts]
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token ids with the placeholder as its own id (never substituted into the string and re-tokenized)."""
@@ -66,7 +68,7 @@ class PseudoTokenMethod:
 
     @torch.no_grad()
     def encode_queries(
-        self, queries: Sequence[Query], reference_features: torch.Tensor, benchmark: str
+        self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features: torch.Tensor
     ) -> torch.Tensor:
-        variants = [self.prompts(q, benchmark) for q in queries]
+        variants = [self.prompts(query_texts) for query_texts in texts]
         return average_variants(self.encode_prompts, variants, reference_features.to(self.device))

@@ -1,4 +1,4 @@
-"""The shipped shapes CLIP as a registered backbone (``shapes-clip:v1``) and its compact weight format.
+"""The shipped shapes CLIP as a registered backbone provider (``shapes-clip:v1``) and its compact weight format.
 
 Why a custom format: the weights ship inside the package (≤ 10 MB), so they are stored in fp16 and only
 the token-embedding rows the shapes grammar can produce are kept; pretraining keeps every other row at zero
@@ -14,14 +14,10 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import (
-    BACKBONE_LOADERS,
-    Backbone,
-    BackboneError,
-    file_sha256,
-    quiet_open_clip,
-    register_configs,
-)
+from cirbench.backbones import BACKBONES, Backbone, BackboneProvider, quiet_open_clip, register_configs
+from cirbench.errors import BackboneError
+from cirbench.identity import file_sha256
+from cirbench.io import atomic_write, atomic_write_text
 
 MODEL_NAME = "shapes-clip"
 CONFIG_MODEL_FILE = Path(__file__).resolve().parents[1] / "model_configs" / f"{MODEL_NAME}.json"
@@ -62,7 +58,7 @@ def create_model(seed: int = 0) -> Any:
 
 def save_weights(model: Any, out_dir: Path, kept_ids: list[int], meta: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` (fp16, kept embedding rows only) and ``meta.json`` into ``out_dir``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,14 +71,10 @@ def save_weights(model: Any, out_dir: Path, kept_ids: list[int], meta: dict[str,
         raise ValueError("token-embedding rows outside kept_ids are non-zero; they would be lost on save")
     state["token_embedding.rows"] = embedding[ids].to(torch.float16).contiguous()
     state["token_embedding.ids"] = ids
-    tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": "cirbench-shapes-clip-v1", "model": MODEL_NAME})
-    tmp.chmod(0o644)  # shipped package data: world-readable
-    tmp.replace(out_dir / WEIGHTS_FILE)
+    blob = save(state, metadata={"format": "cirbench-shapes-clip-v1", "model": MODEL_NAME})
+    atomic_write(out_dir / WEIGHTS_FILE, blob)
     meta = {**meta, "weights_sha256": file_sha256(out_dir / WEIGHTS_FILE), "kept_token_ids": ids.tolist()}
-    tmp_meta = out_dir / f".{META_FILE}.tmp"
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp_meta.replace(out_dir / META_FILE)
+    atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
     return out_dir / WEIGHTS_FILE
 
 
@@ -95,7 +87,7 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
     if not path.is_file():
         raise BackboneError(
             f"shapes CLIP weights not found at {path}; regenerate with "
-            "`python -m cirbench.shapes.pretrain --out cirbench/assets/shapes_clip`"
+            "`cirbench shapes pretrain --out cirbench/assets/shapes_clip`"
         )
     meta = json.loads((weights_dir / META_FILE).read_text())
     state = load_file(str(path))
@@ -113,23 +105,40 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
     return model, meta
 
 
-def load_shapes_backbone(device: str | torch.device = "cpu", weights_dir: Path = ASSET_DIR, **_: Any) -> Backbone:
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def weights_identity(precision: str = "fp32", weights_dir: Path = ASSET_DIR) -> str:
+    """The shipped weights' hash (plus the precision when it is not fp32): known without loading the model."""
+    digest = f"sha256:{file_sha256(Path(weights_dir) / WEIGHTS_FILE)}"
+    return digest if precision == "fp32" else f"{digest}|{precision}"
+
+
+def load_shapes_backbone(
+    device: str | torch.device = "cpu", precision: str = "fp32", weights_dir: Path = ASSET_DIR
+) -> Backbone:
     """``shapes-clip:v1``: the CLIP pretrained on the shapes world that ships with cirbench."""
     import open_clip
 
     model, meta = load_model(weights_dir)
-    model.to(device)
+    model.to(device=device, dtype=PRECISION_DTYPES[precision])
     size = int(meta.get("image_size", 48))
     return Backbone(
         id=BACKBONE_ID,
         model=model,
         preprocess=image_transform(size, tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD))),
         tokenizer=open_clip.get_tokenizer(MODEL_NAME),
-        weights_id=f"sha256:{file_sha256(Path(weights_dir) / WEIGHTS_FILE)}",
+        weights_id=weights_identity(precision, weights_dir),
         quick_gelu=False,
         device=torch.device(device),
     )
 
 
-def register() -> None:
-    BACKBONE_LOADERS[BACKBONE_ID] = load_shapes_backbone
+BACKBONES.register(
+    BackboneProvider(
+        BACKBONE_ID,
+        load=load_shapes_backbone,
+        identity=weights_identity,
+        description="tiny CLIP pretrained on the synthetic shapes world (ships with cirbench)",
+    )
+)

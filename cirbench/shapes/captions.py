@@ -10,13 +10,12 @@ Everything is deterministic given a ``numpy`` generator.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cirbench.io import atomic_write_text
 from cirbench.shapes.world import (
     ATTRIBUTES,
     COLORS,
@@ -219,14 +218,4 @@ def corpus_captions(n: int, seed: int = 0) -> list[str]:
 
 def write_corpus(path: str | Path, n: int = 100_000, seed: int = 0) -> Path:
     """Write a LinCIR text corpus (one caption per line) atomically; same ``n`` and ``seed``, same file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines(f"{line}\n" for line in corpus_captions(n, seed))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, "".join(f"{line}\n" for line in corpus_captions(n, seed)))

@@ -6,16 +6,14 @@ instead of being pushed away as a false negative (``--plain-infonce`` turns this
 distinct attribute combinations.
 Deterministic given the seed and the thread count: fixed init seed, a seeded data stream, fixed threads.
 
-    python -m cirbench.shapes.pretrain --out cirbench/assets/shapes_clip --steps 1000 --batch 128 --seed 0
+    cirbench shapes pretrain --out cirbench/assets/shapes_clip --steps 1000 --batch 128 --seed 0
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cirbench.io import atomic_write_text
 from cirbench.shapes.backbone import (
     BACKBONE_ID,
     CONFIG_MODEL_FILE,
@@ -203,7 +202,7 @@ def pretrain_shapes_clip(
     accuracy_fp32 = zero_shot_accuracy(model)
     config = json.loads(CONFIG_MODEL_FILE.read_text())
     command = (
-        f"python -m cirbench.shapes.pretrain --out {out_dir} --steps {steps} --batch {batch} --seed {seed} "
+        f"cirbench shapes pretrain --out {out_dir} --steps {steps} --batch {batch} --seed {seed} "
         f"--lr {lr} --weight-decay {weight_decay} --warmup {warmup} --threads {threads}"
         + ("" if multi_positive else " --plain-infonce")
     )
@@ -240,41 +239,6 @@ def pretrain_shapes_clip(
     meta_path = out_dir / "meta.json"
     saved = json.loads(meta_path.read_text())
     saved["accuracy"] = meta["accuracy"]
-    meta_path.write_text(json.dumps(saved, indent=2) + "\n")
+    atomic_write_text(meta_path, json.dumps(saved, indent=2) + "\n")
     log(f"done in {train_seconds:.0f}s; zero-shot accuracy of the saved weights: {meta['accuracy']}")
     return saved
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Pretrain the tiny shapes CLIP that ships with cirbench.")
-    parser.add_argument("--out", type=Path, required=True, help="folder for model.safetensors and meta.json")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument(
-        "--plain-infonce", action="store_true", help="only the paired caption is a positive (partial captions too)"
-    )
-    args = parser.parse_args(argv)
-    pretrain_shapes_clip(
-        args.out,
-        steps=args.steps,
-        batch=args.batch,
-        seed=args.seed,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        threads=args.threads,
-        eval_every=args.eval_every,
-        multi_positive=not args.plain_infonce,
-        log=lambda message: print(message, flush=True),
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

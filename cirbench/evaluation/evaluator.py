@@ -1,0 +1,222 @@
+"""The one evaluation entry point: ``evaluate(spec, settings)`` -> a result (reused, or computed and written).
+
+Every path goes through here: ``cirbench eval``, ``eval --all``, the demo and LinCIR's in-training model selection.
+The run key is computed from the spec and the split's data identity before any model is loaded, so a finished
+result returns without paying a backbone or checkpoint load. Backbones are kept for the process; inside
+``keep_splits()`` (what ``eval --all`` uses) loaded splits are kept too, so each split is read and its images
+checked once however many methods run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cirbench.backbones import Backbone, load_backbone
+from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
+from cirbench.errors import BackboneError
+from cirbench.evaluation.engine import Progress, run_engine
+from cirbench.evaluation.prepare import missing_images_hash, prepare_split, refuse_blocked
+from cirbench.evaluation.spec import RunSpec, key_fields
+from cirbench.methods.base import Method
+from cirbench.progress import stage_progress
+from cirbench.results import (
+    BackboneRecord,
+    BenchmarkRecord,
+    MethodRecord,
+    RunResult,
+    environment,
+    now,
+    read_result,
+    result_path,
+    save_result,
+)
+from cirbench.runkey import run_key
+
+_SPLITS: dict[tuple, BenchmarkSplit] | None = None  # a dict only inside keep_splits()
+_BACKBONES: dict[tuple, Backbone] = {}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to run; none of these is part of the run key (``skip_missing`` reaches it through the missing images)."""
+
+    results_dir: Path | None = Path("results")  # None: compute metrics without writing a result
+    overwrite: bool = False
+    skip_missing: bool = False
+    batch_size: int = 64
+    num_workers: int = 0
+    device: str = "cpu"
+    use_cache: bool = True
+    allow_download: bool = False
+    show_progress: bool = False
+
+
+@dataclass
+class Outcome:
+    result: RunResult
+    path: Path | None
+    reused: bool
+    rankings: Rankings | None = None
+
+
+@contextlib.contextmanager
+def keep_splits() -> Iterator[None]:
+    """Within the block, a split (with its image check) is read once however many runs use it."""
+    global _SPLITS
+    outer = _SPLITS
+    _SPLITS = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _SPLITS = outer
+
+
+def load_split(benchmark: Benchmark, split: str, root: Path | None, options: Mapping[str, Any]) -> BenchmarkSplit:
+    """A split with validated options (read once inside ``keep_splits()``)."""
+    key = (benchmark.name, split, str(root), repr(sorted(options.items())))
+    if _SPLITS is not None and key in _SPLITS:
+        return _SPLITS[key]
+    data = benchmark.load(root, split, options)
+    if _SPLITS is not None:
+        _SPLITS[key] = data
+    return data
+
+
+def get_backbone(spec: RunSpec, device: str, allow_download: bool) -> Backbone:
+    """Load a backbone once per (id, activation, device) for the whole process."""
+    key = (spec.backbone.id, spec.backbone.quick_gelu, device)
+    if key not in _BACKBONES:
+        _BACKBONES[key] = load_backbone(
+            spec.backbone.id, device=device, allow_download=allow_download, quick_gelu=spec.backbone.quick_gelu
+        )
+        if _BACKBONES[key].weights_id != spec.backbone.weights_id:
+            raise BackboneError(
+                f"{spec.backbone.id}: loaded weights {_BACKBONES[key].weights_id} differ from the ones identified "
+                f"before loading ({spec.backbone.weights_id}); the checkpoint file changed during the run"
+            )
+    return _BACKBONES[key]
+
+
+def build(spec: RunSpec, backbone: Backbone) -> Method:
+    method = spec.method.entry.factory(backbone, spec.method.checkpoint, dict(spec.method.options))
+    if spec.method.variant and not method.info.variant:
+        method.info.variant = spec.method.variant
+    return method
+
+
+def evaluate(
+    spec: RunSpec,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    method: Method | None = None,
+    backbone: Backbone | None = None,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Reuse the result of ``spec`` when it exists (unless ``overwrite``), else compute it and write it.
+
+    ``method`` / ``backbone``: already-built objects to evaluate (LinCIR's in-training phi); then nothing is loaded.
+    """
+    data = load_split(spec.benchmark, spec.split, spec.root, spec.options)
+    refuse_blocked(data)
+    missing = missing_images_hash(data) if settings.skip_missing else None
+    fields = key_fields(spec, data.layout, data.annotations_sha256, missing)
+    key = run_key(fields)
+    path = None
+    if settings.results_dir is not None:
+        path = result_path(
+            settings.results_dir, spec.benchmark.name, spec.split, spec.method.name, spec.backbone.id, key
+        )
+        if path.is_file() and not settings.overwrite:
+            return Outcome(read_result(path), path, reused=True)
+    prepared, skipped = prepare_split(data, settings.skip_missing)
+    start = time.perf_counter()
+    backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
+    method = method or build(spec, backbone)
+    label = f"{spec.method.name} {spec.benchmark.name}/{spec.split}"
+    with stage_progress(label, settings.show_progress and progress is None) as bar:
+        output = run_engine(
+            method,
+            backbone,
+            prepared,
+            spec.benchmark,
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
+            use_cache=settings.use_cache,
+            progress=progress or bar,
+        )
+    info = method.info
+    train_meta = info.train_meta or {}
+    result = RunResult(
+        run_key=key,
+        key_fields=fields,
+        created_at=now(),
+        method=MethodRecord(
+            name=spec.method.name,
+            variant=info.variant,
+            version=spec.method.entry.version,
+            options=dict(spec.method.options),
+            config=method.describe(),
+            checkpoint=info.checkpoint,
+            checkpoint_id=spec.method.checkpoint_id or info.checkpoint_id,
+            training_data=info.training_data,
+            zero_shot=info.zero_shot,
+            train_meta=info.train_meta,
+        ),
+        backbone=BackboneRecord(id=backbone.id, weights_id=backbone.weights_id, quick_gelu=backbone.quick_gelu),
+        benchmark=BenchmarkRecord(
+            name=spec.benchmark.name,
+            split=spec.split,
+            protocol_version=spec.benchmark.protocol_version,
+            options=dict(data.options),
+            facts=dict(data.facts),
+            warnings=list(data.warnings),
+            preprocess=method.preprocess,
+            layout=data.layout,
+            gallery_size=prepared.gallery_size,
+            annotations_sha256=data.annotations_sha256,
+        ),
+        metrics={k: round(float(v), 6) for k, v in output.metrics.items()},
+        main_metric=spec.benchmark.main_metric,
+        n_queries=output.n_queries,
+        skipped=skipped,
+        timing={
+            **{k: round(v, 4) for k, v in output.timings.items()},
+            "total_s": round(time.perf_counter() - start, 4),
+            "train_s": train_meta.get("wall_time_s"),
+            "train_device": train_meta.get("device_type"),
+            "train_device_count": train_meta.get("device_count"),
+        },
+        run_settings={
+            "batch_size": settings.batch_size,
+            "num_workers": settings.num_workers,
+            "dtype": str(backbone.dtype),
+            "skip_missing": settings.skip_missing,
+        },
+        env=environment(str(backbone.device)),
+    )
+    if path is not None:
+        save_result(result, path, rankings_record(output.rankings))
+    return Outcome(result, path, reused=False, rankings=output.rankings)
+
+
+def rankings_record(rankings: Rankings) -> dict[str, Any]:
+    record: dict[str, Any] = {"top": rankings.top}
+    if rankings.subset:
+        record["subset"] = rankings.subset
+    if rankings.scores:
+        record["scores"] = rankings.scores
+    return record
+
+
+def forget_backbones() -> None:
+    """Release the backbones loaded so far (a long-lived process that is done evaluating)."""
+    _BACKBONES.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

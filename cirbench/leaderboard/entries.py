@@ -1,0 +1,221 @@
+"""Leaderboard rows: run results and published (reported) numbers, as ``Entry`` objects.
+
+Every row says what produced it (``run`` with its run key, or ``reported`` with its citation), on which split and
+under which protocol, so a val run is never silently ranked against a published test number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.base import Benchmark
+from cirbench.errors import LeaderboardError
+from cirbench.results import RunResult, iter_results
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One benchmark row: a run's result file or one benchmark block of a reported row."""
+
+    benchmark: str
+    split: str
+    method: str
+    backbone: str
+    metrics: Mapping[str, float]
+    source: str  # "run" or "reported"
+    variant: str = ""
+    citation: str = ""
+    protocol: tuple[str, ...] = ()  # deviations from the benchmark defaults, "key=value"
+    training_data: str | None = None
+    zero_shot: bool | None = None
+    train_time: str | None = None
+    run_key: str = ""
+    created_at: str = ""
+    group: str = field(default="", compare=False)  # reported.yaml row id: one summary row per reported row
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.variant})" if self.variant else self.method
+
+    @property
+    def default_protocol(self) -> bool:
+        return not self.protocol
+
+
+def registered(name: str) -> Benchmark | None:
+    """The registered benchmark of a row (None for a benchmark this install does not know: it still renders)."""
+    return BENCHMARKS.get(name) if name in BENCHMARKS else None
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> "42 s", "3.1 min", "2.5 h" (what a paper's training-time column says)."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_train_time(seconds: float | None, device: str | None, count: int | None) -> str | None:
+    """ "3.1 min, 1× cpu": a training time means little without the device type and count beside it."""
+    if seconds is None:
+        return None
+    text = format_duration(float(seconds))
+    if device:
+        device = re.sub(r"^NVIDIA\s+", "", str(device))
+        text += f", {int(count or 1)}× {device}"
+    return text
+
+
+_REPORTED_TIME = re.compile(
+    r"(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>min|minutes?|h|hours?|s|sec|seconds?)\b"
+    r"(?:.*?\bon\s+(?P<count>\d+)\s*[x×]\s*(?P<device>[A-Za-z0-9][\w-]*))?",
+    re.IGNORECASE,
+)
+
+
+def parse_reported_time(text: str | None) -> str | None:
+    """ "48 min on 8x A100 (README)" -> "48 min, 8× A100"; None when the text gives no time."""
+    match = _REPORTED_TIME.search(text or "")
+    if not match:
+        return None
+    unit = match["unit"].lower()
+    unit = "min" if unit.startswith("min") else "h" if unit.startswith("h") else "s"
+    out = f"{match['num']} {unit}"
+    if match["count"]:
+        out += f", {int(match['count'])}× {match['device']}"
+    return out
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def protocol_deviations(benchmark: str, options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Options that change the numbers and differ from the benchmark's defaults, as "key=value"."""
+    bench = registered(benchmark)
+    if bench is None or options is None:
+        return ()
+    out = []
+    for option in sorted(bench.options, key=lambda o: o.name):
+        if option.keyed and option.name in options and _value_text(options[option.name]) != _value_text(option.default):
+            out.append(f"{option.name}={_value_text(options[option.name])}")
+    return tuple(out)
+
+
+def entry_from_result(result: RunResult) -> Entry:
+    """A result file -> one run row."""
+    method, bench, skipped, timing = result.method, result.benchmark, result.skipped, result.timing
+    protocol = protocol_deviations(bench.name, bench.options)
+    if skipped.queries_dropped:
+        protocol += (f"skipped {skipped.queries_dropped} queries",)
+    if skipped.images_missing and not skipped.queries_dropped:
+        protocol += (f"{skipped.images_missing} images missing",)
+    return Entry(
+        benchmark=bench.name,
+        split=bench.split,
+        method=method.name,
+        variant=method.variant or "",
+        backbone=result.backbone.id,
+        metrics={k: float(v) for k, v in result.metrics.items() if v is not None},
+        source="run",
+        protocol=protocol,
+        training_data=method.training_data,
+        zero_shot=method.zero_shot,
+        train_time=format_train_time(
+            timing.get("train_s"), timing.get("train_device"), timing.get("train_device_count")
+        ),
+        run_key=result.run_key,
+        created_at=result.created_at,
+    )
+
+
+def _row_citation(row: Mapping[str, Any], benchmark: str) -> str:
+    """The row's source, or a per-benchmark override such as ``genecis_source`` / ``circo_genecis_source``."""
+    for key, value in row.items():
+        if key.endswith("_source") and benchmark in key[: -len("_source")].split("_"):
+            return str(value)
+    return str(row.get("source", ""))
+
+
+def _published_split(benchmark: str, defaults: Mapping[str, str]) -> str:
+    if benchmark in defaults:
+        return str(defaults[benchmark])
+    bench = registered(benchmark)
+    return bench.published_split if bench is not None else "test"
+
+
+def load_reported(path: Path) -> list[Entry]:
+    """``results/reported.yaml`` (or the bare list of ``published_results.yaml``) -> reported rows.
+
+    Any mapping of numbers under a row is a benchmark block, so a new benchmark needs no code change. A row's
+    split comes from its ``split`` field, else the file's ``default_splits``, else where the benchmark's papers
+    report it (``Benchmark.published_split``).
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise LeaderboardError(f"cannot read reported results {path}: {' '.join(str(e).split())}") from e
+    if isinstance(data, list):
+        data = {"rows": data}
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise LeaderboardError(f"{path}: expected a list of rows or a mapping with a 'rows' list")
+    defaults = data.get("default_splits") or {}
+    zero_shot_default = data.get("zero_shot")
+    entries = []
+    for index, row in enumerate(data["rows"]):
+        if not isinstance(row, dict) or "method" not in row or "backbone" not in row:
+            raise LeaderboardError(f"{path}: row {index} needs at least 'method' and 'backbone'")
+        row_split = row.get("split")
+        time_note = row.get("train_time")
+        for bench, metrics in row.items():
+            if bench == "split" or not _is_metric_block(metrics):
+                continue
+            split = row_split.get(bench) if isinstance(row_split, dict) else row_split
+            citation = _row_citation(row, bench)
+            if time_note and parse_reported_time(time_note):
+                citation += f"; train time: {time_note}"
+            entries.append(
+                Entry(
+                    benchmark=bench,
+                    split=str(split or _published_split(bench, defaults)),
+                    method=str(row["method"]),
+                    variant=str(row.get("variant") or ""),
+                    backbone=str(row["backbone"]),
+                    metrics={k: float(v) for k, v in metrics.items() if v is not None},
+                    source="reported",
+                    citation=citation,
+                    training_data=row.get("training_data"),
+                    zero_shot=row.get("zero_shot", zero_shot_default),
+                    train_time=parse_reported_time(time_note),
+                    group=f"reported-{index:03d}",
+                )
+            )
+    return entries
+
+
+def _is_metric_block(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+    )
+
+
+def collect_entries(results_dir: Path | None, reported: Path | None) -> list[Entry]:
+    """Every run under ``results_dir/runs`` plus the reported rows (either may be None)."""
+    results = iter_results(results_dir) if results_dir is not None else []
+    # Test-split runs without public labels have no metrics: they feed `cirbench submit`, not the tables.
+    entries = [entry_from_result(r) for r in results if r.metrics]
+    if reported is not None:
+        entries += load_reported(reported)
+    return entries

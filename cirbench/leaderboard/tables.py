@@ -1,0 +1,192 @@
+"""Leaderboard tables: one per benchmark (its columns, Δ rows against published numbers) and a summary table.
+
+Columns, titles, the headline metric, derived metrics (CIRR's Avg) and section order come from each benchmark's
+class; a benchmark this install does not know shows every metric its rows have. Deltas are only shown for the same
+method, variant, backbone, benchmark and split under the default protocol. Missing values stay missing (NaN).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from cirbench.leaderboard.entries import Entry, registered
+
+MISSING = "–"
+META_COLUMNS = ("Method", "Backbone", "Split", "Protocol", "Training data", "Train time", "Source")
+HIDDEN_COLUMNS = ("Citation", "Run key")
+SUMMARY_META = ("Method", "Backbone", "Train time", "Source", "Citation")
+UNREGISTERED_ORDER = 100
+
+
+def title(benchmark: str) -> str:
+    bench = registered(benchmark)
+    return bench.display_name if bench is not None else benchmark
+
+
+def headline_metric(benchmark: str) -> str | None:
+    """The summary table's metric of a benchmark: its main metric (None when the benchmark is unknown)."""
+    bench = registered(benchmark)
+    return bench.main_metric if bench is not None else None
+
+
+def benchmark_columns(benchmark: str, entries: Iterable[Entry]) -> list[str]:
+    """The benchmark's official columns, or (none declared, or unknown benchmark) every metric present: overall
+    first, then by prefix, K."""
+    bench = registered(benchmark)
+    if bench is not None and bench.leaderboard_columns is not None:
+        return list(bench.leaderboard_columns)
+    names = {m for e in entries if e.benchmark == benchmark for m in e.metrics}
+    return sorted(names, key=_metric_sort_key)
+
+
+def _metric_sort_key(name: str) -> tuple:
+    match = re.fullmatch(r"(?:(?P<prefix>.+)_)?(?P<metric>[^_@]+)@(?P<k>\d+)", name)
+    if not match:
+        return (1, name, "", 0)
+    prefix = match["prefix"] or ""
+    return (0 if not prefix else 1, prefix, match["metric"].lower() != "map", match["metric"], int(match["k"]))
+
+
+def entry_values(entry: Entry, columns: Sequence[str]) -> list[float]:
+    """The entry's value per column (NaN when absent), with the benchmark's derived metrics filled in."""
+    metrics = dict(entry.metrics)
+    bench = registered(entry.benchmark)
+    if bench is not None:
+        metrics.update(bench.derived_metrics(metrics))
+    return [float(metrics[c]) if c in metrics else math.nan for c in columns]
+
+
+def sort_key(entry: Entry) -> tuple:
+    return (
+        entry.split,
+        entry.method,
+        entry.variant,
+        entry.backbone,
+        entry.protocol,
+        0 if entry.source == "reported" else 1,
+        entry.group,
+        entry.created_at,
+        entry.run_key,
+        entry.benchmark,
+    )
+
+
+def training_text(entry: Entry) -> str:
+    """E.g. "zero-shot: CC3M images": whether a method saw the benchmark matters as much as its data."""
+    kind = {True: "zero-shot", False: f"trained on {title(entry.benchmark)}", None: ""}
+    head = kind[entry.zero_shot]
+    if entry.training_data:
+        return f"{head}: {entry.training_data}" if head else str(entry.training_data)
+    return head or MISSING
+
+
+def _matching_reported(run: Entry, reported: Sequence[Entry]) -> Entry | None:
+    same = (run.benchmark, run.split, run.method, run.variant, run.backbone)
+    return next((r for r in reported if (r.benchmark, r.split, r.method, r.variant, r.backbone) == same), None)
+
+
+def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dict[str, Any]:
+    return {
+        "Method": entry.label,
+        "Backbone": entry.backbone,
+        "Split": entry.split,
+        "Protocol": "; ".join(entry.protocol) or "default",
+        "Training data": training_text(entry),
+        "Train time": entry.train_time or MISSING,
+        "Source": source or entry.source,
+        "Citation": entry.citation,
+        "Run key": entry.run_key,
+        **dict(zip(columns, entry_values(entry, columns), strict=True)),
+    }
+
+
+def benchmark_table(entries: Sequence[Entry], benchmark: str) -> pd.DataFrame:
+    """One benchmark's rows (floats, NaN = missing), each run followed by its Δ row when comparable."""
+    rows_in = sorted((e for e in entries if e.benchmark == benchmark), key=sort_key)
+    columns = benchmark_columns(benchmark, rows_in)
+    reported = [e for e in rows_in if e.source == "reported"]
+    rows = []
+    for entry in rows_in:
+        rows.append(_row(entry, columns))
+        rep = _matching_reported(entry, reported) if entry.source == "run" and entry.default_protocol else None
+        if rep is not None:
+            delta = _row(entry, columns, source="delta")
+            delta.update({"Training data": "", "Train time": "", "Citation": rep.citation})
+            for col, run_v, rep_v in zip(
+                columns, entry_values(entry, columns), entry_values(rep, columns), strict=True
+            ):
+                delta[col] = run_v - rep_v
+            rows.append(delta)
+    return pd.DataFrame(rows, columns=[*META_COLUMNS, *HIDDEN_COLUMNS, *columns])
+
+
+def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
+    """Runs whose reported counterpart is on another split or protocol: listed so nobody compares them."""
+    reported = [e for e in entries if e.benchmark == benchmark and e.source == "reported"]
+    notes = set()
+    for run in (e for e in entries if e.benchmark == benchmark and e.source == "run"):
+        same = [r for r in reported if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)]
+        if not same:
+            continue
+        if not run.default_protocol and any(r.split == run.split for r in same):
+            notes.add(f"{run.label} · {run.backbone} (run on {run.split} with a non-default protocol)")
+        elif not any(r.split == run.split for r in same):
+            splits = "/".join(sorted({r.split for r in same}))
+            notes.add(f"{run.label} · {run.backbone} (run on {run.split}, reported on {splits})")
+    return sorted(notes)
+
+
+def benchmark_order(benchmark: str) -> tuple[int, str]:
+    bench = registered(benchmark)
+    return (bench.leaderboard_order if bench is not None else UNREGISTERED_ORDER, benchmark)
+
+
+def benchmarks_in(entries: Iterable[Entry]) -> list[str]:
+    """The benchmarks present, in their sections' order (the real benchmarks first, then alphabetically)."""
+    return sorted({e.benchmark for e in entries}, key=benchmark_order)
+
+
+def summary_column(benchmark: str, split: str) -> str:
+    return f"{title(benchmark)} {headline_metric(benchmark)} ({split})"
+
+
+def summary_table(entries: Sequence[Entry]) -> pd.DataFrame:
+    """Headline metric per benchmark and split (columns only where data exists); one row per run identity
+    (method, variant, backbone; latest default-protocol run per cell) and per reported row."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    latest: dict[tuple, str] = {}
+    present: set[tuple[str, str]] = set()
+    for entry in sorted(entries, key=sort_key):
+        metric = headline_metric(entry.benchmark)
+        if metric is None or metric not in entry.metrics or not entry.default_protocol:
+            continue
+        key = (entry.source != "run", entry.method, entry.variant, entry.backbone, entry.group)
+        row = groups.setdefault(
+            key,
+            {
+                "Method": entry.label,
+                "Backbone": entry.backbone,
+                "Train time": MISSING,
+                "Source": entry.source,
+                "Citation": "",
+            },
+        )
+        column = (entry.benchmark, entry.split)
+        stamp = f"{entry.created_at}|{entry.run_key}"
+        if entry.source == "run" and latest.get((*key, column), "") > stamp:
+            continue
+        latest[(*key, column)] = stamp
+        present.add(column)
+        row[summary_column(*column)] = entry.metrics[metric]
+        if entry.train_time and row["Train time"] == MISSING:
+            row["Train time"] = entry.train_time
+        if entry.source == "reported" and entry.citation not in row["Citation"].split(" | "):
+            row["Citation"] = " | ".join(c for c in (row["Citation"], entry.citation) if c)
+    columns = [summary_column(b, s) for b, s in sorted(present, key=lambda bs: (benchmark_order(bs[0]), bs[1]))]
+    rows = [groups[k] for k in sorted(groups)]
+    return pd.DataFrame(rows, columns=[*SUMMARY_META, *columns])

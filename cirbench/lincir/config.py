@@ -1,0 +1,174 @@
+"""A LinCIR training run's settings: what each one means for resume, and the recipe hash that guards resuming.
+
+Every ``TrainConfig`` field declares one role in its metadata, and everything else is derived from it:
+
+- ``recipe``: defines the trained weights; stored in checkpoints, hashed, fixed on resume;
+- ``schedule``: how long and how often (steps, checkpoints, validation); stored in checkpoints, not hashed,
+  may change on resume;
+- ``location``: paths (the run, a mask cache, validation data); not stored, not hashed, may change on resume;
+- ``runtime``: how this process runs (threads, device, logging); not stored, not hashed, may change on resume.
+
+One declaration, so a new option cannot be listed as resumable but hashed, or stored but forgotten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from cirbench.errors import TrainError
+from cirbench.lincir.distributed import Dist
+from cirbench.lincir.objective import SpeedOptions
+
+Role = Literal["recipe", "schedule", "location", "runtime"]
+ROLES: tuple[Role, ...] = ("recipe", "schedule", "location", "runtime")
+STORED_ROLES = frozenset({"recipe", "schedule"})  # what ``TrainConfig.recipe()`` keeps
+
+
+def option(role: Role, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A ``TrainConfig`` field with its role (see the module docstring)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown option role {role!r}; known: {', '.join(ROLES)}")
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"role": role})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Defaults are the paper recipe on ViT-L/14 (LINCIR.md §8.2)."""
+
+    backbone: str = option("recipe", "ViT-L-14:openai")
+    corpora: list[str] = option("recipe", default_factory=list)
+    # A prepared mask cache (`cirbench lincir prepare`): no corpus or spaCy needed here. A path: the cache may
+    # move; its key and corpus hash are recorded and checked on resume instead.
+    masks: str | None = option("location", None)
+    column: str | None = option("recipe", None)
+    out: str = option("location", "runs/lincir")
+    steps: int = option("schedule", 20_000)
+    global_batch: int = option("recipe", 512)
+    accum: int = option("recipe", 1)
+    lr: float = option("recipe", 1e-4)
+    weight_decay: float = option("recipe", 0.01)
+    phi_dropout: float = option("recipe", 0.5)
+    noise_scale: float = option("recipe", 1.0)
+    l2_normalize: bool = option("recipe", False)
+    seed: int = option("recipe", 12345)
+    mask_mode: str = option("recipe", "upstream")
+    spacy_model: str = option("recipe", "en_core_web_sm")
+    spacy_processes: int = option("runtime", 1)
+    precision: str = option("recipe", "auto")  # auto: fp16 towers on CUDA (as upstream), fp32 on CPU; phi fp32
+    device: str = option("runtime", "auto")
+    truncate: bool = option("recipe", True)
+    buckets: int = option("recipe", 1)
+    causal_sdpa: bool = option("recipe", True)
+    pack: bool = option("recipe", True)  # the tower runs on real tokens only (exact; supersedes truncate, buckets)
+    target_cache: bool = option("recipe", True)
+    compile: bool = option("recipe", False)
+    checkpoint_every: int = option("schedule", 1000)
+    keep_checkpoints: bool = option("schedule", True)
+    val_benchmark: str = option("schedule", "cirr")
+    val_split: str = option("schedule", "val")
+    val_root: str | None = option("location", None)
+    val_metric: str = option("schedule", "R@1")
+    val_every: int = option("schedule", 1000)
+    val_first: int | None = option("schedule", 50)
+    val_batch_size: int = option("schedule", 64)
+    log_every: int = option("runtime", 10)
+    progress: bool = option("runtime", True)
+    allow_download: bool = option("runtime", False)
+    threads: int | None = option("runtime", None)  # torch intra-op threads (None: leave torch's setting)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def speed(self) -> SpeedOptions:
+        return SpeedOptions(
+            truncate=self.truncate,
+            buckets=self.buckets,
+            causal_sdpa=self.causal_sdpa,
+            pack=self.pack,
+            compile=self.compile,
+        )
+
+    def recipe(self) -> dict[str, Any]:
+        """The "recipe" and "schedule" options (no paths, no runtime knobs): stored in every checkpoint."""
+        stored = fields_with_role(*STORED_ROLES)
+        return {k: v for k, v in self.to_dict().items() if k in stored}
+
+
+def fields_with_role(*roles: Role) -> frozenset[str]:
+    """Names of the ``TrainConfig`` fields whose role is one of ``roles``."""
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["role"] in roles)
+
+
+# Config fields that may change when resuming (they do not change what a step computes); left out of the hash.
+RESUMABLE_OVERRIDES = fields_with_role("schedule", "location", "runtime")
+
+# Options added after runs were already being written, with the value that reproduces how those older runs computed.
+# A run directory without the option resumes with that value, and the option enters the hash only when it differs,
+# so runs started by an older cirbench keep their hash and continue bit-exactly.
+LATER_OPTIONS: dict[str, Any] = {"pack": False}
+
+
+def recipe_hash(recipe: Mapping[str, Any]) -> str:
+    """Hash of what a step computes (settings a resume may change are left out)."""
+    fixed = {
+        k: v
+        for k, v in recipe.items()
+        if k not in RESUMABLE_OVERRIDES and not (k in LATER_OPTIONS and v == LATER_OPTIONS[k])
+    }
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+CONFIG_FILE = "config.json"  # in every run directory: the resolved config the run started with
+
+
+def load_run_config(run: str | os.PathLike) -> TrainConfig:
+    """The resolved config a run directory was started with (options it predates take their ``LATER_OPTIONS``)."""
+    path = Path(run) / CONFIG_FILE
+    if not path.is_file():
+        raise TrainError(f"cannot resume: {path} does not exist (is {run} a cirbench lincir run directory?)")
+    return TrainConfig.from_dict({**LATER_OPTIONS, **json.loads(path.read_text())})
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    status: str  # "completed" | "interrupted"
+    losses: list[float]
+    meta: dict[str, Any]
+
+
+def resolve_device(name: str, d: Dist) -> torch.device:
+    """``auto`` picks CUDA when present; each process takes its local rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", d.local_rank)
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: fp16 towers on CUDA, as upstream (--mixed_precision fp16; bf16 is an explicit opt-in); fp32 on CPU."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "fp16"
+    return "fp32"
