@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from cirbench.errors import BackboneError, RegistryError
 from cirbench.identity import file_sha256
+from cirbench.network import downloads_allowed, hub_access
 from cirbench.registry import Registry
 from cirbench.text_encoding import encode_tokens, tokenize_with_placeholder
 
@@ -315,9 +317,10 @@ def resolve_pretrained_file(model: str, tag: str, allow_download: bool, cache_di
         last_error: Exception | None = None
         for name in filenames:
             try:
-                return _hf_hub_download(
-                    repo_id=repo_id, filename=name, cache_dir=cache_dir, local_files_only=not allow_download
-                )
+                with hub_access(allow_download):
+                    return _hf_hub_download(
+                        repo_id=repo_id, filename=name, cache_dir=cache_dir, local_files_only=not allow_download
+                    )
             except Exception as error:  # noqa: BLE001 - try the next candidate name
                 last_error = error
         raise BackboneError(f"{hint} (hf-hub repo {repo_id}: {last_error})")
@@ -349,8 +352,7 @@ def load_backbone(
         if precision not in PRECISIONS:
             raise BackboneError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         return BACKBONES.get(backbone_id).load(device, precision)
-    if allow_download is None:
-        allow_download = os.environ.get("CIRBENCH_ALLOW_DOWNLOAD", "") not in ("", "0")
+    allow_download = downloads_allowed(allow_download)
     resolved = _resolve(backbone_id, quick_gelu, precision)
     spec, cfg = resolved.spec, resolved.pretrained_cfg
     kwargs: dict[str, Any] = {"precision": precision, "device": device}
@@ -366,11 +368,20 @@ def load_backbone(
         for key in ("interpolation", "resize_mode"):
             if cfg.get(key):
                 kwargs[f"image_{key}"] = cfg[key]
-    with torch.random.fork_rng(devices=[]), quiet_open_clip():
-        torch.manual_seed(0)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model, pretrained=weights_file, force_quick_gelu=resolved.quick_gelu, **kwargs
-        )
+    try:
+        with torch.random.fork_rng(devices=[]), quiet_open_clip():
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model, pretrained=weights_file, force_quick_gelu=resolved.quick_gelu, **kwargs
+            )
+    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as error:
+        if weights_file is None:
+            raise
+        detail = " ".join(str(error).split())[:300]
+        raise BackboneError(
+            f"cannot load {spec.model} weights from {weights_file} ({type(error).__name__}: {detail}); the file is "
+            "truncated, not a checkpoint, or of another architecture: check the id or download it again"
+        ) from error
     model.eval().requires_grad_(False)
     return Backbone(
         id=spec.id,

@@ -43,6 +43,7 @@ class MethodCard(_Card):
     backbone: str | None = None
     checkpoint: Path | None = None
     variant: str = ""
+    quick_gelu: bool | None = None  # the activation of a local MODEL:/path backbone (None: from the id)
     benchmarks: list[str] | None = None  # restrict to these benchmark names (None: every benchmark card)
     train: dict[str, Any] | None = None
 
@@ -146,6 +147,15 @@ def find_card_dirs(start: Path | None = None) -> tuple[Path, Path]:
     own shapes cards."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "methods").is_dir() and (folder / "benchmarks").is_dir():
+        if _holds_cards(folder / "methods") and _holds_cards(folder / "benchmarks"):
             return folder / "methods", folder / "benchmarks"
     return PACKAGE_CARDS / "methods", PACKAGE_CARDS / "benchmarks"
+
+
+def _holds_cards(folder: Path) -> bool:
+    """A card folder holds YAML files and is no Python package (``cirbench/methods/`` is code, not cards)."""
+    return (
+        folder.is_dir()
+        and not (folder / "__init__.py").exists()
+        and any(p.suffix in (".yaml", ".yml") for p in folder.iterdir())
+    )

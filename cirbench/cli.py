@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import cirbench.commands.core
-import cirbench.commands.demo
-import cirbench.commands.leaderboard
-import cirbench.commands.lincir
-import cirbench.commands.results
-import cirbench.commands.shapes
-import cirbench.commands.train  # noqa: F401 - each module registers its commands on the app
-from cirbench.commands import app
+from cirbench.network import offline_by_default
+
+offline_by_default()  # before anything imports huggingface_hub: no network unless asked
+
+import cirbench.commands.core  # noqa: E402
+import cirbench.commands.demo  # noqa: E402
+import cirbench.commands.leaderboard  # noqa: E402
+import cirbench.commands.lincir  # noqa: E402
+import cirbench.commands.results  # noqa: E402
+import cirbench.commands.shapes  # noqa: E402
+import cirbench.commands.train  # noqa: E402, F401 - each module registers its commands on the app
+from cirbench.commands import app  # noqa: E402
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cirbench.errors import OptionError
+from cirbench.errors import OptionError, RegistryError
 
 Kind = Literal["bool", "int", "float", "str", "choice", "choices", "path"]
 TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -172,6 +172,15 @@ def parse_options(declared: Sequence[Option], given: Mapping[str, Any] | None, o
     for name, option in by_name.items():
         out[name] = option.parse(given[name], owner) if name in given else _copy(option.default)
     return out
+
+
+def check_declared_options(declared: Any, owner: str) -> None:
+    """A plugin's ``options`` must be a sequence of ``Option`` with unique names (cirbench 0.1 took a dict)."""
+    if isinstance(declared, (str, bytes, Mapping)) or not all(isinstance(o, Option) for o in declared):
+        raise RegistryError(f"{owner}: 'options' must be a tuple of cirbench.options.Option, got {declared!r}")
+    names = [o.name for o in declared]
+    if len(set(names)) != len(names):
+        raise RegistryError(f"{owner}: an option is declared twice: {sorted(n for n in names if names.count(n) > 1)}")
 
 
 def keyed_options(declared: Sequence[Option], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """One registry type for benchmarks, methods and backbones: typed entries, clash checks, entry-point plugins.
 
 Built-in modules register their entries when imported; the registry imports them (and the packages' entry points,
-group ``cirbench.<kind>s``) lazily on the first lookup, by module name, so the core imports none of them and a
-broken plugin never breaks ``import cirbench``: it is reported as one warning line and skipped.
+group ``cirbench.<kind>s``) lazily on the first lookup, by module name, so the core imports none of them. A broken
+plugin never breaks cirbench: it is reported as one warning line and skipped (a broken built-in module raises).
 
 Registering a second, different object under a taken name is an error (``replace=True`` overrides on purpose);
 registering the same definition again (a module imported twice) is a no-op.
@@ -102,15 +102,13 @@ class Registry(Generic[T]):
 
     # --- plugins ---------------------------------------------------------------------------------------------
     def load_plugins(self) -> None:
-        """Import the built-in modules and entry points once; each failure is one warning line."""
+        """Import the built-in modules (a failure there is a bug and raises) and the entry points once (a broken
+        plugin is one warning line and is skipped)."""
         if self._loaded:
             return
         self._loaded = True
         for module in self._builtin_modules:
-            try:
-                importlib.import_module(module)
-            except Exception as error:  # noqa: BLE001 - a broken module must not hide the others
-                self._warn(f"module {module}", error)
+            importlib.import_module(module)
         for point in entry_points(group=self.group):
             try:
                 self.register(point.load())

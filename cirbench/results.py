@@ -75,6 +75,7 @@ class BenchmarkRecord(_Record):
     layout: str = ""
     gallery_size: int | None = None
     annotations_sha256: str | None = None
+    texts_with_placeholder: int | None = None  # queries whose text holds the method's placeholder character
 
 
 class RunResult(BaseModel):

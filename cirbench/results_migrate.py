@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cirbench.errors import ResultError
 from cirbench.io import atomic_write_json, atomic_write_json_gz, read_json
 from cirbench.runkey import make_key_fields, run_key
 
@@ -98,11 +99,17 @@ def migrate(results_dir: Path, dry_run: bool = False) -> list[Migration]:
     """Rewrite every schema-1 result under ``results_dir/runs`` (and its rankings) as schema 2 under its new key.
 
     The new files are written (atomically) before the old ones are removed, so an interruption leaves both, never
-    neither; running it again finishes the job.
+    neither; running it again finishes the job. Where a schema-2 result already holds the new key (the same run,
+    evaluated again by the current cirbench), it is kept and the old file removed.
     """
     done = []
     for path in sorted((Path(results_dir) / "runs").glob("*/*/*.json")):
-        raw = read_json(path)
+        try:
+            raw = read_json(path)
+        except (OSError, ValueError) as error:
+            raise ResultError(
+                f"{path}: cannot read the result file ({error}); move it away and migrate again"
+            ) from error
         if not isinstance(raw, dict) or raw.get("schema_version") != 1:
             continue
         record = upgrade_v1(raw)
@@ -110,6 +117,12 @@ def migrate(results_dir: Path, dry_run: bool = False) -> list[Migration]:
         new_path = path.with_name(path.name.replace(old_key, new_key)) if old_key in path.name else path
         done.append(Migration(path, new_path, old_key, new_key))
         if dry_run:
+            continue
+        if new_path != path and new_path.is_file():  # the same run already written by the current cirbench
+            path.unlink()
+            if raw.get("rankings_file"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_name(raw["rankings_file"]).unlink()
             continue
         old_rankings = path.with_name(raw["rankings_file"]) if raw.get("rankings_file") else None
         if old_rankings is not None and old_rankings.is_file():

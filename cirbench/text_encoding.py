@@ -38,12 +38,14 @@ def encode_tokens(
     pseudo_tokens: torch.Tensor | None = None,
     placeholder_id: int = 259,
     truncate: bool = False,
+    first_only: bool = False,
 ) -> torch.Tensor:
     """Run open_clip's text tower exactly like ``CLIP.encode_text``, optionally with pseudo tokens.
 
     Every position whose id is ``placeholder_id`` gets that row's pseudo token (several placeholders share one
-    vector, as in LinCIR/SEARLE). ``truncate`` cuts the batch to its longest sequence up to EOT: the tower is
-    causal and pools at EOT, so later positions cannot influence the result (an exact speedup).
+    vector, as in LinCIR), or only the first one of each row with ``first_only`` (SEARLE's and Pic2Word's rule; a
+    later placeholder keeps its word embedding). ``truncate`` cuts the batch to its longest sequence up to EOT: the
+    tower is causal and pools at EOT, so later positions cannot influence the result (an exact speedup).
     Returns unnormalised projected features in the tower's dtype (gradients flow into ``pseudo_tokens``).
     """
     if not pools_at_argmax(model):
@@ -59,7 +61,10 @@ def encode_tokens(
     length = tokens.shape[1]
     x = model.token_embedding(tokens).to(cast_dtype)
     if pseudo_tokens is not None:
-        slots = (tokens == placeholder_id).unsqueeze(-1)
+        slots = tokens == placeholder_id
+        if first_only:
+            slots = slots & (slots.cumsum(dim=1) == 1)
+        slots = slots.unsqueeze(-1)
         x = torch.where(slots, pseudo_tokens.to(cast_dtype).unsqueeze(1), x)
     x = x + model.positional_embedding[:length].to(cast_dtype)
     attn_mask = model.attn_mask

@@ -237,9 +237,12 @@ def test_options_are_checked_and_recorded(tiny_backbone, ckpts):
     paper = build_method("pic2word", tiny_backbone, ckpts.pic2word).describe()
     lincir = build_method("pic2word", tiny_backbone, ckpts.pic2word, {"prompt_protocol": "lincir"}).describe()
     assert paper["prompt_protocol"] == "paper" and paper["prompt"] == "a photo of * , {caption}"
-    assert paper["fiq_prompt"] == "a photo of * , {cap2} and {cap1}" and paper["placeholder"] == "* (265)"
+    assert (
+        paper["fiq_prompt"] == "a photo of * , {cap2} and {cap1}"
+        and paper["placeholder"] == "* (265), first of each row"
+    )
     assert lincir["prompt_protocol"] == "lincir" and lincir["prompt"] == "a photo of $ that {caption}"
-    assert lincir["placeholder"] == "$ (259)" and lincir["fiq_join"] == "both-orders"
+    assert lincir["placeholder"] == "$ (259), first of each row" and lincir["fiq_join"] == "both-orders"
     batch = build_method("searle", tiny_backbone, ckpts.searle, {"batch_size": "2"})
     assert batch.batch_size == 2 and batch.describe() == build_method("searle", tiny_backbone, ckpts.searle).describe()
 
@@ -524,8 +527,79 @@ def test_options_reach_the_result_and_the_backbone_follows_the_checkpoint(tiny_b
     result = evaluate(resolve(request), EvalSettings(results_dir=tmp_path / "results")).result
     assert result.method.options == {**options, "batch_size": 256}
     assert result.key_fields["method_options"] == options  # batch_size does not change the numbers: not keyed
-    assert result.method.config["placeholder"] == "$ (259)" and result.benchmark.preprocess == "targetpad"
+    assert (
+        result.method.config["placeholder"] == "$ (259), first of each row"
+        and result.benchmark.preprocess == "targetpad"
+    )
     assert set(result.metrics) >= {"R@1", "R@5", "Rsubset@1"}
     # Without --backbone the checkpoint decides; a tiny phi matches no released backbone and says so.
     with pytest.raises(MethodError, match="pass --backbone"):
         resolve(RunRequest("searle", "cirr", checkpoint=ckpts.searle, root=root))
+
+
+# --- placeholder characters inside captions (issue: each adapter follows its official rule per row) --------------
+@torch.no_grad()
+def test_searle_fills_only_the_first_dollar_of_each_row(tiny_backbone, ckpts):
+    """encode_with_pseudo_tokens.py replaces the first 259 of each row; a `$` in the caption keeps its embedding."""
+    method = build_method("searle", tiny_backbone, ckpts.searle)
+    refs = torch.randn(2, 32, generator=torch.Generator().manual_seed(11))
+    prompts = ["a photo of $ that is priced at $ 5 and red", "a photo of $ that is red"]
+    ids = tiny_backbone.tokenize(prompts)  # literal, as clip.tokenize: both `$` are id 259
+    assert (ids[0] == 259).sum() == 2
+    tokens = method.pseudo_tokens(refs)
+    expected = torch.stack([_text_tower_by_hand(tiny_backbone.model, ids[i : i + 1], tokens[i], 259) for i in (0, 1)])
+    torch.testing.assert_close(method.encode_prompts(prompts, refs), expected, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_pic2word_fills_the_first_star_per_row_and_tokenizes_like_upstream(tiny_backbone, ckpts):
+    method = build_method("pic2word", tiny_backbone, ckpts.pic2word)
+    ids = tiny_backbone.tokenize(["a photo of * , is ** red"])
+    assert (ids == 265).sum() == 1 and 4441 in ids.tolist()[0]  # `**` is one token upstream, not two placeholders
+    refs = torch.randn(2, 32, generator=torch.Generator().manual_seed(12))
+    # Per row, not row 0's position for the whole batch (upstream's batch bug): rows with the `*` elsewhere agree
+    # with encoding each row alone.
+    prompts = ["a photo of * , is red", "* is on the left and a * is below"]
+    batch = method.encode_prompts(prompts, refs)
+    alone = torch.cat([method.encode_prompts([p], refs[i : i + 1]) for i, p in enumerate(prompts)])
+    torch.testing.assert_close(batch, alone, rtol=1e-5, atol=1e-5)
+    second = tiny_backbone.tokenize(prompts[1:])
+    expected = _text_tower_by_hand(tiny_backbone.model, second, method.pseudo_tokens(refs[1:])[0], 265)
+    torch.testing.assert_close(batch[1], expected, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_lincir_fills_every_dollar(tiny_backbone):
+    from cirbench.methods.lincir import method_from_phi
+    from cirbench.text_encoding import encode_tokens
+
+    method = method_from_phi(tiny_backbone, Phi(32, 128, 64))
+    refs = torch.randn(1, 32, generator=torch.Generator().manual_seed(13))
+    prompt = "a photo of $ that is priced at $ 5"
+    ids = tiny_backbone.tokenize([prompt])
+    token = method.pseudo_tokens(refs)
+    x = tiny_backbone.model.token_embedding(ids).clone()
+    x[ids == 259] = token[0]
+    x = tiny_backbone.model.ln_final(
+        tiny_backbone.model.transformer(
+            x + tiny_backbone.model.positional_embedding, attn_mask=tiny_backbone.model.attn_mask
+        )
+    )
+    expected = x[0, int(ids[0].argmax())] @ tiny_backbone.model.text_projection
+    torch.testing.assert_close(method.encode_prompts([prompt], refs)[0], expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(encode_tokens(tiny_backbone.model, ids, token, 259), method.encode_prompts([prompt], refs))
+
+
+def test_captions_holding_the_placeholder_are_counted(tiny_backbone, ckpts, tmp_path):
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+
+    root = _tiny_cirr(tmp_path / "CIRR")
+    path = root / "captions" / "cap.rc2.val.json"
+    records = json.loads(path.read_text())
+    records[0]["caption"] = "costs $5 and is red"
+    path.write_text(json.dumps(records))
+    request = RunRequest("searle", "cirr", "cirbench-tiny:random", "val", root, ckpts.searle)
+    result = evaluate(resolve(request), EvalSettings(results_dir=None)).result
+    assert result.benchmark.texts_with_placeholder == 1
+    plain = evaluate(resolve(RunRequest("image+text", "cirr", "cirbench-tiny:random", "val", root)), EvalSettings(None))
+    assert plain.result.benchmark.texts_with_placeholder is None  # no placeholder: nothing to count

@@ -278,3 +278,92 @@ def test_a_damaged_result_is_one_line_naming_the_file(tmp_path, cirr_split):
         read_result(result.path)
     out = run("leaderboard", "--results-dir", tmp_path / "r")
     assert out.exit_code == 2 and str(result.path) in out.output and "Traceback" not in out.output
+
+
+# --------------------------------------------------------------------------------------------- review fixes
+
+
+def test_eval_all_passes_the_activation_to_every_card(tmp_path, cirr_split):
+    project = _project(tmp_path, cirr_split)
+    results = tmp_path / "results"
+    out = run("eval", "--all", "--quick-gelu", "--results-dir", results, "--device", "cpu", cwd=project)
+    assert out.exit_code == 0, out.output
+    assert {r.backbone.quick_gelu for r in iter_results(results)} == {True}
+    card = json.loads((project / "methods" / "image-only.yaml").read_text())
+    (project / "methods" / "image-only.yaml").write_text(json.dumps({**card, "quick_gelu": False}))
+    out = run("eval", "--all", "--quick-gelu", "--results-dir", tmp_path / "r2", "--device", "cpu", cwd=project)
+    assert out.exit_code == 0, out.output
+    by_method = {r.method.name: r.backbone.quick_gelu for r in iter_results(tmp_path / "r2")}
+    assert by_method == {"image-only": False, "image+text": True}  # the card's own word wins
+
+
+def test_a_changed_backbone_file_is_a_new_identity_in_one_process(tmp_path, cirr_split):
+    import open_clip
+    import torch
+
+    from cirbench.backbones import register_configs
+    from cirbench.evaluation import EvalSettings, evaluate
+
+    register_configs()
+    weights = tmp_path / "tiny.pt"
+    settings = EvalSettings(results_dir=tmp_path / "r")
+
+    def write(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model("cirbench-tiny").state_dict(), weights)
+
+    request = RunRequest("image+text", "cirr", f"cirbench-tiny:{weights}", "val", cirr_split, quick_gelu=False)
+    write(1)
+    first = evaluate(resolve(request), settings).result
+    os.utime(weights, ns=(1, 1))  # a rewrite is seen by size and mtime
+    write(2)
+    second = evaluate(resolve(request), settings).result
+    assert first.run_key != second.run_key and first.backbone.weights_id != second.backbone.weights_id
+    fresh = evaluate(resolve(request), EvalSettings(results_dir=None)).result
+    assert second.metrics == fresh.metrics
+
+
+def test_a_checkpoint_for_a_method_without_one_is_refused(tmp_path, cirr_split):
+    out = run(*eval_args(cirr_split, tmp_path / "r", "text-only"), "--checkpoint", tmp_path)
+    assert out.exit_code == 2 and "method 'text-only' takes no checkpoint" in out.output
+
+
+def test_a_package_folder_is_not_a_card_folder(tmp_path):
+    from cirbench.cards import PACKAGE_CARDS, find_card_dirs
+
+    package = tmp_path / "pkg"
+    for name in ("methods", "benchmarks"):
+        (package / name).mkdir(parents=True)
+        (package / name / "__init__.py").write_text("")
+    assert find_card_dirs(package / "methods") == (PACKAGE_CARDS / "methods", PACKAGE_CARDS / "benchmarks")
+    repo = Path(__file__).resolve().parents[1]
+    assert find_card_dirs(repo / "cirbench" / "lincir") == (repo / "methods", repo / "benchmarks")
+
+
+def test_migration_keeps_an_existing_schema_2_result(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES / "results", results)
+    assert run("results", "migrate", "--results-dir", results).exit_code == 0
+    migrated = {r.run_key: r.path.read_text() for r in iter_results(results)}
+    shutil.copytree(FIXTURES / "results", results, dirs_exist_ok=True)  # the old files come back
+    assert run("results", "migrate", "--results-dir", results).exit_code == 0
+    assert {r.run_key: r.path.read_text() for r in iter_results(results)} == migrated
+    (results / "runs" / "cirr" / "val" / "broken.json").write_text("{")
+    out = run("results", "migrate", "--results-dir", results)
+    assert out.exit_code == 2 and "broken.json: cannot read the result file" in out.output
+
+
+def test_a_truncated_backbone_file_is_one_line(tmp_path, cirr_split):
+    import open_clip
+    import torch
+
+    from cirbench.backbones import register_configs
+
+    register_configs()
+    weights = tmp_path / "tiny.pt"
+    torch.save(open_clip.create_model("cirbench-tiny").state_dict(), weights)
+    weights.write_bytes(weights.read_bytes()[:1000])
+    args = ["eval", "-m", "image-only", "-b", f"cirbench-tiny:{weights}", "--no-quick-gelu", "--benchmark", "cirr"]
+    out = run(*args, "--root", cirr_split, "--results-dir", tmp_path / "r", "--device", "cpu")
+    assert out.exit_code == 2, out.output
+    assert f"cannot load cirbench-tiny weights from {weights}" in out.output and "Traceback" not in out.output

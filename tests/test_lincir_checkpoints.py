@@ -148,6 +148,8 @@ def test_method_prefers_best_and_carries_train_meta(tmp_path, tiny):
         build_method("lincir", tiny, run, {"promt": "x"})
     with pytest.raises(OptionError, match="prompt='a photo' is not valid.*'\\$' slot"):
         build_method("lincir", tiny, run, {"prompt": "a photo"})
+    with pytest.raises(OptionError, match="whose only field is {caption}"):
+        build_method("lincir", tiny, run, {"prompt": "a photo of $ that {caption} {x}"})
     with pytest.raises(MethodError, match="run directory .* holds no phi_best"):
         build_method("lincir", tiny, tmp_path, {})
 

@@ -212,3 +212,14 @@ def test_a_broken_plugin_is_one_warning_never_a_crash(plugins, caplog):
     )
     listing = run("list", "methods")
     assert listing.exit_code == 0 and "image+text" in listing.output
+
+
+def test_a_plugin_written_for_the_old_option_format_is_skipped(plugins, caplog):
+    old_style = TOY_METHOD.replace(
+        'options=(Option("alpha", "float", 0.5, "weight of the text", minimum=0.0),)', 'options={"alpha": 0.5}'
+    )
+    with caplog.at_level(logging.WARNING, logger="cirbench"):
+        plugins("oldstylemethod", old_style, "cirbench.methods", "oldstylemethod:ENTRY")
+    assert any("'options' must be a tuple of cirbench.options.Option" in r.getMessage() for r in caplog.records)
+    listing = run("list", "methods")
+    assert listing.exit_code == 0 and "weighted-sum" not in listing.output

@@ -10,6 +10,7 @@ from typing import Any
 
 from cirbench.benchmarks.base import Benchmark
 from cirbench.errors import RegistryError
+from cirbench.options import check_declared_options
 from cirbench.registry import Registry
 
 BUILTIN_MODULES = (
@@ -29,6 +30,7 @@ def _adapt(obj: Any) -> Benchmark:
     if missing or not isinstance(bench, Benchmark):
         problem = f"missing {', '.join(missing)}" if missing else "not a subclass of cirbench.benchmarks.Benchmark"
         raise RegistryError(f"{obj!r} is not a benchmark: {problem}")
+    check_declared_options(bench.options, f"benchmark {bench.name!r}")
     return bench
 
 

@@ -153,7 +153,7 @@ def eval_command(
         show_progress=not as_json,
     )
     if all_cards:
-        outcomes = _eval_all(methods_dir, benchmarks_dir, settings, quiet=as_json)
+        outcomes = _eval_all(methods_dir, benchmarks_dir, settings, quick_gelu, quiet=as_json)
     else:
         if not (method and benchmark):
             raise UsageError("give --method and --benchmark (and --backbone, --root), or --all")
@@ -175,14 +175,18 @@ def eval_command(
         typer.echo(json.dumps([o.result.model_dump(mode="json", exclude={"env"}) for o in outcomes], indent=2))
 
 
-def _eval_all(methods_dir: Path | None, benchmarks_dir: Path | None, settings, quiet: bool) -> list[Outcome]:
+def _eval_all(
+    methods_dir: Path | None, benchmarks_dir: Path | None, settings, quick_gelu: bool | None, quiet: bool
+) -> list[Outcome]:
     from cirbench.cards import find_card_dirs
     from cirbench.evaluation.suite import run_suite
     from cirbench.progress import console
 
     found_methods, found_benchmarks = find_card_dirs()
     methods_dir, benchmarks_dir = methods_dir or found_methods, benchmarks_dir or found_benchmarks
-    report = run_suite(methods_dir, benchmarks_dir, settings, on_outcome=None if quiet else print_outcome)
+    report = run_suite(
+        methods_dir, benchmarks_dir, settings, quick_gelu=quick_gelu, on_outcome=None if quiet else print_outcome
+    )
     if not quiet:
         for skip in report.skipped:
             console.print(f"[yellow]{skip}[/]", highlight=False)

@@ -28,6 +28,7 @@ class EngineOutput:
     rankings: Rankings
     timings: dict[str, float]
     n_queries: int
+    texts_with_placeholder: int | None  # queries whose text holds the method's placeholder character
 
 
 def run_engine(
@@ -56,13 +57,18 @@ def run_engine(
     )
     timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)}
     query_s = rank_s = 0.0
+    placeholder = getattr(method, "placeholder", None)
+    with_placeholder = 0
     top: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
     subset: dict[str, list[str]] = {}
     device = backbone.device
     for part in data.parts:
         start = time.perf_counter()
-        queries = _encode_part_queries(method, part, feats, benchmark, batch_size * 4, device).to(device)
+        texts = [benchmark.query_texts(q, method.caption_join) for q in part.queries]
+        if placeholder:
+            with_placeholder += sum(any(placeholder in t for t in variants) for variants in texts)
+        queries = _encode_part_queries(method, part, texts, feats, batch_size * 4, device).to(device)
         query_s += time.perf_counter() - start
         start = time.perf_counter()
         _rank_part(part, queries, feats, top_k, top, scores, subset, device)
@@ -72,19 +78,18 @@ def run_engine(
     timings.update(query_encode_s=query_s, rank_s=rank_s)
     rankings = Rankings(top=top, subset=subset or None, scores=scores)
     metrics = benchmark.metrics(data, rankings) if data.has_labels else {}
-    return EngineOutput(metrics, rankings, timings, len(data.queries))
+    return EngineOutput(metrics, rankings, timings, len(data.queries), with_placeholder if placeholder else None)
 
 
 def _encode_part_queries(
-    method: Method, part: Part, feats: FeatureSet, benchmark: Benchmark, batch: int, device: torch.device
+    method: Method, part: Part, texts: list[list[str]], feats: FeatureSet, batch: int, device: torch.device
 ) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for start in range(0, len(part.queries), batch):
             chunk = part.queries[start : start + batch]
-            texts = [benchmark.query_texts(q, method.caption_join) for q in chunk]
             refs = feats.rows([q.reference for q in chunk]).to(device)
-            out.append(method.encode_queries(chunk, texts, refs).float().cpu())
+            out.append(method.encode_queries(chunk, texts[start : start + batch], refs).float().cpu())
     if not out:
         return torch.zeros(0, feats.features.shape[1])
     return torch.cat(out)

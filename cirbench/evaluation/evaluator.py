@@ -67,11 +67,12 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def keep_splits() -> Iterator[None]:
-    """Within the block, a split (with its image check) is read once however many runs use it."""
+def keep_splits(store: dict | None = None) -> Iterator[None]:
+    """Within the block, a split (with its image check) is read once however many runs use it; a caller that
+    evaluates again later (model selection during training) passes its own ``store`` to keep them across blocks."""
     global _SPLITS
     outer = _SPLITS
-    _SPLITS = {} if outer is None else outer
+    _SPLITS = store if store is not None else ({} if outer is None else outer)
     try:
         yield
     finally:
@@ -90,17 +91,22 @@ def load_split(benchmark: Benchmark, split: str, root: Path | None, options: Map
 
 
 def get_backbone(spec: RunSpec, device: str, allow_download: bool) -> Backbone:
-    """Load a backbone once per (id, activation, device) for the whole process."""
-    key = (spec.backbone.id, spec.backbone.quick_gelu, device)
+    """Load a backbone once per (weights identity, device) for the whole process.
+
+    The identity was computed before loading (a local file's hash); a model whose loaded weights differ from it
+    (the file changed in between) is refused and not kept, so a result is never stored under another file's key.
+    """
+    key = (spec.backbone.id, spec.backbone.weights_id, device)
     if key not in _BACKBONES:
-        _BACKBONES[key] = load_backbone(
+        backbone = load_backbone(
             spec.backbone.id, device=device, allow_download=allow_download, quick_gelu=spec.backbone.quick_gelu
         )
-        if _BACKBONES[key].weights_id != spec.backbone.weights_id:
+        if backbone.weights_id != spec.backbone.weights_id:
             raise BackboneError(
-                f"{spec.backbone.id}: loaded weights {_BACKBONES[key].weights_id} differ from the ones identified "
+                f"{spec.backbone.id}: loaded weights {backbone.weights_id} differ from the ones identified "
                 f"before loading ({spec.backbone.weights_id}); the checkpoint file changed during the run"
             )
+        _BACKBONES[key] = backbone
     return _BACKBONES[key]
 
 
@@ -181,6 +187,7 @@ def evaluate(
             layout=data.layout,
             gallery_size=prepared.gallery_size,
             annotations_sha256=data.annotations_sha256,
+            texts_with_placeholder=output.texts_with_placeholder,
         ),
         metrics={k: round(float(v), 6) for k, v in output.metrics.items()},
         main_metric=spec.benchmark.main_metric,

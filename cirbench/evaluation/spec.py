@@ -106,6 +106,8 @@ def resolve(request: RunRequest, *, prebuilt: bool = False) -> RunSpec:
     entry = get_method_entry(request.method)
     options = entry.parse_options(request.method_options)
     checkpoint = checkpoint_id = None
+    if request.checkpoint is not None and not entry.needs_checkpoint:
+        raise MethodError(f"method {entry.name!r} takes no checkpoint; leave out --checkpoint ({request.checkpoint})")
     if request.checkpoint is not None:
         checkpoint = entry.locate_checkpoint(Path(request.checkpoint))
         checkpoint_id = entry.checkpoint_id(checkpoint)

@@ -41,7 +41,8 @@ class SuiteReport:
     skipped: list[Skip] = field(default_factory=list)
 
 
-def request_for(mcard: MethodCard, bcard: BenchmarkCard) -> RunRequest:
+def request_for(mcard: MethodCard, bcard: BenchmarkCard, quick_gelu: bool | None = None) -> RunRequest:
+    """The evaluation a card pair asks for; ``quick_gelu`` (the CLI flag) applies where a card does not say."""
     return RunRequest(
         method=mcard.method,
         backbone=mcard.backbone,
@@ -52,6 +53,7 @@ def request_for(mcard: MethodCard, bcard: BenchmarkCard) -> RunRequest:
         method_options=mcard.options,
         protocol_options=bcard.options,
         variant=mcard.variant,
+        quick_gelu=mcard.quick_gelu if mcard.quick_gelu is not None else quick_gelu,
     )
 
 
@@ -60,6 +62,7 @@ def run_suite(
     benchmarks_dir: Path,
     settings: EvalSettings,
     *,
+    quick_gelu: bool | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> SuiteReport:
     """Evaluate every runnable card pair; returns what ran (reused or new) and what was skipped, with reasons."""
@@ -86,7 +89,7 @@ def run_suite(
                     report.skipped.append(Skip(bcard.name, mcard.name, f"checkpoint {mcard.checkpoint} not found"))
                     continue
                 try:
-                    outcome = evaluate(resolve(request_for(mcard, bcard)), settings)
+                    outcome = evaluate(resolve(request_for(mcard, bcard, quick_gelu)), settings)
                 except OptionError as error:
                     raise CardError(f"card {mcard.path}: {error}") from error
                 except (BackboneError, MethodError) as error:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cirbench.errors import CorpusError
+from cirbench.network import downloads_allowed, hub_access, user_asked_offline
 from cirbench.paths import cache_root
 
 UPSTREAM_CORPORA = {
@@ -92,30 +93,22 @@ def parse_corpus_spec(spec: str, column: str | None = None) -> CorpusSpec:
     return CorpusSpec(kind=_BUILDERS[suffix], source=source, column=col, files=tuple(files))
 
 
-def _downloads_allowed(allow_download: bool | None) -> bool:
-    if allow_download is not None:
-        return allow_download
-    return os.environ.get("CIRBENCH_ALLOW_DOWNLOAD", "") not in ("", "0")
-
-
-def _hub_offline() -> bool:
-    return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def _load_one(spec: CorpusSpec, allow_download: bool | None, cache_dir: str) -> Any:
     import datasets
 
     datasets.disable_progress_bars()  # cirbench shows its own progress; Arrow's bars would interleave with it
 
+    allowed = downloads_allowed(allow_download)
     if spec.kind == "hub":
-        if not _downloads_allowed(allow_download) and not _hub_offline():
+        if not allowed and not user_asked_offline():
             raise CorpusError(
                 f"corpus hf:{spec.source} is a hub dataset and downloads are off: pass --allow-download "
                 "(or set CIRBENCH_ALLOW_DOWNLOAD=1) on a machine with network, set HF_DATASETS_OFFLINE=1 to use "
                 "a copy already in the Hugging Face cache, or export it to a local parquet/txt file"
             )
         try:
-            ds = datasets.load_dataset(spec.source, split=spec.split)
+            with hub_access(allowed):
+                ds = datasets.load_dataset(spec.source, split=spec.split)
         except Exception as error:  # noqa: BLE001 - any hub/cache failure becomes one clear message
             raise CorpusError(f"corpus hf:{spec.source} (split {spec.split}) could not be loaded: {error}") from error
     else:
@@ -125,9 +118,10 @@ def _load_one(spec: CorpusSpec, allow_download: bool | None, cache_dir: str) -> 
         if spec.kind == "csv":  # a caption reading "NA", "None" or "null" is text, not a missing value
             kwargs.update(keep_default_na=False, na_values=[])
         try:
-            ds = datasets.load_dataset(
-                spec.kind, data_files=list(spec.files), split="train", cache_dir=cache_dir, **kwargs
-            )
+            with hub_access(False):  # local files: never the network
+                ds = datasets.load_dataset(
+                    spec.kind, data_files=list(spec.files), split="train", cache_dir=cache_dir, **kwargs
+                )
         except Exception as error:  # noqa: BLE001
             raise CorpusError(f"corpus {spec.source}: could not be read as {spec.kind}: {error}") from error
     if spec.column not in ds.column_names:

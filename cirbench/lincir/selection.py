@@ -93,7 +93,7 @@ def validation_evaluator(
     """
     if not root:
         return None, "no validation root given: keeping the last checkpoint"
-    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, keep_splits, resolve
     from cirbench.evaluation.readiness import why_not_ready
     from cirbench.methods.lincir import method_from_phi
 
@@ -111,9 +111,11 @@ def validation_evaluator(
         return None, f"{benchmark} {split} data not usable under {root} ({problem}): keeping the last checkpoint"
     # As before the feature cache serves fp32 towers only (half-precision towers re-encode the small val gallery).
     settings = EvalSettings(results_dir=None, batch_size=batch_size, use_cache=backbone.dtype == torch.float32)
+    splits: dict = {}  # the validation split is read and its images checked once for the whole run
 
     def evaluate_phi(phi: torch.nn.Module) -> Mapping[str, float]:
-        outcome = evaluate(spec, settings, method=method_from_phi(backbone, phi), backbone=backbone)
+        with keep_splits(splits):
+            outcome = evaluate(spec, settings, method=method_from_phi(backbone, phi), backbone=backbone)
         return outcome.result.metrics
 
     return evaluate_phi, f"{benchmark} {split} under {root}"

@@ -12,6 +12,7 @@ from typing import Any
 
 from cirbench.errors import MethodError, RegistryError
 from cirbench.methods.base import Method, MethodEntry
+from cirbench.options import check_declared_options
 from cirbench.registry import Registry
 
 BUILTIN_MODULES = (
@@ -27,6 +28,7 @@ def _adapt(obj: Any) -> MethodEntry:
         obj = obj()
     if not isinstance(obj, MethodEntry):
         raise RegistryError(f"{obj!r} is not a cirbench.methods.base.MethodEntry")
+    check_declared_options(obj.options, f"method {obj.name!r}")
     return obj
 
 

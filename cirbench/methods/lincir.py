@@ -14,7 +14,7 @@ Checkpoints: a cirbench run directory (``phi_best.safetensors``, else ``phi_last
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ OFFICIAL_BACKBONES = {
 def _check_prompt(prompt: str) -> str | None:
     if "{caption}" not in prompt or PLACEHOLDER not in prompt:
         return f"a prompt with a {PLACEHOLDER!r} slot and '{{caption}}'"
+    try:
+        prompt.format(caption="")
+    except (KeyError, IndexError, ValueError):
+        return "a prompt whose only field is {caption} (write a literal brace as {{ or }})"
     return None
 
 
@@ -119,7 +123,7 @@ class LinCIR(PseudoTokenMethod):
             "mapper": f"phi {d_in}-{hidden}-{hidden}-{d_out}",
             "mapper_input": "unnormalised image embedding",
             "prompt": self.template,
-            "placeholder": f"{PLACEHOLDER} ({PLACEHOLDER_ID})",
+            "placeholder": f"{PLACEHOLDER} ({PLACEHOLDER_ID}), every one of each row",
             "tokenization": self.tokenization,
             "fiq_join": self.caption_join,
             "preprocess": self.preprocess,
@@ -128,16 +132,6 @@ class LinCIR(PseudoTokenMethod):
     @property
     def phi(self) -> torch.nn.Module:
         return self.mapper
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """``literal`` tokenizes the prompt as upstream's ``clip.tokenize`` does; ``split`` inserts id 259."""
-        if self.tokenization == "split":
-            return super().tokenize(prompts)
-        tokens = self.backbone.tokenize(prompts)
-        lost = (tokens == PLACEHOLDER_ID).sum(dim=1) == 0
-        if bool(lost.any()):
-            raise MethodError(f"prompt lost its {PLACEHOLDER!r} slot: {prompts[int(lost.nonzero()[0])]!r}")
-        return tokens
 
 
 def method_from_phi(

@@ -99,7 +99,9 @@ def infer_backbone(checkpoint_path: Path | str) -> str:
 
 
 class Pic2Word(PseudoTokenMethod):
-    """Pic2Word's IM2TEXT with the ``paper`` or ``lincir`` prompt protocol."""
+    """Pic2Word's IM2TEXT with the ``paper`` or ``lincir`` prompt protocol; the first placeholder of each row."""
+
+    fill = "first"
 
     def __init__(self, *args: Any, prompt_protocol: str = "paper", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -126,7 +128,7 @@ class Pic2Word(PseudoTokenMethod):
             "prompt_protocol": self.prompt_protocol,
             "prompt": self.template,
             "fiq_prompt": fiq,
-            "placeholder": f"{self.placeholder} ({self.placeholder_id})",
+            "placeholder": f"{self.placeholder} ({self.placeholder_id}), first of each row",
             "fiq_join": self.caption_join,
             "preprocess": self.preprocess,
         }
@@ -169,5 +171,6 @@ METHODS.register(
         needs_checkpoint=True,
         infer_backbone=infer_backbone,
         checkpoint_hint="pic2word_model.pt, see methods/pic2word-vit-l-14.yaml",
+        version="2",  # 2: literal tokenization and the first placeholder of each row, as upstream
     )
 )

@@ -1,7 +1,12 @@
 """Methods that map the reference image to one pseudo word and read it inside a prompt (LinCIR, SEARLE, Pic2Word).
 
-They differ only in the mapper, the prompt and the placeholder; the encoding path is shared so all of them
-locate the placeholder per sample and run the text tower exactly as ``CLIP.encode_text``.
+They differ in the mapper, the prompt, the placeholder and which placeholders the pseudo word fills; the encoding
+path is shared, so all of them locate the placeholder per sample and run the text tower exactly as
+``CLIP.encode_text``. Prompts are tokenized literally, as the official code does with ``clip.tokenize`` (so a ``$``
+or ``*`` inside a caption is tokenized as the official tokenizer would: ``**`` is one token, 4441, not two
+placeholders). LinCIR fills every placeholder of a row; SEARLE (``encode_with_pseudo_tokens.py``) and Pic2Word
+(``model/model.py``) fill only the first. Pic2Word upstream takes that position from row 0 of the batch for every
+row, a batch-level bug that is not copied: the position is found per row.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from cirbench.text_encoding import encode_tokens
 class PseudoTokenMethod:
     """A frozen mapper (image feature -> one word token) plus a prompt template with a placeholder slot.
 
-    Subclasses set ``placeholder`` / ``placeholder_id`` and ``template`` (with ``{caption}``). The placeholder is
-    located per sample by ``encode_tokens`` (Pic2Word upstream reused the first row's position for the whole batch).
+    Subclasses set ``placeholder`` / ``placeholder_id``, ``template`` (with ``{caption}``) and ``fill``: ``every``
+    placeholder of a row or only the ``first``. ``tokenization`` is ``literal`` (the official tokenizer on the
+    whole prompt) or ``split`` (the text cut at every placeholder character, which is then always the id).
     """
 
     placeholder: str
     placeholder_id: int
     template: str
     caption_join: str = "both-orders"
+    fill: str = "every"
+    tokenization: str = "literal"
 
     def __init__(self, backbone, mapper: nn.Module, info: MethodInfo, preprocess: str, batch_size: int) -> None:
         self.backbone = backbone
@@ -42,11 +50,14 @@ class PseudoTokenMethod:
         return [self.template.format(caption=text) for text in texts]
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Token ids with the placeholder as its own id (never substituted into the string and re-tokenized)."""
-        tokens = self.backbone.tokenize_with_placeholder(prompts, self.placeholder, self.placeholder_id)
+        """Token ids of the prompts; every row must keep a placeholder id for the pseudo word."""
+        if self.tokenization == "split":
+            tokens = self.backbone.tokenize_with_placeholder(prompts, self.placeholder, self.placeholder_id)
+        else:
+            tokens = self.backbone.tokenize(prompts)
         lost = (tokens == self.placeholder_id).sum(dim=1) == 0
         if bool(lost.any()):
-            raise MethodError(f"prompt has no {self.placeholder!r} slot: {prompts[int(lost.nonzero()[0])]!r}")
+            raise MethodError(f"prompt lost its {self.placeholder!r} slot: {prompts[int(lost.nonzero()[0])]!r}")
         return tokens
 
     @torch.no_grad()
@@ -63,7 +74,10 @@ class PseudoTokenMethod:
         out = []
         for rows in batched(len(prompts), self.batch_size):
             pseudo = self.pseudo_tokens(reference_features[rows])
-            out.append(encode_tokens(self.backbone.model, tokens[rows], pseudo, self.placeholder_id).float())
+            encoded = encode_tokens(
+                self.backbone.model, tokens[rows], pseudo, self.placeholder_id, first_only=self.fill == "first"
+            )
+            out.append(encoded.float())
         return torch.cat(out) if out else torch.zeros(0, self.backbone.embed_dim, device=self.device)
 
     @torch.no_grad()

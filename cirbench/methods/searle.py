@@ -63,6 +63,7 @@ class Searle(PseudoTokenMethod):
     placeholder, placeholder_id = PLACEHOLDER, PLACEHOLDER_ID
     template = TEMPLATE
     caption_join = CAPTION_JOIN
+    fill = "first"  # encode_with_pseudo_tokens.py replaces the first $ of each row
 
     def describe(self) -> dict[str, Any]:
         layers = self.mapper.layers
@@ -72,7 +73,7 @@ class Searle(PseudoTokenMethod):
             "mapper": "phi " + "-".join(map(str, widths)),
             "mapper_input": "unnormalised image embedding",
             "prompt": TEMPLATE,
-            "placeholder": f"{self.placeholder} ({self.placeholder_id})",
+            "placeholder": f"{self.placeholder} ({self.placeholder_id}), first of each row",
             "fiq_join": CAPTION_JOIN,
             "preprocess": self.preprocess,
         }
@@ -102,5 +103,6 @@ METHODS.register(
         needs_checkpoint=True,
         infer_backbone=infer_backbone,
         checkpoint_hint="SEARLE_ViT-B32.pt or SEARLE_ViT-L14.pt, see methods/",
+        version="2",  # 2: literal tokenization and the first placeholder of each row, as upstream
     )
 )

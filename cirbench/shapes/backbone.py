@@ -89,8 +89,14 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
             f"shapes CLIP weights not found at {path}; regenerate with "
             "`cirbench shapes pretrain --out cirbench/assets/shapes_clip`"
         )
-    meta = json.loads((weights_dir / META_FILE).read_text())
-    state = load_file(str(path))
+    try:
+        meta = json.loads((weights_dir / META_FILE).read_text())
+        state = load_file(str(path))
+    except (OSError, ValueError) as error:  # a missing meta.json, a truncated or foreign weights file
+        raise BackboneError(
+            f"cannot read the shapes CLIP weights in {weights_dir} ({error}); it needs {WEIGHTS_FILE} and "
+            f"{META_FILE} as `cirbench shapes pretrain --out {weights_dir}` writes them"
+        ) from error
     ids = state.pop("token_embedding.ids")
     rows = state.pop("token_embedding.rows")
     model = create_model(seed=0)
