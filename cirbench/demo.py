@@ -75,7 +75,7 @@ def train_demo_lincir(config: DemoConfig, console: Console) -> Path:
         shutil.rmtree(run_dir)
         resume = False
     console.print(f"[bold]1/3[/] training LinCIR phi on {corpus.name} ({config.steps} steps x {config.global_batch})")
-    train(train_config, resume=resume)
+    train(train_config, resume=resume, overwrite=not resume)  # the demo's own scratch run
     return run_dir
 
 

@@ -1,33 +1,42 @@
 """Image-feature cache shared by every method that uses the same frozen image tower.
 
-Key: backbone id + weights id + preprocessing + the benchmark's image reader (when it is not plain RGB) + hash of
-the ordered image list (keys and crops). Features are
-the *unnormalised* projected embeddings (phi / IM2TEXT consume those), stored float32. Encoding writes chunks
-atomically, so an interrupted run resumes at the first missing chunk; a finished entry is one memory-mappable
-``features.npy`` plus ``ids.json`` and a readable ``manifest.json``.
+Key: backbone id + weights id + preprocessing + the benchmark's image reader (when it is not plain RGB) + the ordered
+image list (keys and crops) + the images' identities (resolved path, size, mtime; or their bytes with ``--verify``),
+so changed files or another dataset with the same file names never reuse stale features. Features are the
+*unnormalised* projected embeddings (phi / IM2TEXT consume those), stored float32. Encoding writes chunks atomically,
+so an interrupted run (even ``kill -9``) resumes at the first missing chunk; a finished entry is one memory-mappable
+``features.npy`` plus ``ids.json`` and a readable ``manifest.json``. Every chunk and every finished entry is checked
+(row count, width, dtype) before use; a bad one is encoded again, with a one-line note. Finishing an entry holds a
+file lock, so two evaluations of the same gallery never race.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
+from PIL import Image
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
-from cirbench.images import open_rgb
+from cirbench.errors import DataError
+from cirbench.images import check_images, identity_hash, open_rgb
 from cirbench.io import atomic_write_json, atomic_write_npy
 from cirbench.methods.preprocessing import build_preprocess
 from cirbench.paths import cache_root
 
 CHUNK = 2048
 PLAIN_READER = "rgb"
+log = logging.getLogger("cirbench")
 
 
 def image_list_hash(refs: Sequence[ImageRef]) -> str:
@@ -38,14 +47,18 @@ def image_list_hash(refs: Sequence[ImageRef]) -> str:
     return digest.hexdigest()
 
 
-def entry_key(backbone: Backbone, preprocess: str, refs: Sequence[ImageRef], reader: str = PLAIN_READER) -> str:
-    parts = [backbone.model_key, preprocess, image_list_hash(refs)]
+def entry_key(
+    backbone: Backbone, preprocess: str, refs: Sequence[ImageRef], reader: str = PLAIN_READER, images_id: str = ""
+) -> str:
+    parts = [backbone.model_key, preprocess, image_list_hash(refs), images_id]
     if reader != PLAIN_READER:
         parts.insert(2, reader)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
 class _ImageDataset(torch.utils.data.Dataset):
+    """Pixels of each image, or (a placeholder and) the reason it could not be read: raised by the main process."""
+
     def __init__(self, refs: Sequence[ImageRef], transform: Callable, open_image: Callable):
         self.refs = refs
         self.transform = transform
@@ -54,12 +67,13 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.refs)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         ref = self.refs[index]
         try:
-            return self.transform(self.open_image(ref))
-        except Exception as error:  # noqa: BLE001 - re-raised with the file named
-            raise RuntimeError(f"cannot read image {ref.key!r} at {ref.path}: {error}") from error
+            return self.transform(self.open_image(ref)), ""
+        except Exception as error:  # noqa: BLE001 - reported with the file named, in the main process
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            return self.transform(Image.new("RGB", (8, 8))), f"cannot decode image {ref.key!r} at {ref.path} ({reason})"
 
 
 @dataclass
@@ -78,6 +92,28 @@ class FeatureSet:
         return torch.from_numpy(np.asarray(self.features[[self.index[k] for k in keys]], dtype=np.float32))
 
 
+def _valid(path: Path, rows: int, width: int | None, quiet: bool = False) -> np.ndarray | None:
+    """The array at ``path`` if it is complete float32 features of ``rows`` x ``width`` (width None: any), else
+    None with a one-line note (a truncated or foreign file is encoded again)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as error:
+        if not quiet:
+            log.warning("cirbench: %s is damaged (%s); encoding it again", path, " ".join(str(error).split())[:120])
+        return None
+    if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != rows or (width and array.shape[1] != width):
+        if not quiet:
+            log.warning(
+                "cirbench: %s holds %s %s, not %d rows of float32 features; encoding it again",
+                path,
+                array.dtype,
+                tuple(array.shape),
+                rows,
+            )
+        return None
+    return array
+
+
 def encode_images(
     backbone: Backbone,
     refs: Sequence[ImageRef],
@@ -88,21 +124,30 @@ def encode_images(
     progress: Callable[[int, int], None] | None = None,
     open_image: Callable = open_rgb,
     reader: str = PLAIN_READER,
+    images_id: str | None = None,
 ) -> FeatureSet:
     """Features for ``refs`` in order, from the cache when present (chunks resume after interruption).
 
     ``open_image`` opens one ``ImageRef`` (a benchmark's reader, e.g. GeneCIS crops); ``reader`` names it in the key.
+    ``images_id`` identifies the files (the evaluation passes what it records); by default their stat identity.
     """
     start = time.perf_counter()
     keys = [ref.key for ref in refs]
-    key = entry_key(backbone, preprocess, refs, reader)
+    if images_id is None:
+        images_id = identity_hash(check_images(refs), keys)
+    key = entry_key(backbone, preprocess, refs, reader, images_id)
     folder = cache_root() / "features" / key
     final = folder / "features.npy"
+    width = backbone.image_embed_dim
     if use_cache and final.is_file():
-        return FeatureSet(keys, np.load(final, mmap_mode="r"), time.perf_counter() - start, True)
+        with FileLock(folder / ".lock"):
+            cached = _valid(final, len(refs), None)
+        if cached is not None:
+            return FeatureSet(keys, cached, time.perf_counter() - start, True)
+        final.unlink(missing_ok=True)
     transform = build_preprocess(backbone, preprocess)
-    folder.mkdir(parents=True, exist_ok=True)
     if use_cache:
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             folder / "manifest.json",
             {
@@ -112,6 +157,7 @@ def encode_images(
                 "reader": reader,
                 "n_images": len(refs),
                 "image_list_sha256": image_list_hash(refs),
+                "images_sha256": images_id,
                 "dtype": "float32",
                 "normalised": False,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -122,8 +168,9 @@ def encode_images(
     for chunk_start in range(0, len(refs), CHUNK):
         chunk_refs = refs[chunk_start : chunk_start + CHUNK]
         chunk_path = folder / f"chunk_{chunk_start // CHUNK:06d}.npy"
-        if use_cache and chunk_path.is_file():
-            chunks.append(np.load(chunk_path))
+        stored = _valid(chunk_path, len(chunk_refs), width) if use_cache and chunk_path.is_file() else None
+        if stored is not None:
+            chunks.append(np.asarray(stored))
         else:
             chunks.append(_encode_chunk(backbone, chunk_refs, transform, open_image, batch_size, num_workers))
             if use_cache:
@@ -131,13 +178,13 @@ def encode_images(
         done += len(chunk_refs)
         if progress is not None:
             progress(done, len(refs))
-    dim = chunks[0].shape[1] if chunks else backbone.image_embed_dim
-    features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
     if use_cache:
-        atomic_write_json(folder / "ids.json", keys)
-        atomic_write_npy(final, features)
-        for chunk_path in folder.glob("chunk_*.npy"):
-            chunk_path.unlink()
+        with FileLock(folder / ".lock"):
+            atomic_write_json(folder / "ids.json", keys)
+            atomic_write_npy(final, features)
+            for chunk_path in folder.glob("chunk_*.npy"):
+                chunk_path.unlink(missing_ok=True)
     return FeatureSet(keys, features, time.perf_counter() - start, False)
 
 
@@ -152,7 +199,15 @@ def _encode_chunk(
     loader = torch.utils.data.DataLoader(
         _ImageDataset(refs, transform, open_image), batch_size=batch_size, num_workers=num_workers, shuffle=False
     )
-    out = [backbone.encode_image(pixels).cpu().numpy().astype(np.float32) for pixels in loader]
+    out = []
+    for pixels, problems in loader:
+        failed = [p for p in problems if p]
+        if failed:
+            raise DataError(
+                f"{failed[0]}; run `cirbench data check --deep` to list every unreadable image, then fix or remove "
+                "them (--skip-missing leaves out missing and non-image files)"
+            )
+        out.append(backbone.encode_image(pixels).cpu().numpy().astype(np.float32))
     return np.concatenate(out)
 
 
@@ -162,9 +217,14 @@ def list_entries() -> list[dict]:
     entries = []
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
         manifest = folder / "manifest.json"
-        info = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        try:
+            info = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        except (OSError, ValueError):
+            info = {"note": "unreadable manifest"}
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-        entries.append({"key": folder.name, "complete": (folder / "features.npy").is_file(), "bytes": size, **info})
+        final = folder / "features.npy"
+        complete = final.is_file() and _valid(final, int(info.get("n_images", -1)), None, quiet=True) is not None
+        entries.append({"key": folder.name, "complete": complete, "bytes": size, **info})
     return entries
 
 

@@ -1,43 +1,113 @@
-"""Benchmark images on disk: existence checks with clear counts, and the plain RGB opener.
+"""Benchmark images on disk: checks with clear counts, their identities, and the plain RGB opener.
 
-Nothing is dropped silently: ``check_images`` lists every missing file, and the caller either fails with the count,
-the first paths and the expected layout, or (``--skip-missing``) proceeds and records the count. A benchmark that
-opens images differently (GeneCIS crops) provides its own opener.
+Nothing is dropped silently: ``check_images`` lists every missing, empty and (at ``header`` or ``deep`` level)
+undecodable file, and the caller either fails with the count, the first paths and the expected layout, or
+(``--skip-missing``) proceeds and records the counts. Each present image's identity (resolved path, size, mtime)
+is kept, so the feature cache and the result know exactly which files were read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 
 if TYPE_CHECKING:
     from cirbench.benchmarks.base import ImageRef
 
+Level = Literal["exists", "header", "deep"]
+
 
 @dataclass
 class ImageCheck:
-    """Which image keys of a split exist on disk, and which do not."""
+    """Which image keys of a split can be read, which are missing and which are unreadable (with the reason)."""
 
     present: list[str] = field(default_factory=list)
     missing: list[ImageRef] = field(default_factory=list)
+    unreadable: list[tuple[ImageRef, str]] = field(default_factory=list)
+    identity: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # key -> (resolved path, size, mtime)
+    level: Level = "exists"
+
+    @property
+    def bad(self) -> list[ImageRef]:
+        """Every image that cannot be used: missing or unreadable."""
+        return self.missing + [ref for ref, _ in self.unreadable]
 
     def summary(self, limit: int = 5) -> str:
-        paths = ", ".join(str(ref.path) for ref in self.missing[:limit])
-        more = f" (+{len(self.missing) - limit} more)" if len(self.missing) > limit else ""
-        return f"{len(self.missing)} of {len(self.missing) + len(self.present)} images missing: {paths}{more}"
+        total = len(self.present) + len(self.bad)
+        parts = []
+        if self.missing:
+            paths = ", ".join(str(ref.path) for ref in self.missing[:limit])
+            more = f" (+{len(self.missing) - limit} more)" if len(self.missing) > limit else ""
+            parts.append(f"{len(self.missing)} of {total} images missing: {paths}{more}")
+        if self.unreadable:
+            shown = ", ".join(f"{ref.path} ({why})" for ref, why in self.unreadable[:limit])
+            more = f" (+{len(self.unreadable) - limit} more)" if len(self.unreadable) > limit else ""
+            parts.append(f"{len(self.unreadable)} of {total} images unreadable: {shown}{more}")
+        return "; ".join(parts) or f"all {total} images readable"
 
 
-def check_images(refs: Iterable[ImageRef]) -> ImageCheck:
-    result = ImageCheck()
-    for ref in refs:
-        if ref.path is not None and ref.path.is_file():
-            result.present.append(ref.key)
-        else:
+def _problem(path: os.PathLike, size: int, level: Level) -> str | None:
+    """Why a present file is no usable image (None when it is), at the given depth."""
+    if size == 0:
+        return "empty file"
+    if level == "exists":
+        return None
+    try:
+        with Image.open(path) as handle:
+            if level == "deep":
+                handle.load()
+    except Exception as error:  # noqa: BLE001 - every decoder failure is one reason string
+        return " ".join(f"{type(error).__name__}: {error}".split())[:160]
+    return None
+
+
+def check_images(
+    refs: Iterable[ImageRef], level: Level = "exists", progress: Callable[[int, int], None] | None = None
+) -> ImageCheck:
+    """Check every image: ``exists`` (present, not empty), ``header`` (the format is recognised) or ``deep`` (it
+    decodes fully: finds truncated files)."""
+    refs = list(refs)
+    result = ImageCheck(level=level)
+    for i, ref in enumerate(refs, 1):
+        try:
+            info = os.stat(ref.path) if ref.path is not None else None
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
             result.missing.append(ref)
+        elif (why := _problem(ref.path, info.st_size, level)) is not None:
+            result.unreadable.append((ref, why))
+        else:
+            result.present.append(ref.key)
+            result.identity[ref.key] = (os.path.realpath(ref.path), info.st_size, info.st_mtime_ns)
+        if progress is not None and (i % 256 == 0 or i == len(refs)):
+            progress(i, len(refs))
     return result
+
+
+def identity_hash(check: ImageCheck, keys: Iterable[str]) -> str:
+    """One hash over the identities (resolved path, size, mtime) of ``keys``: which files a run read."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(f"{key}|{check.identity.get(key)}\n".encode())
+    return digest.hexdigest()
+
+
+def content_hash(paths: Iterable[os.PathLike]) -> str:
+    """One hash over the bytes of every file (``--verify``): identical whatever the paths or timestamps."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def open_rgb(ref: ImageRef) -> Image.Image:

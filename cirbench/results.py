@@ -38,6 +38,7 @@ class Skipped(_Record):
     """What ``--skip-missing`` left out; stored in every result (zeros when nothing was skipped)."""
 
     images_missing: int = 0
+    images_unreadable: int = 0  # present but empty or no image (left out with --skip-missing)
     queries_dropped: int = 0
     gallery_images_dropped: int = 0
     queries_target_missing: int = 0  # kept and scored, but their target left the gallery: certain misses
@@ -76,6 +77,8 @@ class BenchmarkRecord(_Record):
     gallery_size: int | None = None
     annotations_sha256: str | None = None
     texts_with_placeholder: int | None = None  # queries whose text holds the method's placeholder character
+    images_sha256: str | None = None  # the images read: their (resolved path, size, mtime), or bytes with --verify
+    images_verified: bool = False  # True: images_sha256 hashes the files' bytes
 
 
 class RunResult(BaseModel):

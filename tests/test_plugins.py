@@ -27,7 +27,8 @@ TOY_BENCHMARK = '''
 """toybench: a CIR benchmark in one file (queries.json + images/*.png), R@1 and R@5 with the reference removed."""
 
 from cirbench import metrics as M
-from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, read_annotation_json
+from cirbench.benchmarks.annotations import read_annotation_json
+from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query
 from cirbench.options import Option
 
 

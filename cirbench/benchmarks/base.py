@@ -11,16 +11,15 @@ ASIN; GeneCIS: ``coco:<id>`` or ``vg:<id>:<x>,<y>,<w>,<h>``) and resolved to fil
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cirbench.errors import AnnotationError, OptionError, ScoringError, SubmissionError
+from cirbench.errors import OptionError, ScoringError, SubmissionError
 from cirbench.identity import files_sha256
-from cirbench.images import ImageCheck, check_images, open_rgb
+from cirbench.images import ImageCheck, Level, check_images, open_rgb
 from cirbench.options import Option, parse_options
 
 if TYPE_CHECKING:
@@ -31,19 +30,6 @@ if TYPE_CHECKING:
 CAPTION_JOINS = ("both-orders", "c1-and-c2", "c2-and-c1-raw")
 
 
-def read_annotation_json(path: Path, fix: str) -> Any:
-    """Parse an annotation file; an unreadable one is an ``AnnotationError`` naming the file and the fix."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise AnnotationError(f"{path}: cannot read JSON ({e}); {fix}") from e
-
-
-def bad_record(fix: str, path: Path, index: int, problem: str) -> AnnotationError:
-    """The error for one malformed record: file, record index, what is wrong, how to fix it."""
-    return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {fix}")
-
-
 def image_stem(value: str) -> str:
     """An image name without folder or extension (``dev/dev-1-0-img0.png`` -> ``dev-1-0-img0``)."""
     base = value.rsplit("/", 1)[-1]
@@ -51,11 +37,6 @@ def image_stem(value: str) -> str:
         if base.lower().endswith(ext):
             return base[: -len(ext)]
     return base
-
-
-def missing_fields(record: Any, needed: Sequence[str]) -> list[str]:
-    """The fields of ``needed`` a record lacks (all of them when it is not a JSON object)."""
-    return [f for f in needed if not isinstance(record, dict) or f not in record]
 
 
 @dataclass(frozen=True)
@@ -136,9 +117,19 @@ class BenchmarkSplit:
         return sum(len(g) for g in distinct)
 
     @cached_property
+    def _checks(self) -> dict[str, ImageCheck]:
+        return {}
+
+    def check_images(self, level: Level = "exists", progress: Callable[[int, int], None] | None = None) -> ImageCheck:
+        """Which images can be read (``exists``, ``header`` or ``deep``); checked once per loaded split and level,
+        however many runs use it."""
+        if level not in self._checks:
+            self._checks[level] = check_images(self.images.values(), level, progress)
+        return self._checks[level]
+
+    @property
     def image_check(self) -> ImageCheck:
-        """Which images exist on disk; checked once per loaded split, however many runs use it."""
-        return check_images(self.images.values())
+        return self.check_images("exists")
 
     @cached_property
     def annotations_sha256(self) -> str:

@@ -17,6 +17,14 @@ from typing import Any
 
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.annotations import (
+    bad_record,
+    field,
+    inside,
+    items,
+    missing_fields,
+    read_annotation_json,
+)
 from cirbench.benchmarks.base import (
     Benchmark,
     BenchmarkSplit,
@@ -24,9 +32,6 @@ from cirbench.benchmarks.base import (
     Part,
     Query,
     Rankings,
-    bad_record,
-    missing_fields,
-    read_annotation_json,
 )
 from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, examples, problems_error
 from cirbench.errors import AnnotationError, ScoringError, SubmissionError
@@ -61,6 +66,7 @@ class CIRCO(Benchmark):
     leaderboard_columns = tuple(f"mAP@{k}" for k in M.CIRCO_KS)
     leaderboard_order = 0
     server_split = "test"
+    server_options = {"remove_reference": False}  # the official example keeps the reference (10 of 800 lists)
 
     def _find(self, root: Path, split: str) -> tuple[Path, Path]:
         """(annotation file, dataset root): ``root`` is the dataset root or its ``annotations/`` folder."""
@@ -93,11 +99,13 @@ class CIRCO(Benchmark):
             if not isinstance(entries, list):
                 raise AnnotationError(f"{info_path}: no 'images' list; {FIX}")
             for i, im in enumerate(entries):
-                if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+                if missing_fields(im, ("id", "file_name")):
                     raise bad_record(FIX, info_path, i, "an image entry lacks 'id' or 'file_name'")
-                key = str(int(im["id"]))
+                key = str(field(im, "id", "int", FIX, info_path, i))
+                if key in images:
+                    raise bad_record(FIX, info_path, i, f"image id {key} is listed twice")
                 gallery.append(key)
-                images[key] = ImageRef(key, img_dir / im["file_name"])
+                images[key] = ImageRef(key, inside(img_dir, im["file_name"], "file_name", FIX, info_path, i))
             files.append(info_path)
             if len(gallery) != GALLERY_SIZE:
                 warnings.append(f"gallery has {len(gallery)} images, expected {GALLERY_SIZE}")
@@ -111,22 +119,21 @@ class CIRCO(Benchmark):
             missing = missing_fields(r, need)
             if missing:
                 raise bad_record(FIX, ann_path, i, f"missing {', '.join(repr(f) for f in missing)}")
-            try:
-                qid = str(int(r["id"]))
-                ref = str(int(r["reference_img_id"]))
-                gt = tuple(str(int(g)) for g in r["gt_img_ids"]) if labelled else None
-                target = str(int(r["target_img_id"])) if labelled else None
-            except (TypeError, ValueError) as e:
-                raise bad_record(FIX, ann_path, i, f"an image id is not an integer ({e})") from e
+            qid = str(field(r, "id", "int", FIX, ann_path, i))
+            ref = str(field(r, "reference_img_id", "int", FIX, ann_path, i))
+            gt = tuple(str(g) for g in items(r, "gt_img_ids", "int", FIX, ann_path, i)) if labelled else None
+            target = str(field(r, "target_img_id", "int", FIX, ann_path, i)) if labelled else None
             if qid != str(i):  # the official evaluator looks queries up by position
                 raise bad_record(FIX, ann_path, i, f"'id' is {r['id']!r} but must equal the record index {i}")
             if labelled and not gt:
                 raise bad_record(FIX, ann_path, i, "'gt_img_ids' is empty")
-            cap, concept = str(r["relative_caption"]), str(r["shared_concept"])
+            cap = field(r, "relative_caption", "str", FIX, ann_path, i)
+            concept = field(r, "shared_concept", "str", FIX, ann_path, i)
             text = cap if options["circo_text"] == "relative_caption" else f"{cap}, {concept}"
             extra: dict[str, Any] = {"shared_concept": concept}
             if labelled:
-                extra["semantic_aspects"] = tuple(r.get("semantic_aspects") or ())
+                aspects = items(r, "semantic_aspects", "str", FIX, ann_path, i) if r.get("semantic_aspects") else []
+                extra["semantic_aspects"] = tuple(aspects)
             queries.append(Query(qid, ref, (text,), target=target, gt=gt, extra=extra))
             for key in (ref, *(gt or ())):
                 if key not in images:

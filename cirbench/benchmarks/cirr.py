@@ -19,6 +19,15 @@ from typing import Any
 
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.annotations import (
+    bad_record,
+    field,
+    file_name,
+    inside,
+    items,
+    missing_fields,
+    read_annotation_json,
+)
 from cirbench.benchmarks.base import (
     Benchmark,
     BenchmarkSplit,
@@ -26,10 +35,7 @@ from cirbench.benchmarks.base import (
     Part,
     Query,
     Rankings,
-    bad_record,
     image_stem,
-    missing_fields,
-    read_annotation_json,
 )
 from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, check_size, examples, problems_error
 from cirbench.errors import AnnotationError, ScoringError, SubmissionError
@@ -93,41 +99,9 @@ class CIRR(Benchmark):
         split_path = ann_dir / "image_splits" / f"split.rc2.{split}.json"
         if not split_path.is_file():
             raise AnnotationError(f"CIRR image split file missing: {split_path}; {FIX}")
-        names = read_annotation_json(split_path, FIX)
-        if not isinstance(names, dict):
-            raise AnnotationError(f"{split_path}: expected a JSON object name -> relative path; {FIX}")
-        images = {}
-        for name, rel in names.items():
-            rel = str(rel).removeprefix("./")
-            path = img_root / (f"{rel.split('/')[0]}/{name}.png" if layout == "pic2word" else rel)
-            images[name] = ImageRef(name, path)
-        records = read_annotation_json(cap_path, FIX)
-        if not isinstance(records, list):
-            raise AnnotationError(f"{cap_path}: expected a JSON list of queries; {FIX}")
+        images = _read_split_file(split_path, img_root, layout)
         labelled = split == "val"
-        need = ["pairid", "reference", "caption", "img_set"] + (["target_hard", "target_soft"] if labelled else [])
-        queries = []
-        for i, r in enumerate(records):
-            missing = missing_fields(r, need)
-            if missing:
-                raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
-            members = r["img_set"].get("members") if isinstance(r["img_set"], dict) else None
-            if not isinstance(members, list):
-                raise bad_record(FIX, cap_path, i, "'img_set' has no 'members' list")
-            ref, target = r["reference"], r.get("target_hard")
-            unknown = [x for x in [ref, target, *members] if x is not None and x not in images]
-            if unknown:
-                raise bad_record(FIX, cap_path, i, f"images {unknown[:3]} are not in {split_path.name}")
-            if ref not in members:
-                raise bad_record(FIX, cap_path, i, "the reference is not among 'img_set.members'")
-            extra: dict[str, Any] = {"img_set_id": r["img_set"].get("id"), "pairid": r["pairid"]}
-            if labelled:
-                if not isinstance(r["target_soft"], dict):
-                    raise bad_record(FIX, cap_path, i, "'target_soft' is not an object")
-                extra["target_soft"] = {str(k): float(v) for k, v in r["target_soft"].items()}
-            subset = tuple(m for m in members if m != ref)
-            gt = (target,) if labelled else None
-            queries.append(Query(str(r["pairid"]), ref, (str(r["caption"]),), target, gt, subset, extra=extra))
+        queries = _read_queries(cap_path, split_path.name, images, labelled)
         part = Part("all", queries, list(images), remove_reference=options["remove_reference"])
         facts = {"split_file": split_path.name, "gallery_size": len(images)}
         return BenchmarkSplit(
@@ -179,6 +153,64 @@ class CIRR(Benchmark):
     ) -> tuple[list[Path], list[str]]:
         test = CIRRTestSet.from_split(data) if data is not None else None
         return write_cirr(rankings, Path(out_dir) / self.name, stem, test), []
+
+
+def _read_split_file(path: Path, img_root: Path, layout: str) -> dict[str, ImageRef]:
+    """``split.rc2.<split>.json``: image name -> path relative to the image root (which it may not leave)."""
+    names = read_annotation_json(path, FIX)
+    if not isinstance(names, dict):
+        raise AnnotationError(f"{path}: expected a JSON object name -> relative path; {FIX}")
+    images = {}
+    for name, rel in names.items():
+        file_name(name, "image name", FIX, path)
+        if not isinstance(rel, str):
+            raise AnnotationError(f"{path}: image {name!r}: the path must be a string, got {rel!r}; {FIX}")
+        rel = rel.removeprefix("./")
+        location = inside(img_root, rel, f"the path of image {name!r}", FIX, path)
+        # Pic2Word's layout keeps the split folder (dev/, test1/) but stores every image as <name>.png in it.
+        images[name] = ImageRef(
+            name, img_root / f"{rel.split('/')[0]}/{name}.png" if layout == "pic2word" else location
+        )
+    return images
+
+
+def _read_queries(path: Path, split_file: str, images: dict[str, ImageRef], labelled: bool) -> list[Query]:
+    """``cap.rc2.<split>.json``: every field typed, pair ids unique, every image in the split file."""
+    records = read_annotation_json(path, FIX)
+    if not isinstance(records, list):
+        raise AnnotationError(f"{path}: expected a JSON list of queries; {FIX}")
+    need = ["pairid", "reference", "caption", "img_set"] + (["target_hard", "target_soft"] if labelled else [])
+    queries, seen = [], {}
+    for i, r in enumerate(records):
+        missing = missing_fields(r, need)
+        if missing:
+            raise bad_record(FIX, path, i, f"missing {', '.join(repr(f) for f in missing)}")
+        pairid = field(r, "pairid", "int", FIX, path, i)
+        if pairid in seen:
+            raise bad_record(FIX, path, i, f"pairid {pairid} is also the pairid of record {seen[pairid]}")
+        seen[pairid] = i
+        ref, caption = field(r, "reference", "str", FIX, path, i), field(r, "caption", "str", FIX, path, i)
+        img_set = field(r, "img_set", "dict", FIX, path, i)
+        if "members" not in img_set:
+            raise bad_record(FIX, path, i, "'img_set' has no 'members' list")
+        members = items(img_set, "members", "str", FIX, path, i)
+        target = field(r, "target_hard", "str", FIX, path, i) if labelled else None
+        unknown = [x for x in [ref, target, *members] if x is not None and x not in images]
+        if unknown:
+            raise bad_record(FIX, path, i, f"images {unknown[:3]} are not in {split_file}")
+        if ref not in members:
+            raise bad_record(FIX, path, i, "the reference is not among 'img_set.members'")
+        extra: dict[str, Any] = {"img_set_id": img_set.get("id"), "pairid": pairid}
+        if labelled:
+            soft = field(r, "target_soft", "dict", FIX, path, i)
+            bad = {k: v for k, v in soft.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+            if bad:
+                raise bad_record(FIX, path, i, f"'target_soft' values must be numbers, got {bad}")
+            extra["target_soft"] = {str(k): float(v) for k, v in soft.items()}
+        subset = tuple(m for m in members if m != ref)
+        gt = (target,) if labelled else None
+        queries.append(Query(str(pairid), ref, (caption,), target, gt, subset, extra=extra))
+    return queries
 
 
 @dataclass(frozen=True)

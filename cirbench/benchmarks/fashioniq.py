@@ -14,6 +14,13 @@ from typing import Any
 
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.annotations import (
+    bad_record,
+    file_name,
+    items,
+    missing_fields,
+    read_annotation_json,
+)
 from cirbench.benchmarks.base import (
     CAPTION_JOINS,
     Benchmark,
@@ -22,10 +29,7 @@ from cirbench.benchmarks.base import (
     Part,
     Query,
     Rankings,
-    bad_record,
     image_stem,
-    missing_fields,
-    read_annotation_json,
 )
 from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, problems_error
 from cirbench.errors import AnnotationError, OptionError, ScoringError, SubmissionError
@@ -92,9 +96,14 @@ class FashionIQ(Benchmark):
                 if not p.is_file():
                     raise AnnotationError(f"FashionIQ file missing: {p} (layout {layout}); {FIX}")
             gallery = read_annotation_json(split_path, FIX)
-            if not isinstance(gallery, list) or not all(isinstance(a, str) for a in gallery):
+            if not isinstance(gallery, list):
                 raise AnnotationError(f"{split_path}: expected a JSON list of ASIN strings; {FIX}")
+            for i, asin in enumerate(gallery):
+                file_name(asin, "ASIN", FIX, split_path, i)
             in_gallery = set(gallery)
+            if len(in_gallery) != len(gallery):
+                twice = sorted({a for a in gallery if gallery.count(a) > 1})[:3]
+                raise AnnotationError(f"{split_path}: ASINs listed twice: {twice}; {FIX}")
             records = read_annotation_json(cap_path, FIX)
             if not isinstance(records, list):
                 raise AnnotationError(f"{cap_path}: expected a JSON list of triplets; {FIX}")
@@ -104,10 +113,11 @@ class FashionIQ(Benchmark):
                 missing = missing_fields(r, need)
                 if missing:
                     raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
-                caps = r["captions"]
-                if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
-                    raise bad_record(FIX, cap_path, i, "'captions' is not a non-empty list of strings")
-                target = r.get("target") if labelled else None
+                caps = items(r, "captions", "str", FIX, cap_path, i)
+                if not caps:
+                    raise bad_record(FIX, cap_path, i, "'captions' is empty")
+                file_name(r["candidate"], "'candidate'", FIX, cap_path, i)
+                target = file_name(r["target"], "'target'", FIX, cap_path, i) if labelled else None
                 outside = [a for a in (r["candidate"], target) if a is not None and a not in in_gallery]
                 if outside:
                     raise bad_record(FIX, cap_path, i, f"images {outside} are not in {split_path.name}")

@@ -16,6 +16,12 @@ from PIL import Image
 
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.annotations import (
+    bad_record,
+    field,
+    missing_fields,
+    read_annotation_json,
+)
 from cirbench.benchmarks.base import (
     Benchmark,
     BenchmarkSplit,
@@ -23,9 +29,6 @@ from cirbench.benchmarks.base import (
     Part,
     Query,
     Rankings,
-    bad_record,
-    missing_fields,
-    read_annotation_json,
 )
 from cirbench.errors import AnnotationError, ScoringError
 from cirbench.images import open_rgb
@@ -43,13 +46,23 @@ def _num(v: Any) -> str:
     return str(int(f)) if f.is_integer() else repr(f)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def image_key(task: str, img: Any, coco_root: Path | None, vg_root: Path | None) -> ImageRef:
     """The ``ImageRef`` of one image record: ``{"val_image_id"}`` or ``{"image_id", "instance_bbox"}``."""
     if task in OBJECT_TASKS:
-        cid = int(img["val_image_id"])
+        if not _is_int(img["val_image_id"]):
+            raise ValueError(f"'val_image_id' must be an integer, got {img['val_image_id']!r}")
+        cid = img["val_image_id"]
         return ImageRef(f"coco:{cid}", coco_root / f"{cid:012d}.jpg" if coco_root else None)
+    vg_id = img["image_id"]  # an int, or a string of digits in VAW-style files (BENCHMARKS.md §4.2)
+    if not (_is_int(vg_id) or (isinstance(vg_id, str) and vg_id.isdigit())):
+        raise ValueError(f"'image_id' must be a Visual Genome id (digits), got {vg_id!r}")
     vid, box = str(img["image_id"]), img["instance_bbox"]
-    if len(box) != 4:
+    numbers = isinstance(box, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    if not numbers or len(box) != 4:
         raise ValueError(f"'instance_bbox' must be [x, y, w, h], got {box!r}")
     key = f"vg:{vid}:{','.join(_num(v) for v in box)}"
     return ImageRef(key, vg_root / f"{vid}.jpg" if vg_root else None, tuple(float(v) for v in box))
@@ -137,8 +150,10 @@ class GeneCIS(Benchmark):
                 missing = missing_fields(r, ("reference", "target", "condition", "gallery"))
                 if missing:
                     raise bad_record(FIX, path, i, f"missing {', '.join(repr(f) for f in missing)}")
+                condition = field(r, "condition", "str", FIX, path, i)
+                gallery_entries = field(r, "gallery", "list", FIX, path, i)
                 try:
-                    refs = [image_key(task, x, coco, vg) for x in [r["reference"], r["target"], *r["gallery"]]]
+                    refs = [image_key(task, x, coco, vg) for x in [r["reference"], r["target"], *gallery_entries]]
                 except (KeyError, TypeError, ValueError) as e:
                     raise AnnotationError(
                         f"{path}: record {i}: bad image entry for task {task} (missing or invalid {e}); "
@@ -150,7 +165,7 @@ class GeneCIS(Benchmark):
                 ref, target, *gallery = (x.key for x in refs)
                 cands = (target, *gallery)
                 extra = {"task": task}
-                queries.append(Query(f"{task}/{i}", ref, (str(r["condition"]),), target, (target,), None, cands, extra))
+                queries.append(Query(f"{task}/{i}", ref, (condition,), target, (target,), None, cands, extra))
             parts.append(Part(task, queries, None, remove_reference=False))
         layout = "nested" if any(p.parent.name == "genecis" and p.parent != root for p in paths) else "flat"
         facts = {"tie_rule": TIE_RULE}

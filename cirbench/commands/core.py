@@ -127,6 +127,9 @@ def eval_command(
     workers: Annotated[int, typer.Option(help="Image decoding workers.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Identify images by their bytes (hashes every file), not path/size/mtime.")
+    ] = False,
     allow_download: Annotated[bool, typer.Option(help="Allow downloading pretrained weights.")] = False,
     quick_gelu: Annotated[
         bool | None,
@@ -151,6 +154,7 @@ def eval_command(
         use_cache=not no_cache,
         allow_download=allow_download,
         show_progress=not as_json,
+        verify=verify,
     )
     if all_cards:
         outcomes = _eval_all(methods_dir, benchmarks_dir, settings, quick_gelu, quiet=as_json)
@@ -239,13 +243,21 @@ def data_check_command(
     root: RootOpt = None,
     split: SplitOpt = None,
     protocol: ProtocolOpt = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Decode every image fully (finds truncated files; slower).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Report query/gallery/image counts and every problem; exit 1 when anything is missing."""
+    """Report query/gallery/image counts and every problem; exit 1 when an image is missing or unreadable.
+
+    Every image is opened (its header read); --deep decodes it fully."""
     from cirbench.evaluation.readiness import data_report
     from cirbench.options import split_pairs
+    from cirbench.progress import stage_progress
 
-    report = data_report(benchmark, root, split, split_pairs(protocol))
+    with stage_progress(f"data check {benchmark}", not as_json) as bar:
+        progress = (lambda done, total: bar("images", done, total)) if bar else None
+        report = data_report(benchmark, root, split, split_pairs(protocol), deep=deep, progress=progress)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -253,7 +265,7 @@ def data_check_command(
 
         console = Console()
         console.print(f"[bold]{report['benchmark']} {report['split']}[/] (layout: {report['layout'] or '?'})")
-        for key in ("n_queries", "gallery_size", "n_images", "n_missing"):
+        for key in ("n_queries", "gallery_size", "n_images", "n_missing", "n_unreadable"):
             console.print(f"  {key}: {report[key]}")
         for problem in report["problems"]:
             console.print(f"  [red]problem:[/] {problem}")

@@ -41,7 +41,10 @@ def _pairs(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"expected KEY=VALUE, got {pair!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise UsageError(f"--set {pair!r}: the value is not valid YAML ({' '.join(str(error).split())})") from error
     return out
 
 
@@ -60,6 +63,9 @@ def train_lincir(
     config: Annotated[Path | None, typer.Option("--config", help="Method card or YAML of training options.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Training option KEY=VALUE (repeatable).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue this run directory.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="--out holds a run: remove it whole first (phi, checkpoints, caches).")
+    ] = False,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (paper: 20000).")] = None,
     global_batch: Annotated[int | None, typer.Option(help="Global batch (paper: 512).")] = None,
     accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
@@ -142,7 +148,7 @@ def train_lincir(
                 "no corpus: pass --corpus FILE (repeatable), --masks DIR (from `cirbench lincir prepare`) "
                 "or a --config card with train.corpora"
             )
-    result = train(cfg, resume=resume is not None)
+    result = train(cfg, resume=resume is not None, overwrite=overwrite)
     if result.meta:
         meta = result.meta
         rate = meta.get("samples_per_s")

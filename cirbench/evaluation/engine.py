@@ -42,6 +42,7 @@ def run_engine(
     use_cache: bool = True,
     top_k: int = TOP_K,
     progress: Progress | None = None,
+    images_id: str | None = None,
 ) -> EngineOutput:
     """Encode (cached) images, build queries, rank, and score (when the split has labels)."""
     feats = encode_images(
@@ -54,6 +55,7 @@ def run_engine(
         progress=(lambda done, total: progress("images", done, total)) if progress else None,
         open_image=benchmark.open_image,
         reader=benchmark.image_reader_id,
+        images_id=images_id,
     )
     timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)}
     query_s = rank_s = 0.0

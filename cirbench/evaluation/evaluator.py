@@ -20,10 +20,12 @@ import torch
 
 from cirbench.backbones import Backbone, load_backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
-from cirbench.errors import BackboneError
+from cirbench.errors import BackboneError, ResultError
 from cirbench.evaluation.engine import Progress, run_engine
-from cirbench.evaluation.prepare import missing_images_hash, prepare_split, refuse_blocked
+from cirbench.evaluation.prepare import image_check, missing_images_hash, prepare_split, refuse_blocked
 from cirbench.evaluation.spec import RunSpec, key_fields
+from cirbench.images import content_hash, identity_hash
+from cirbench.io import atomic_write_bytes
 from cirbench.methods.base import Method
 from cirbench.progress import stage_progress
 from cirbench.results import (
@@ -56,6 +58,7 @@ class EvalSettings:
     use_cache: bool = True
     allow_download: bool = False
     show_progress: bool = False
+    verify: bool = False  # hash the images' bytes (slow) instead of their path, size and mtime
 
 
 @dataclass
@@ -131,7 +134,7 @@ def evaluate(
     """
     data = load_split(spec.benchmark, spec.split, spec.root, spec.options)
     refuse_blocked(data)
-    missing = missing_images_hash(data) if settings.skip_missing else None
+    missing = missing_images_hash(data, settings.skip_missing) if settings.skip_missing else None
     fields = key_fields(spec, data.layout, data.annotations_sha256, missing)
     key = run_key(fields)
     path = None
@@ -142,6 +145,9 @@ def evaluate(
         if path.is_file() and not settings.overwrite:
             return Outcome(read_result(path), path, reused=True)
     prepared, skipped = prepare_split(data, settings.skip_missing)
+    if path is not None:
+        writable(path.parent)
+    images_sha256 = images_identity(data, prepared, settings)
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
     method = method or build(spec, backbone)
@@ -156,6 +162,7 @@ def evaluate(
             num_workers=settings.num_workers,
             use_cache=settings.use_cache,
             progress=progress or bar,
+            images_id=images_sha256,
         )
     info = method.info
     train_meta = info.train_meta or {}
@@ -188,6 +195,8 @@ def evaluate(
             gallery_size=prepared.gallery_size,
             annotations_sha256=data.annotations_sha256,
             texts_with_placeholder=output.texts_with_placeholder,
+            images_sha256=images_sha256,
+            images_verified=settings.verify,
         ),
         metrics={k: round(float(v), 6) for k, v in output.metrics.items()},
         main_metric=spec.benchmark.main_metric,
@@ -205,12 +214,33 @@ def evaluate(
             "num_workers": settings.num_workers,
             "dtype": str(backbone.dtype),
             "skip_missing": settings.skip_missing,
+            "feature_cache": settings.use_cache,
         },
         env=environment(str(backbone.device)),
     )
     if path is not None:
         save_result(result, path, rankings_record(output.rankings))
     return Outcome(result, path, reused=False, rankings=output.rankings)
+
+
+def writable(folder: Path) -> None:
+    """Preflight: the results folder takes a file (found before any model is loaded or image encoded)."""
+    try:
+        atomic_write_bytes(folder / ".cirbench-write-test", b"")
+        (folder / ".cirbench-write-test").unlink()
+    except OSError as error:
+        raise ResultError(
+            f"cannot write results under {folder} ({error.strerror or error}); choose another "
+            "--results-dir or free space there"
+        ) from error
+
+
+def images_identity(data: BenchmarkSplit, prepared: BenchmarkSplit, settings: EvalSettings) -> str:
+    """Which image files this run reads: their identities, or (``--verify``) their bytes."""
+    keys = list(prepared.images)
+    if settings.verify:
+        return content_hash(prepared.images[k].path for k in keys)
+    return identity_hash(image_check(data, settings.skip_missing), keys)
 
 
 def rankings_record(rankings: Rankings) -> dict[str, Any]:

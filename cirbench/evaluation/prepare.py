@@ -1,8 +1,11 @@
 """Before ranking: refuse a split that cannot be ranked, and apply the missing-images policy.
 
-Nothing is dropped silently: missing images are an error naming the count, the first paths and the layout, or,
-with ``--skip-missing``, they are left out and every count goes into the result (and which images were missing
-into its run key, so adding them later gives a new run instead of a stale reuse).
+Nothing is dropped silently. Missing and empty images are an error naming the count, the first paths and the layout,
+or, with ``--skip-missing``, they are left out and every count goes into the result (and which images were left out
+into its run key, so adding them later gives a new run instead of a stale reuse). With ``--skip-missing`` each file
+is also opened (its header read) before encoding, so files that are no image are left out the same way; a file
+whose header reads but whose pixels do not decode (truncated) stops the evaluation naming the file, because leaving
+it out after the run key was made would change what the key promised (``cirbench data check --deep`` lists them).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 
 from cirbench.benchmarks.base import BenchmarkSplit
 from cirbench.errors import DataError
+from cirbench.images import ImageCheck
 from cirbench.results import Skipped
 
 
@@ -23,25 +27,32 @@ def refuse_blocked(data: BenchmarkSplit) -> None:
         raise DataError(f"{data.benchmark} {data.split}: " + "; ".join(problems))
 
 
-def missing_images_hash(data: BenchmarkSplit) -> str | None:
-    """Which images are missing (None when none are)."""
-    missing = sorted(ref.key for ref in data.image_check.missing)
-    return hashlib.sha256("\n".join(missing).encode()).hexdigest()[:16] if missing else None
+def image_check(data: BenchmarkSplit, skip_missing: bool) -> ImageCheck:
+    """The check an evaluation relies on: existence, plus the header when unreadable files may be left out."""
+    return data.check_images("header" if skip_missing else "exists")
+
+
+def missing_images_hash(data: BenchmarkSplit, skip_missing: bool = True) -> str | None:
+    """Which images are left out (None when none are): part of a ``--skip-missing`` run's key."""
+    bad = sorted(ref.key for ref in image_check(data, skip_missing).bad)
+    return hashlib.sha256("\n".join(bad).encode()).hexdigest()[:16] if bad else None
 
 
 def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[BenchmarkSplit, Skipped]:
-    """Fail on missing images (count, first paths, expected layout) or drop them and count what was dropped."""
-    check = data.image_check
-    if not check.missing:
+    """Fail on missing or empty images (count, first paths, expected layout), or leave them out (with unreadable
+    ones) and count what was left out; refuse a split with no query left."""
+    check = image_check(data, skip_missing)
+    if not check.bad:
+        _require_queries(data)
         return data, Skipped()
     if not skip_missing:
         layout = f" (layout: {data.layout})" if data.layout else ""
         raise DataError(
             f"{data.benchmark} {data.split}: {check.summary()}{layout}. Put the images where the layout expects "
             "them (see `cirbench data check`), or pass --skip-missing to evaluate without them "
-            "(the dropped count is stored in the result)."
+            "(the counts are stored in the result)."
         )
-    missing = {ref.key for ref in check.missing}
+    missing = {ref.key for ref in check.bad}
     parts, dropped_queries, dropped_gallery, unwinnable = [], 0, 0, 0
     for part in data.parts:
         keep = [
@@ -58,11 +69,19 @@ def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[Ben
         parts.append(dataclasses.replace(part, queries=keep, gallery=gallery))
     images = {k: v for k, v in data.images.items() if k not in missing}
     skipped = Skipped(
-        images_missing=len(missing),
+        images_missing=len(check.missing),
+        images_unreadable=len(check.unreadable),
         queries_dropped=dropped_queries,
         gallery_images_dropped=dropped_gallery,
         queries_target_missing=unwinnable,
-        first_missing=[str(ref.path) for ref in check.missing[:5]],
-        missing_images_sha256=missing_images_hash(data),
+        first_missing=[str(ref.path) for ref in check.bad[:5]],
+        missing_images_sha256=missing_images_hash(data, skip_missing),
     )
-    return dataclasses.replace(data, parts=parts, images=images), skipped
+    prepared = dataclasses.replace(data, parts=parts, images=images)
+    _require_queries(prepared, f" ({len(missing)} images left out by --skip-missing)")
+    return prepared, skipped
+
+
+def _require_queries(data: BenchmarkSplit, why: str = "") -> None:
+    if not data.queries:
+        raise DataError(f"{data.benchmark} {data.split}: no query to evaluate{why}; check the annotation files")

@@ -6,7 +6,7 @@ gallery list to rank), and its images are on disk (each split's images are check
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,22 @@ def why_not_ready(
         return f"data not found ({' '.join(str(error).split())})"
     if data.blockers:
         return "; ".join(data.blockers)
-    missing = data.image_check.missing
-    if missing and not skip_missing:
-        return f"{len(missing)} of {len(data.images)} images missing under {root} (run `cirbench data check`)"
+    check = data.image_check
+    if check.bad and not skip_missing:
+        return f"{check.summary(limit=1)} under {root} (run `cirbench data check`)"
     return None
 
 
-def data_report(benchmark: str, root: Path | None, split: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Counts and every problem found for a benchmark split on disk (``cirbench data check``)."""
+def data_report(
+    benchmark: str,
+    root: Path | None,
+    split: str | None,
+    options: Mapping[str, Any],
+    deep: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Counts and every problem found for a benchmark split on disk (``cirbench data check``): every image is opened
+    (its header read; ``deep``: fully decoded, which finds truncated files)."""
     bench = get_benchmark(benchmark)
     resolved = bench.resolve_split(split)
     parsed = bench.parse_options(options)
@@ -47,7 +55,10 @@ def data_report(benchmark: str, root: Path | None, split: str | None, options: M
         "gallery_size": 0,
         "n_images": 0,
         "n_missing": 0,
+        "n_unreadable": 0,
         "missing_first": [],
+        "unreadable_first": [],
+        "check": "deep" if deep else "header",
         "problems": [],
     }
     try:
@@ -56,17 +67,19 @@ def data_report(benchmark: str, root: Path | None, split: str | None, options: M
         report["problems"].append(str(error))
         report["ok"] = False
         return report
-    check = data.image_check
+    check = data.check_images("deep" if deep else "header", progress)
     report.update(
         layout=data.layout,
         n_queries=len(data.queries),
         gallery_size=data.gallery_size,
         n_images=len(data.images),
         n_missing=len(check.missing),
+        n_unreadable=len(check.unreadable),
         missing_first=[str(ref.path) for ref in check.missing[:10]],
+        unreadable_first=[f"{ref.path}: {why}" for ref, why in check.unreadable[:10]],
         parts={part.name or "all": len(part.queries) for part in data.parts},
     )
-    if check.missing:
+    if check.bad:
         report["problems"].append(check.summary(limit=10))
     report["problems"].extend(data.blockers)
     report["problems"].extend(data.warnings)

@@ -87,10 +87,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        """A config from options (a card's ``train:``, ``--set``, flags); unknown names and values of the wrong
+        type are a ``TrainError`` naming the option."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(types))
         if unknown:
-            raise TrainError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise TrainError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(types))}")
+        for name, value in data.items():
+            if not _fits(value, str(types[name])):
+                raise TrainError(f"training option {name}={value!r} is not valid; expected {types[name]}")
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +115,21 @@ class TrainConfig:
         """The "recipe" and "schedule" options (no paths, no runtime knobs): stored in every checkpoint."""
         stored = fields_with_role(*STORED_ROLES)
         return {k: v for k, v in self.to_dict().items() if k in stored}
+
+
+_CHECKS = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),  # an int lr stays as written
+    "bool": lambda v: isinstance(v, bool),
+    "None": lambda v: v is None,
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotation such as ``int | None`` or ``list[str]``."""
+    return any(_CHECKS[part.strip()](value) for part in annotation.split("|"))
 
 
 def fields_with_role(*roles: Role) -> frozenset[str]:
@@ -144,7 +164,13 @@ def load_run_config(run: str | os.PathLike) -> TrainConfig:
     path = Path(run) / CONFIG_FILE
     if not path.is_file():
         raise TrainError(f"cannot resume: {path} does not exist (is {run} a cirbench lincir run directory?)")
-    return TrainConfig.from_dict({**LATER_OPTIONS, **json.loads(path.read_text())})
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise TrainError(f"cannot resume: {path} is damaged ({error}); start the run again with --overwrite") from error
+    if not isinstance(saved, dict):
+        raise TrainError(f"cannot resume: {path} is not a run config; start the run again with --overwrite")
+    return TrainConfig.from_dict({**LATER_OPTIONS, **saved})
 
 
 @dataclass

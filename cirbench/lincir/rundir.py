@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import random
 import resource
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,31 @@ META_FILE = "train_meta.json"
 PHI_LAST = "phi_last.safetensors"
 PHI_BEST = "phi_best.safetensors"
 CHECKPOINTS = "checkpoints"
+
+
+TARGET_CACHE = "target_cache"
+RUN_FILES = (CONFIG_FILE, STATE_FILE, META_FILE, PHI_LAST, PHI_BEST, CHECKPOINTS, TARGET_CACHE)
+
+
+def claim(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
+    """Make sure a new run never lands on an old one: ``--out`` holding a run is refused unless the run is resumed,
+    or removed whole first with ``--overwrite`` (only the run's own files; anything else in the folder stays)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if overwrite:
+            raise TrainError("--resume and --overwrite contradict each other: continue the run, or start it again")
+        return
+    if not found:
+        return
+    if not overwrite:
+        raise TrainError(
+            f"{out} already holds a training run ({', '.join(found)}): continue it with --resume {out}, start it "
+            "again with --overwrite (removes that run), or choose another --out"
+        )
+    if main:
+        for name in found:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
 
 
 def write_config(out: Path, cfg: TrainConfig) -> None:
@@ -76,7 +102,15 @@ def load_state(trainer: Trainer) -> tuple[int, dict[str, float], list[float]]:
     path = t.out / STATE_FILE
     if not path.is_file():
         raise TrainError(f"cannot resume: {path} does not exist (was the run ever checkpointed?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["config_hash"]
+    except Exception as error:  # noqa: BLE001 - truncated, foreign or not a torch file
+        detail = " ".join(str(error).split())[:200]
+        raise TrainError(
+            f"cannot resume: {path} is damaged ({type(error).__name__}: {detail}); start the run again with "
+            "--overwrite, or copy a good state.pt back"
+        ) from error
     if state["config_hash"] != recipe_hash(t.cfg.recipe()):
         raise TrainError(f"cannot resume {t.out}: its recipe differs from the requested one")
     if state.get("masks_key", t.masks.key) != t.masks.key:

@@ -31,8 +31,7 @@ class TargetCache:
         meta = {"n": n, "dim": dim, "dtype": str(dtype), "key": key}
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
-            existing = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-            if existing != meta:
+            if not self._intact(meta_path, meta):  # another key, or files cut short: start the cache again
                 for name in ("values.bin", "filled.bin"):
                     (self.folder / name).unlink(missing_ok=True)
                 np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="w+", shape=(n, dim)).flush()
@@ -40,6 +39,20 @@ class TargetCache:
                 atomic_write_json(meta_path, meta)
         self.values = np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="r+", shape=(n, dim))
         self.filled = np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="r+", shape=(n,))
+
+    def _intact(self, meta_path: Path, meta: dict) -> bool:
+        """The cache on disk is this one (same key and shape) and its files have their full sizes."""
+        try:
+            if json.loads(meta_path.read_text()) != meta:
+                return False
+        except (OSError, ValueError):  # absent, empty or damaged meta.json
+            return False
+        itemsize = np.dtype(_STORAGE[self.dtype]).itemsize
+        sizes = {"values.bin": self.n * self.dim * itemsize, "filled.bin": self.n}
+        return all(
+            (self.folder / name).is_file() and (self.folder / name).stat().st_size == size
+            for name, size in sizes.items()
+        )
 
     def _to_torch(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))

@@ -98,7 +98,9 @@ def _stop_signals() -> Iterator[dict[str, Any]]:
 class Trainer:
     """One run: set up (masks, backbone, phi, optimizer, caches), then ``run()`` the loop."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False, stop_after: int | None = None):
+    def __init__(
+        self, config: TrainConfig, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+    ):
         self.cfg = config
         self.out = Path(config.out)
         self.resume = resume
@@ -120,6 +122,8 @@ class Trainer:
         torch.manual_seed(config.seed + self.dist.rank)
         np.random.seed((config.seed + self.dist.rank) % 2**32)
         random.seed(config.seed + self.dist.rank)
+        rundir.claim(self.out, resume, overwrite, self.dist.main)
+        barrier(self.dist)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.masks = self._prepare_masks()
@@ -355,6 +359,9 @@ class _Bar:
             self.progress.stop()
 
 
-def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-    """Run (or resume) a LinCIR training run; see ``Trainer``."""
-    return Trainer(config, resume=resume, stop_after=stop_after).run()
+def train(
+    config: TrainConfig, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+) -> TrainResult:
+    """Run (or resume) a LinCIR training run; see ``Trainer``. A new run refuses an ``out`` that holds one, unless
+    ``overwrite`` removes it first."""
+    return Trainer(config, resume=resume, stop_after=stop_after, overwrite=overwrite).run()

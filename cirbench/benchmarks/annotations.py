@@ -1,0 +1,109 @@
+"""Reading annotation files strictly: every problem is one ``AnnotationError`` naming the file, the record, the field
+and the fix.
+
+Loaders never guess: a field of the wrong type (a ``pairid`` that is a list, a caption that is null), a duplicate
+id or key, and a path that leaves the data root are refused, never converted with ``str()`` or followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cirbench.errors import AnnotationError
+
+_KINDS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "dict": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _no_duplicate_keys(path: Path, fix: str):
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise AnnotationError(f"{path}: the key {key!r} appears twice in one object; {fix}")
+            out[key] = value
+        return out
+
+    return hook
+
+
+def read_annotation_json(path: Path, fix: str) -> Any:
+    """Parse an annotation file; an unreadable one, or one with a key twice in an object, is an
+    ``AnnotationError`` naming the file and the fix (``json`` would silently keep the last value)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys(path, fix))
+    except (OSError, ValueError) as e:
+        raise AnnotationError(f"{path}: cannot read JSON ({' '.join(str(e).split())}); {fix}") from e
+
+
+def bad_record(fix: str, path: Path, index: int, problem: str) -> AnnotationError:
+    """The error for one malformed record: file, record index, what is wrong, how to fix it."""
+    return AnnotationError(f"{path}: record {index}: {problem}; the file is damaged or edited, {fix}")
+
+
+def missing_fields(record: Any, needed: Sequence[str]) -> list[str]:
+    """The fields of ``needed`` a record lacks (all of them when it is not a JSON object)."""
+    return [f for f in needed if not isinstance(record, dict) or f not in record]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, type(None), bool)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def field(record: dict[str, Any], name: str, kind: str, fix: str, path: Path, index: int) -> Any:
+    """``record[name]``, refused unless it is of ``kind`` (int, str, number, list, dict)."""
+    check, wanted = _KINDS[kind]
+    value = record[name]
+    if not check(value):
+        raise bad_record(
+            fix, path, index, f"field {name!r} must be {wanted}, got {type(value).__name__} {_shown(value)}"
+        )
+    return value
+
+
+def items(record: dict[str, Any], name: str, kind: str, fix: str, path: Path, index: int) -> list[Any]:
+    """``record[name]`` as a list whose every item is of ``kind``."""
+    values = field(record, name, "list", fix, path, index)
+    check, wanted = _KINDS[kind]
+    bad = [v for v in values if not check(v)]
+    if bad:
+        raise bad_record(fix, path, index, f"field {name!r} must list {wanted}s, got {_shown(bad[0])}")
+    return values
+
+
+def file_name(value: Any, what: str, fix: str, path: Path, index: int | None = None) -> str:
+    """An image name that becomes part of a file path: a non-empty string with no folder in it."""
+    if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        where = f"record {index}: " if index is not None else ""
+        raise AnnotationError(
+            f"{path}: {where}{what} {_shown(value)} is not a plain file name (no folders, no '..'); "
+            f"the file is damaged or edited, {fix}"
+        )
+    return value
+
+
+def inside(root: Path, relative: Any, what: str, fix: str, path: Path, index: int | str | None = None) -> Path:
+    """``root / relative``, refused when ``relative`` is absolute or leaves ``root`` (``../../x.png``)."""
+    where = f"record {index}: " if index is not None else ""
+    if not isinstance(relative, str) or not relative:
+        raise AnnotationError(f"{path}: {where}{what} must be a relative path, got {_shown(relative)}; {fix}")
+    if os.path.isabs(relative) or relative.startswith(("/", "\\")) or ":" in relative.split("/")[0]:
+        raise AnnotationError(
+            f"{path}: {where}{what} {relative!r} is an absolute path; annotation paths must stay inside the data "
+            f"root {root}; {fix}"
+        )
+    joined = os.path.normpath(os.path.join(root, relative))
+    base = os.path.normpath(root)
+    if joined != base and not joined.startswith(base.rstrip(os.sep) + os.sep):
+        raise AnnotationError(f"{path}: {where}{what} {relative!r} leaves the data root {root}; {fix}")
+    return Path(joined)
