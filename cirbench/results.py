@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cirbench import __version__
 from cirbench.errors import ResultError
 from cirbench.io import atomic_write_json, atomic_write_json_gz, read_json
+from cirbench.runkey import make_key_fields, run_key
 
 SCHEMA_VERSION = 2
 DEFAULT_RESULTS_DIR = Path("results")
@@ -178,21 +179,22 @@ def save_result(result: RunResult, path: Path, rankings: dict[str, Any] | None) 
     return result
 
 
+def read_raw(path: Path, fix: str = "delete it or rerun with --overwrite") -> Any:
+    """The parsed JSON of a result file; an unreadable one is a ``ResultError`` naming it."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as error:
+        raise ResultError(f"{path}: cannot read the result file ({error}); {fix}") from error
+
+
 def read_result(path: Path) -> RunResult:
     """A result file of any schema written so far (schema 1 is converted in memory, keeping its old run key)."""
     path = Path(path)
-    try:
-        raw = read_json(path)
-    except (OSError, ValueError) as error:
-        raise ResultError(
-            f"{path}: cannot read the result file ({error}); delete it or rerun with --overwrite"
-        ) from error
+    raw = read_raw(path)
     if not isinstance(raw, dict) or "schema_version" not in raw:
         raise ResultError(f"{path} is not a cirbench result file (no schema_version)")
     version = raw["schema_version"]
     if version == 1:
-        from cirbench.results_migrate import upgrade_v1
-
         raw = upgrade_v1(raw, keep_key=True)
     elif version != SCHEMA_VERSION:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
@@ -206,6 +208,79 @@ def read_result(path: Path) -> RunResult:
         raise ResultError(f"{path}: field {where}: {first['msg']}; the file is damaged or edited") from error
     result.path = path
     return result
+
+
+# --------------------------------------------------------------------------------------------- schema 1
+# Schema 1 (cirbench 0.1) hashed derived facts and explanatory text into its run keys. Everything a schema-2 key needs
+# is in the old file: the method's options are its declared options read from the old ``method.config``, the
+# protocol's are the benchmark's declared options read from the old ``benchmark.protocol``, the rest (facts) is kept
+# unhashed. Which images a ``--skip-missing`` run left out cannot be recovered (schema 1 stored the first five), so
+# such a run's key gets ``missing_images = "v1:<old key>"``: kept, but never reused for a new run.
+
+
+def _declared(kind: str, name: str) -> tuple[Any, ...] | None:
+    """The declared options of a registered benchmark or method (None when this install does not know it)."""
+    try:
+        if kind == "benchmark":
+            from cirbench.benchmarks import get_benchmark
+
+            return tuple(get_benchmark(name).options)
+        from cirbench.methods import get_method_entry
+
+        return tuple(get_method_entry(name).options)
+    except Exception:  # noqa: BLE001 - unknown or broken plugin: keep everything
+        return None
+
+
+def _split(values: dict[str, Any], declared: tuple[Any, ...] | None) -> tuple[dict[str, Any], dict[str, Any], dict]:
+    """(all declared options, keyed options, the rest) of an old mixed dict; for a benchmark or method this
+    install does not know, everything counts as an option, as schema 1 hashed it."""
+    if declared is None:
+        return dict(values), dict(values), {}
+    names = {o.name for o in declared}
+    options = {o.name: values.get(o.name, o.default) for o in declared}
+    keyed = {o.name: options[o.name] for o in declared if o.keyed}
+    rest = {k: v for k, v in values.items() if k not in names}
+    return options, keyed, rest
+
+
+def upgrade_v1(raw: dict[str, Any], keep_key: bool = False) -> dict[str, Any]:
+    """A schema-1 record as a schema-2 record (``keep_key``: keep the old run key instead of the new one)."""
+    method, bench = dict(raw.get("method") or {}), dict(raw.get("benchmark") or {})
+    backbone, skipped = dict(raw.get("backbone") or {}), dict(raw.get("skipped") or {})
+    config = dict(method.get("config") or {})
+    m_options, m_keyed, _ = _split(config, _declared("method", method.get("name", "")))
+    p_options, p_keyed, facts = _split(dict(bench.get("protocol") or {}), _declared("benchmark", bench.get("name", "")))
+    warnings = [str(w) for w in facts.pop("warnings", None) or []]
+    old_key = str(raw.get("run_key", ""))
+    missing = None if not int(skipped.get("images_missing") or 0) else f"v1:{old_key}"
+    fields = make_key_fields(
+        method=method.get("name", "?"),
+        method_version="1",
+        method_options=m_keyed,
+        checkpoint_id=method.get("checkpoint_sha256"),
+        backbone=f"{str(backbone.get('id', '?')).split(':', 1)[0]}|{backbone.get('weights_id', '')}",
+        benchmark=bench.get("name", "?"),
+        split=bench.get("split", "?"),
+        protocol_version=str(bench.get("protocol_version", "1")),
+        protocol=p_keyed,
+        layout=bench.get("layout", ""),
+        annotations_sha256=bench.get("annotations_sha256", ""),
+        missing_images=missing,
+    )
+    out = {k: v for k, v in raw.items() if k not in ("_path",)}
+    out.update(
+        schema_version=2,
+        run_key=old_key if keep_key else run_key(fields),
+        key_fields=fields,
+        migrated_from={"schema_version": 1, "run_key": old_key},
+    )
+    checkpoint_id = method.pop("checkpoint_sha256", None)
+    out["method"] = {**method, "version": "1", "options": m_options, "config": config, "checkpoint_id": checkpoint_id}
+    bench.pop("protocol", None)
+    out["benchmark"] = {**bench, "options": p_options, "facts": facts, "warnings": warnings}
+    out["skipped"] = {**skipped, "missing_images_sha256": None}
+    return out
 
 
 def load_rankings(result: RunResult) -> dict[str, Any]:
