@@ -2,7 +2,7 @@
 
 A backbone id is ``MODEL:TAG`` (``ViT-L-14:openai``), ``MODEL:/path/to/checkpoint`` (a local file), a tiny
 random-init config for tests (``cirbench-tiny:random``), or an id served by a registered provider (the shipped
-``shapes-clip:v1``; plugins use the ``cirbench.backbones`` entry-point group).
+``shapes-clip:v2`` and ``v1``; plugins use the ``cirbench.backbones`` entry-point group).
 
 ``backbone_identity`` says which weights an id means without loading them, so a finished result is found and
 reused without paying a model load. Nothing is downloaded unless asked (``allow_download``).
@@ -377,7 +377,7 @@ def load_backbone(
     except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as error:
         if weights_file is None:
             raise
-        detail = " ".join(str(error).split())[:300]
+        detail = " ".join(str(error).split())  # whole: a cut reason hides what to fix (eval --all prints it)
         raise BackboneError(
             f"cannot load {spec.model} weights from {weights_file} ({type(error).__name__}: {detail}); the file is "
             "truncated, not a checkpoint, or of another architecture: check the id or download it again"

@@ -12,6 +12,7 @@ import cirbench.commands.leaderboard  # noqa: E402
 import cirbench.commands.lincir  # noqa: E402
 import cirbench.commands.results  # noqa: E402
 import cirbench.commands.shapes  # noqa: E402
+import cirbench.commands.stats  # noqa: E402
 import cirbench.commands.train  # noqa: E402, F401 - each module registers its commands on the app
 from cirbench.commands import app  # noqa: E402
 

@@ -77,3 +77,12 @@ class CorpusError(UserError, RuntimeError):
 
 class MaskingError(UserError, RuntimeError):
     """The spaCy pipeline for Self-Masking Projection cannot be loaded, or a masking mode is unknown."""
+
+
+class DistributedError(UserError, RuntimeError):
+    """A ``torchrun`` evaluation whose ranks disagree: an image or query encoded twice or not at all, or an
+    environment that is not a complete torchrun one."""
+
+
+class SearchIndexError(UserError, ValueError):
+    """An unknown ``--index``, a bad index parameter, faiss not installed, or a run the chosen index cannot rank."""

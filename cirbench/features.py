@@ -147,22 +147,7 @@ def encode_images(
         final.unlink(missing_ok=True)
     transform = build_preprocess(backbone, preprocess)
     if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            folder / "manifest.json",
-            {
-                "backbone": backbone.id,
-                "weights_id": backbone.weights_id,
-                "preprocess": preprocess,
-                "reader": reader,
-                "n_images": len(refs),
-                "image_list_sha256": image_list_hash(refs),
-                "images_sha256": images_id,
-                "dtype": "float32",
-                "normalised": False,
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            },
-        )
+        _write_manifest(folder, backbone, refs, preprocess, reader, images_id)
     chunks: list[np.ndarray] = []
     done = 0
     for chunk_start in range(0, len(refs), CHUNK):
@@ -180,12 +165,95 @@ def encode_images(
             progress(done, len(refs))
     features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
     if use_cache:
-        with FileLock(folder / ".lock"):
-            atomic_write_json(folder / "ids.json", keys)
-            atomic_write_npy(final, features)
-            for chunk_path in folder.glob("chunk_*.npy"):
-                chunk_path.unlink(missing_ok=True)
+        _finish(folder, keys, features)
     return FeatureSet(keys, features, time.perf_counter() - start, False)
+
+
+def _write_manifest(
+    folder: Path, backbone: Backbone, refs: Sequence[ImageRef], preprocess: str, reader: str, images_id: str
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        folder / "manifest.json",
+        {
+            "backbone": backbone.id,
+            "weights_id": backbone.weights_id,
+            "preprocess": preprocess,
+            "reader": reader,
+            "n_images": len(refs),
+            "image_list_sha256": image_list_hash(refs),
+            "images_sha256": images_id,
+            "dtype": "float32",
+            "normalised": False,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+
+
+def _finish(folder: Path, keys: list[str], features: np.ndarray) -> None:
+    """Make an entry whole (ids, then the memory-mappable features) under the entry's lock; drop its chunks."""
+    with FileLock(folder / ".lock"):
+        atomic_write_json(folder / "ids.json", keys)
+        atomic_write_npy(folder / "features.npy", features)
+        for chunk_path in folder.glob("chunk_*.npy"):
+            chunk_path.unlink(missing_ok=True)
+
+
+def cached_features(
+    backbone: Backbone, refs: Sequence[ImageRef], preprocess: str, reader: str, images_id: str
+) -> FeatureSet | None:
+    """The finished cache entry of ``refs``, or None (absent or damaged): what a torchrun evaluation's rank 0
+    looks up before the ranks split the encoding."""
+    start = time.perf_counter()
+    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id)
+    if not (folder / "features.npy").is_file():
+        return None
+    with FileLock(folder / ".lock"):
+        cached = _valid(folder / "features.npy", len(refs), None)
+    return FeatureSet([r.key for r in refs], cached, time.perf_counter() - start, True) if cached is not None else None
+
+
+def store_features(
+    backbone: Backbone, refs: Sequence[ImageRef], features: np.ndarray, preprocess: str, reader: str, images_id: str
+) -> None:
+    """Write the finished entry of features encoded elsewhere (gathered from the ranks of a torchrun evaluation),
+    so a later run, distributed or not, reads them as if one process had encoded them."""
+    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id)
+    _write_manifest(folder, backbone, refs, preprocess, reader, images_id)
+    _finish(folder, [r.key for r in refs], np.ascontiguousarray(features, dtype=np.float32))
+
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Where ``encode_images`` starts a batch over ``n`` images (chunks of ``CHUNK``, batches inside each).
+
+    A shard that begins and ends on these positions is encoded in exactly the batches one process uses, so its
+    features are bitwise those of a single-process run (a batch of another size may round differently)."""
+    return [c + b for c in range(0, n, CHUNK) for b in range(0, min(CHUNK, n - c), batch_size)]
+
+
+def encode_rows(
+    backbone: Backbone,
+    refs: Sequence[ImageRef],
+    start: int,
+    stop: int,
+    preprocess: str = "clip",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    open_image: Callable = open_rgb,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Features of ``refs[start:stop]`` (both on ``batch_starts`` or the end), in the single-process batches; no
+    cache is read or written (a torchrun rank's shard)."""
+    transform = build_preprocess(backbone, preprocess)
+    out = [np.zeros((0, backbone.image_embed_dim), np.float32)]
+    for chunk_start in range(start - start % CHUNK, stop, CHUNK):
+        a, b = max(start, chunk_start), min(stop, chunk_start + CHUNK)
+        if a >= b:
+            continue
+        out.append(_encode_chunk(backbone, refs[a:b], transform, open_image, batch_size, num_workers))
+        if progress is not None:
+            progress(b - start, stop - start)
+    return np.concatenate(out)
 
 
 def _encode_chunk(

@@ -5,7 +5,8 @@ Every file cirbench writes (results, rankings, leaderboards, caches, checkpoints
 over the target, so a reader never sees half a file and an interrupted write leaves the old file intact. The
 temporary file is removed on any error. Its mode follows the umask, as a plain ``open`` would give
 (``tempfile.mkstemp`` would make every file 0600). :func:`atomic_directory` does the same for a folder that must
-appear whole (a rendered gallery, a mask cache).
+appear whole (a rendered gallery, a mask cache). The one exception is a log followed while it grows
+(:func:`append_line`, a training run's ``metrics.jsonl``), which its writer rewrites atomically when it resumes.
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False)
     return atomic_write(path, (text + "\n").encode("utf-8"))
+
+
+def append_line(path: str | os.PathLike, line: str) -> Path:
+    """Append one line to a log that is read while it grows (a training run's ``metrics.jsonl``).
+
+    Why not :func:`atomic_write`: rewriting a whole log at every step costs O(steps^2); one ``O_APPEND`` write of a
+    short line lands whole, and a reader skips a last line cut short by a killed process. The mode follows the umask.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+    return path
 
 
 def atomic_write_json_gz(path: str | os.PathLike, obj: Any) -> Path:

@@ -40,6 +40,11 @@ def _check_aligned(name: str, *seqs: Sequence) -> int:
     return n
 
 
+def hits_at_k(rankings: Sequence[Sequence[Hashable]], targets: Sequence[Hashable], k: int) -> list[int]:
+    """Per query: 1 when its target is among the first K ranked ids, else 0 (the terms of ``recall_at_k``)."""
+    return [int(t in list(r[:k])) for r, t in zip(rankings, targets, strict=True)]
+
+
 def recall_at_k(
     rankings: Sequence[Sequence[Hashable]], targets: Sequence[Hashable], ks: Sequence[int]
 ) -> dict[int, float]:
@@ -112,7 +117,7 @@ def cirr_subset_ranking(ranking: Sequence[Hashable], reference: Hashable, subset
     return [g for g in ranking if g in members]
 
 
-def _subset_rows(
+def subset_rows(
     rankings: Sequence[Sequence[Hashable]],
     references: Sequence[Hashable],
     subsets: Sequence[Sequence[Hashable]],
@@ -120,6 +125,8 @@ def _subset_rows(
     subset_rankings: Sequence[Sequence[Hashable] | None] | None,
     max_k: int,
 ) -> list[list[Hashable]]:
+    """Each query's ranking within its group (members minus the reference): given, or read off the full ranking
+    (refused when a truncated full ranking leaves it ambiguous)."""
     rows = []
     for i, (ref, subset) in enumerate(zip(references, subsets, strict=True)):
         members = set(subset) - {ref}
@@ -162,12 +169,12 @@ def cirr_metrics(
     pairs = zip(rankings, references, strict=True)
     full = [drop_reference(r, ref) if remove_reference else list(r) for r, ref in pairs]
     out = {f"R@{k}": v for k, v in recall_at_k(full, targets, ks).items()}
-    sub = _subset_rows(full, references, subsets, targets, subset_rankings, max(subset_ks))
+    sub = subset_rows(full, references, subsets, targets, subset_rankings, max(subset_ks))
     out.update({f"Rsubset@{k}": v for k, v in recall_at_k(sub, targets, subset_ks).items()})
     return out
 
 
-def _soft_at_k(ranking: Sequence[Hashable], soft: Mapping[Hashable, float], k: int) -> float:
+def soft_at_k(ranking: Sequence[Hashable], soft: Mapping[Hashable, float], k: int) -> float:
     top = set(ranking[:k])
     return max([0.0] + [float(s) for img, s in soft.items() if img in top])
 
@@ -189,11 +196,11 @@ def cirr_soft_metrics(
     """
     n = _check_aligned("cirr_soft_metrics", rankings, references, target_softs, subsets)
     full = [drop_reference(r, ref) for r, ref in zip(rankings, references, strict=True)]
-    sub = _subset_rows(full, references, subsets, None, subset_rankings, max(subset_ks))
+    sub = subset_rows(full, references, subsets, None, subset_rankings, max(subset_ks))
     out: dict[str, float] = {}
     for label, rows, kk in (("R", full, ks), ("Rsubset", sub, subset_ks)):
         for k in kk:
-            total = sum(_soft_at_k(r, s, k) for r, s in zip(rows, target_softs, strict=True))
+            total = sum(soft_at_k(r, s, k) for r, s in zip(rows, target_softs, strict=True))
             out[f"{label}@{k}"] = 100.0 * total / n
     return out
 

@@ -5,7 +5,8 @@ may come as a string (``-o key=value``, ``-p key=value``) or already typed (a YA
 parser, so ``remove_reference='false'`` is the boolean false everywhere and ``promt=x`` is an error everywhere.
 
 ``keyed=False`` marks options that do not change the numbers (batch sizes, where data lives, strictness checks):
-they are recorded in every result but kept out of its run key.
+they are recorded in every result but kept out of its run key. ``varies=True`` marks the choices papers make
+differently (reference removal, caption joining, prompt variants): ``cirbench sensitivity`` re-evaluates under each.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Option:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     keyed: bool = True
+    varies: bool = False  # papers choose this differently: `cirbench sensitivity` tries every other value
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
 
     def describe(self) -> str:
@@ -181,6 +183,15 @@ def check_declared_options(declared: Any, owner: str) -> None:
     names = [o.name for o in declared]
     if len(set(names)) != len(names):
         raise RegistryError(f"{owner}: an option is declared twice: {sorted(n for n in names if names.count(n) > 1)}")
+
+
+def alternatives(option: Option) -> list[object]:
+    """The values other than the default of a choice or boolean option (what sensitivity tries)."""
+    if option.kind == "bool":
+        return [not option.default]
+    if option.kind == "choice":
+        return [c for c in option.choices if c != option.default]
+    return []
 
 
 def keyed_options(declared: Sequence[Option], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class BenchmarkRecord(_Record):
     gallery_size: int | None = None
     annotations_sha256: str | None = None
     texts_with_placeholder: int | None = None  # queries whose text holds the method's placeholder character
+    root: str | None = None  # where the data was read (a location: recorded, not hashed)
     images_sha256: str | None = None  # the images read: their (resolved path, size, mtime), or bytes with --verify
     images_verified: bool = False  # True: images_sha256 hashes the files' bytes
 

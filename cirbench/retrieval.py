@@ -8,7 +8,7 @@ from the ranked row, as SEARLE does), so K results remain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -57,3 +57,74 @@ def subset_ranking(ranked_keys: Sequence[str], subset: Sequence[str]) -> list[st
     """Keep, in ranked order, only the keys of ``subset`` (CIRR Recall_subset)."""
     members = set(subset)
     return [key for key in ranked_keys if key in members]
+
+
+def topk_scored(
+    score_rows: Callable[[int, int], torch.Tensor],
+    n_queries: int,
+    n_gallery: int,
+    k: int,
+    exclude: Sequence[int | None] | None = None,
+    chunk_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``topk_chunked`` for any scoring: ``score_rows(start, stop)`` gives queries ``start:stop`` x the gallery.
+
+    Used when a method fuses two similarity matrices instead of giving one query embedding; the chunking, the
+    reference exclusion (score masked to -inf before top-K) and the clipping of ``k`` are those of ``topk_chunked``.
+    """
+    k = max(min(k, n_gallery - (1 if exclude is not None and any(e is not None for e in exclude) else 0)), 0)
+    indices, scores = [], []
+    for start in range(0, n_queries, chunk_size):
+        sims = score_rows(start, min(start + chunk_size, n_queries))
+        _mask(sims, exclude, start)
+        top = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+        indices.append(top.indices)
+        scores.append(top.values)
+    if not indices:
+        return torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k)
+    return torch.cat(indices), torch.cat(scores)
+
+
+def rank_with_positives(
+    score_rows: Callable[[int, int], torch.Tensor],
+    n_queries: int,
+    n_gallery: int,
+    k: int,
+    positives: Sequence[Sequence[int]],
+    exclude: Sequence[int | None] | None = None,
+    chunk_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """Top-``k`` indices and scores, plus the 0-based position of every positive in the *full* ranking.
+
+    For metrics over the whole ranking (FreeDom's mAP, true recall at any K) without storing it: each chunk is
+    sorted once (stable, so equal scores keep gallery order) and the positives' positions are read off the
+    inverse permutation. An excluded item ranks last and is never returned in the top ``k``.
+    """
+    k = max(min(k, n_gallery - (1 if exclude is not None and any(e is not None for e in exclude) else 0)), 0)
+    indices, scores, ranks = [], [], []
+    for start in range(0, n_queries, chunk_size):
+        sims = score_rows(start, min(start + chunk_size, n_queries))
+        _mask(sims, exclude, start)
+        order = torch.sort(sims, dim=1, descending=True, stable=True).indices
+        position = torch.empty_like(order)
+        position.scatter_(1, order, torch.arange(n_gallery, device=order.device).expand_as(order))
+        indices.append(order[:, :k])
+        scores.append(torch.gather(sims, 1, order[:, :k]))
+        for row, pos in enumerate(positives[start : start + sims.shape[0]]):
+            ranks.append(sorted(position[row, list(pos)].tolist()) if pos else [])
+    if not indices:
+        return torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k), []
+    return torch.cat(indices), torch.cat(scores), ranks
+
+
+def rank_candidate_scores(scores: torch.Tensor) -> list[int]:
+    """Order of one query's candidates by descending score, ties in candidate order (as ``rank_candidates``)."""
+    return torch.sort(scores, descending=True, stable=True).indices.tolist()
+
+
+def _mask(sims: torch.Tensor, exclude: Sequence[int | None] | None, start: int) -> None:
+    if exclude is None:
+        return
+    rows = [i for i, e in enumerate(exclude[start : start + sims.shape[0]]) if e is not None]
+    if rows:
+        sims[rows, [exclude[start + i] for i in rows]] = float("-inf")

@@ -9,6 +9,7 @@ count.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +71,7 @@ def check_rankings(data: BenchmarkSplit, rankings: Rankings, allow_missing: bool
     if missing and not allow_missing:
         raise ScoringError(
             f"{len(missing)} of {len(qids)} {data.benchmark} {data.split} queries have no ranking: "
-            f"{_examples(missing)}; pass allow_missing=True to score them as misses"
+            f"{_examples(missing)}; pass --allow-missing (allow_missing=True in Python) to score them as misses"
         )
     for part in data.parts:
         gallery = set(part.gallery) if part.gallery else None  # a gallery the split does not know
@@ -82,17 +83,45 @@ def check_rankings(data: BenchmarkSplit, rankings: Rankings, allow_missing: bool
     return missing
 
 
+def short_rankings(benchmark: Benchmark, data: BenchmarkSplit, rankings: Rankings) -> tuple[int, int]:
+    """(depth, queries ranked shorter than it): depth is the deepest cutoff among the benchmark's metrics (``@50``),
+    capped per query by what can be ranked (its candidates, or its gallery less the reference when removed).
+
+    Why: a list of 3 ids scores mAP@50 as if ranks 4-50 were all misses, without any error; the server refuses it.
+    """
+    cutoffs = [int(match[1]) for name in benchmark.metric_names if (match := re.search(r"@(\d+)$", name))]
+    if not cutoffs:
+        return 0, 0
+    depth, short = max(cutoffs), 0
+    for part in data.parts:
+        pool = len(part.gallery) - int(part.remove_reference) if part.gallery else None
+        for q in part.queries:
+            ranked = rankings.top.get(q.qid)
+            available = len(q.candidates) if q.candidates is not None else pool
+            if ranked is not None and len(ranked) < min(depth, available if available is not None else depth):
+                short += 1
+    return depth, short
+
+
 def score(
     benchmark: Benchmark, data: BenchmarkSplit, rankings: Rankings, allow_missing: bool = False
 ) -> dict[str, Any]:
     """Official metrics of ``rankings`` on ``data``.
 
-    Returns ``{"benchmark", "split", "metrics": {name: percent}, "n_queries", "n_missing", "options"}``;
-    missing queries count as misses only with ``allow_missing=True``.
+    Returns ``{"benchmark", "split", "metrics": {name: percent}, "n_queries", "n_missing", "n_short", "depth",
+    "warnings", "options"}``; missing queries count as misses only with ``allow_missing=True``. ``n_short`` queries
+    have fewer ranked ids than the deepest cutoff of the benchmark's metrics (``depth``), which is warned about.
     """
     if not data.has_labels:
         raise ScoringError(f"{data.benchmark} {data.split} has no public labels: only its server can score it")
     missing = check_rankings(data, rankings, allow_missing)
+    depth, short = short_rankings(benchmark, data, rankings)
+    warnings = []
+    if short:
+        warnings.append(
+            f"{short} of {len(data.queries)} queries have fewer than {depth} ranked ids: metrics up to @{depth} "
+            f"count the absent ranks as misses, and an evaluation server expects {depth} ids per query"
+        )
     if missing:
         top = {**rankings.top, **{q: [] for q in missing}}
         subset: Mapping[str, list[str]] | None = rankings.subset
@@ -109,5 +138,8 @@ def score(
         "metrics": metrics,
         "n_queries": len(data.queries),
         "n_missing": len(missing),
+        "n_short": short,
+        "depth": depth,
+        "warnings": warnings,
         "options": dict(data.options),
     }

@@ -202,7 +202,7 @@ def test_without_a_project_eval_all_uses_the_built_in_shapes_cards(tmp_path):
         cards = {c.method: c for c in load_cards(PACKAGE_CARDS / "methods", load_method_card)}
     finally:
         os.chdir(Path(__file__).resolve().parents[1])
-    assert cards["lincir"].checkpoint == tmp_path / "runs" / "demo" / "lincir"  # $CWD: the demo's run
+    assert cards["lincir"].checkpoint == tmp_path / "runs" / "demo" / "seed-0" / "lincir"  # $CWD: the demo's run
     assert {"image-only", "text-only", "image+text", "random"} <= set(cards)
 
 

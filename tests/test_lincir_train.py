@@ -385,3 +385,23 @@ def test_option_roles_derive_the_old_resume_and_recipe_sets():
     assert recipe_hash(TrainConfig().recipe()) == "fec7f08539d516dd"
     older = TrainConfig(pack=False, steps=7, out="x", masks="y", lr=3e-4)
     assert recipe_hash(older.recipe()) == "d73ad897c8775bf3"
+
+
+def test_cli_train_over_seeds_writes_one_run_per_seed(tmp_path, corpus):
+    """--seeds 3,4: two runs, same recipe but the seed, so the leaderboard groups their evaluations."""
+    from cirbench.cli import app
+    from cirbench.lincir.config import load_run_config
+
+    out = tmp_path / "runs"
+    args = ["train", "lincir", "--backbone", "cirbench-tiny:random", "--corpus", str(corpus), "--out", str(out)]
+    args += ["--steps", "2", "--global-batch", "8", "--threads", "1", "--quiet", "--seeds", "3,4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("completed: step 2/2") == 2
+    configs = {s: load_run_config(out / f"seed-{s}").to_dict() for s in (3, 4)}
+    assert configs[3]["seed"] == 3 and configs[4]["seed"] == 4
+    assert {k: v for k, v in configs[3].items() if k not in ("seed", "out")} == {
+        k: v for k, v in configs[4].items() if k not in ("seed", "out")
+    }
+    refused = CliRunner().invoke(app, [*args, "--seed", "1"])
+    assert refused.exit_code == 2 and "--seeds trains one run per seed" in refused.output

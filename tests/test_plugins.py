@@ -175,7 +175,8 @@ def test_a_benchmark_in_one_file_works_everywhere(plugins, tmp_path):
     bad = run(*args, "-p", "remove_reference=maybe", "--results-dir", results)
     assert bad.exit_code == 2 and "remove_reference='maybe'" in bad.output
     assert (
-        "submission format" in run("submit", "-b", "toybench", "--run", result.run_key, "--results-dir", results).output
+        "submission format"
+        in run("submit", "--benchmark", "toybench", "--run", result.run_key, "--results-dir", results).output
     )
 
 

@@ -223,3 +223,19 @@ def test_batch_and_loss():
     scale = torch.tensor(4.0)
     assert contrastive_loss(features, features, scale, torch.eye(16, dtype=torch.bool)) < 0.01
     assert contrastive_loss(features, features, scale, torch.ones(16, 16, dtype=torch.bool)) > 2.0
+
+
+def test_both_shipped_versions_are_registered_and_differ():
+    """v2 (CLIP's objective) is the default; v1 (multi-positive) stays loadable for the comparison in SHAPES.md."""
+    from cirbench.backbones import load_backbone
+    from cirbench.shapes.backbone import BACKBONE_ID, VERSIONS
+
+    assert BACKBONE_ID == "shapes-clip:v2"
+    metas = {v: json.loads((folder / "meta.json").read_text()) for v, folder in VERSIONS.items()}
+    assert metas["shapes-clip:v2"]["multi_positive"] is False and metas["shapes-clip:v1"]["multi_positive"] is True
+    assert (
+        metas["shapes-clip:v2"]["accuracy"]["exact"] == 95.05 and metas["shapes-clip:v1"]["accuracy"]["exact"] == 98.96
+    )
+    loaded = {v: load_backbone(v) for v in VERSIONS}
+    assert {v: b.id for v, b in loaded.items()} == {v: v for v in VERSIONS}
+    assert loaded["shapes-clip:v1"].weights_id != loaded["shapes-clip:v2"].weights_id

@@ -400,7 +400,7 @@ def test_submit_cli_refuses_val_run(cirr_excerpt, tmp_path):
     _result(results, "cirr", "val", cirr_excerpt[3], key="0123456789ab")
     args = [
         "submit",
-        "-b",
+        "--benchmark",
         "cirr",
         "--run",
         "0123",

@@ -16,8 +16,11 @@ from cirbench.registry import Registry
 BUILTIN_MODULES = (
     "cirbench.benchmarks.circo",
     "cirbench.benchmarks.cirr",
+    "cirbench.benchmarks.coco_objects",
     "cirbench.benchmarks.fashioniq",
+    "cirbench.benchmarks.freedom",
     "cirbench.benchmarks.genecis",
+    "cirbench.benchmarks.imagenet_r",
     "cirbench.benchmarks.shapes",
 )
 REQUIRED = ("name", "splits", "main_metric", "metric_names", "read", "metrics")

@@ -21,6 +21,7 @@ from cirbench.errors import OptionError, ScoringError, SubmissionError
 from cirbench.identity import files_sha256
 from cirbench.images import ImageCheck, Level, check_images, open_rgb
 from cirbench.options import Option, parse_options
+from cirbench.query_scores import QueryScores
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -165,6 +166,7 @@ class Benchmark:
     leaderboard_columns: ClassVar[tuple[str, ...] | None] = None
     published_split: ClassVar[str] = "test"
     leaderboard_order: ClassVar[int] = 100
+    toy: ClassVar[bool] = False  # a synthetic world (shapes): charts and tables keep it apart from real benchmarks
     leaderboard_notes: ClassVar[tuple[str, ...]] = ()
     # Evaluation server: the split it scores and the protocol options it expects (None: no server).
     server_split: ClassVar[str | None] = None
@@ -211,6 +213,20 @@ class Benchmark:
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         """Official metrics, as percentages, computed from rankings alone."""
         raise NotImplementedError
+
+    def part_hits(self, scores: QueryScores, data: BenchmarkSplit, rankings: Rankings, ks: Sequence[int]) -> None:
+        """Add ``<part>_R@K`` hit vectors (empty outside the part) for benchmarks that average per-part recalls."""
+        from cirbench.metrics import hits_at_k
+
+        for part in data.parts:
+            self.require_rankings(part.queries, rankings)
+            tops, targets = [rankings.top[q.qid] for q in part.queries], [q.target for q in part.queries]
+            for k in ks:
+                scores.add_part(f"{part.name}_R@{k}", part.name, hits_at_k(tops, targets, k))
+
+    def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
+        """Every metric as one value per query with the rule that gives back ``metrics`` exactly (statistics)."""
+        raise ScoringError(f"{self.name} does not give per-query metrics, so it has no intervals or paired tests")
 
     def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """Metrics computed from others for leaderboards (e.g. CIRR's Avg) when a row lacks them."""

@@ -15,6 +15,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import (
@@ -37,6 +39,7 @@ from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, exa
 from cirbench.errors import AnnotationError, ScoringError, SubmissionError
 from cirbench.io import atomic_write_bytes
 from cirbench.options import Option
+from cirbench.query_scores import MEAN, QueryScores
 
 FIX = "re-download it from https://github.com/miccunifi/CIRCO (annotations/) or COCO (image info)"
 GALLERY_SIZE = 123_403
@@ -57,8 +60,14 @@ class CIRCO(Benchmark):
     description = "CIRCO (COCO 2017 unlabeled gallery): mAP@K over multiple ground truths"
     splits = ("val", "test")
     options = (
-        Option("circo_text", "choice", "relative_caption", "the query text", TEXT_MODES),
-        Option("remove_reference", "bool", False, "drop the reference from its ranking (not the official protocol)"),
+        Option("circo_text", "choice", "relative_caption", "the query text", TEXT_MODES, varies=True),
+        Option(
+            "remove_reference",
+            "bool",
+            False,
+            "drop the reference from its ranking (not the official protocol)",
+            varies=True,
+        ),
         Option("image_info", "path", None, f"the gallery list (default <root>/{IMAGE_INFO})", keyed=False),
     )
     main_metric = "mAP@10"
@@ -67,6 +76,7 @@ class CIRCO(Benchmark):
     leaderboard_order = 0
     server_split = "test"
     server_options = {"remove_reference": False}  # the official example keeps the reference (10 of 800 lists)
+    method_defaults = {"slerp": {"alpha": 0.8}}  # Slerp's CIRCO alpha (MORE_BENCHMARKS_AND_METHODS.md §D.2)
 
     def _find(self, root: Path, split: str) -> tuple[Path, Path]:
         """(annotation file, dataset root): ``root`` is the dataset root or its ``annotations/`` folder."""
@@ -171,6 +181,31 @@ class CIRCO(Benchmark):
                 targets.append(q.target)
                 aspects.append(q.extra.get("semantic_aspects", ()))
         return M.circo_metrics(preds, gts, targets, aspects)
+
+    def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
+        """AP@K per query (rule ``mean``), R@K hits, and AP@10 per semantic aspect (NaN for queries without it)."""
+        if not data.has_labels:
+            raise ScoringError(f"CIRCO {data.split} has no public ground truth: no per-query metrics")
+        queries, preds = [], []
+        for part in data.parts:
+            self.require_rankings(part.queries, rankings)
+            for q in part.queries:
+                p = rankings.top[q.qid]
+                queries.append((part.name, q))
+                preds.append(M.drop_reference(p, q.reference) if part.remove_reference else list(p))
+        scores = QueryScores([q.qid for _, q in queries], [name for name, _ in queries])
+        gts, targets = [q.gt or () for _, q in queries], [q.target for _, q in queries]
+        ap = {k: [M.circo_average_precision(p, g, k) for p, g in zip(preds, gts, strict=True)] for k in M.CIRCO_KS}
+        for k in M.CIRCO_KS:
+            scores.add(f"mAP@{k}", ap[k], MEAN)
+        for k in M.CIRCO_KS:
+            scores.add(f"R@{k}", M.hits_at_k(preds, targets, k))
+        aspects = [q.extra.get("semantic_aspects", ()) for _, q in queries]
+        present = [a for a in M.CIRCO_ASPECTS if any(a in x for x in aspects)]
+        present += sorted({a for x in aspects for a in x} - set(M.CIRCO_ASPECTS))
+        for a in present:
+            scores.add(f"mAP@10_{a}", [v if a in x else np.nan for v, x in zip(ap[10], aspects, strict=True)], MEAN)
+        return scores
 
     # --- rankings files ----------------------------------------------------------------------------------------
     def normalise_query_id(self, qid: Any) -> str:

@@ -41,6 +41,7 @@ from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, che
 from cirbench.errors import AnnotationError, ScoringError, SubmissionError
 from cirbench.io import atomic_write_bytes
 from cirbench.options import Option
+from cirbench.query_scores import QueryScores
 
 FIX = "re-download it from https://github.com/Cuberick-Orion/CIRR (branch cirr_dataset)"
 VERSION = "rc2"
@@ -80,7 +81,13 @@ class CIRR(Benchmark):
     splits = ("val", "test1")
     split_aliases = {"dev": "val", "test": "test1"}
     options = (
-        Option("remove_reference", "bool", True, "drop the reference image from its ranking (official protocol)"),
+        Option(
+            "remove_reference",
+            "bool",
+            True,
+            "drop the reference image from its ranking (official protocol)",
+            varies=True,
+        ),
         Option("scoring", "choice", "hard", "hard: target_hard; soft: CIRPLANT's target_soft", ("hard", "soft")),
     )
     main_metric = "R@1"
@@ -90,6 +97,7 @@ class CIRR(Benchmark):
     leaderboard_notes = ("Avg = (R@5 + Rsubset@1) / 2 (CLIP4Cir convention).",)
     server_split = "test1"
     server_options = {"remove_reference": True}
+    method_defaults = {"slerp": {"alpha": 0.9}}  # Slerp's CIRR alpha (MORE_BENCHMARKS_AND_METHODS.md §D.2)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
@@ -121,6 +129,32 @@ class CIRR(Benchmark):
             return M.cirr_soft_metrics(tops, refs, [q.extra["target_soft"] for q in qs], subsets, sub)
         remove = all(p.remove_reference for p in data.parts)
         return M.cirr_metrics(tops, refs, [q.target for q in qs], subsets, sub, remove_reference=remove)
+
+    def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
+        """R@K and Rsubset@K hits (CIRPLANT's soft scores with ``scoring=soft``) and Avg = mean of R@5, Rsubset@1."""
+        if not data.has_labels:
+            raise ScoringError(f"CIRR {data.split} has no public labels: no per-query metrics")
+        qs = data.queries
+        self.require_rankings(qs, rankings)
+        remove = all(p.remove_reference for p in data.parts)
+        refs, subsets = [q.reference for q in qs], [q.subset or () for q in qs]
+        full = [M.drop_reference(rankings.top[q.qid], q.reference) if remove else list(rankings.top[q.qid]) for q in qs]
+        given = [(rankings.subset or {}).get(q.qid) for q in qs] if rankings.subset is not None else None
+        soft = data.options["scoring"] == "soft"
+        if soft:  # CIRPLANT always removes the reference first
+            full = [M.drop_reference(rankings.top[q.qid], q.reference) for q in qs]
+        targets = None if soft else [q.target for q in qs]
+        sub = M.subset_rows(full, refs, subsets, targets, given, max(M.CIRR_SUBSET_KS))
+        scores = QueryScores([q.qid for q in qs], [p.name for p in data.parts for _ in p.queries])
+        for label, rows, ks in (("R", full, M.CIRR_KS), ("Rsubset", sub, M.CIRR_SUBSET_KS)):
+            for k in ks:
+                if soft:
+                    values = [M.soft_at_k(r, q.extra["target_soft"], k) for r, q in zip(rows, qs, strict=True)]
+                else:
+                    values = M.hits_at_k(rows, targets, k)
+                scores.add(f"{label}@{k}", values)
+        scores.derive("Avg", "R@5", "Rsubset@1")
+        return scores
 
     def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
         if "Avg" not in metrics and {"R@5", "Rsubset@1"} <= metrics.keys():

@@ -35,6 +35,7 @@ from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, pro
 from cirbench.errors import AnnotationError, OptionError, ScoringError, SubmissionError
 from cirbench.io import atomic_write_bytes
 from cirbench.options import Option
+from cirbench.query_scores import QueryScores
 
 FIX = "re-download it from https://github.com/XiaoxiaoGuo/fashion-iq (captions/, image_splits/)"
 
@@ -77,6 +78,7 @@ class FashionIQ(Benchmark):
     )
     leaderboard_columns = metric_names
     published_split = "val"
+    method_defaults = {"slerp": {"alpha": 0.8}}  # Slerp's FashionIQ alpha (MORE_BENCHMARKS_AND_METHODS.md §D.2)
     leaderboard_order = 2
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
@@ -139,6 +141,16 @@ class FashionIQ(Benchmark):
             self.require_rankings(part.queries, rankings)
             per_cat[part.name] = ([rankings.top[q.qid] for q in part.queries], [q.target for q in part.queries])
         return M.fashioniq_metrics(per_cat)
+
+    def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
+        """R@K hits per category (NaN outside it); the averages are the plain mean of the three categories."""
+        if not data.has_labels:
+            raise ScoringError(f"FashionIQ {data.split} has no public targets: no per-query metrics")
+        scores = QueryScores([q.qid for q in data.queries], [p.name for p in data.parts for _ in p.queries])
+        self.part_hits(scores, data, rankings, M.FASHIONIQ_KS)
+        for k in M.FASHIONIQ_KS:
+            scores.derive(f"avg_R@{k}", *(f"{c}_R@{k}" for c in M.FASHIONIQ_CATEGORIES))
+        return scores
 
     def query_texts(self, query: Query, caption_join: str = "both-orders") -> list[str]:
         """Two captions joined as the method asks: SEARLE/LinCIR strip ``.?, `` and use both orders (averaged

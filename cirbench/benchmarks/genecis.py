@@ -33,6 +33,7 @@ from cirbench.benchmarks.base import (
 from cirbench.errors import AnnotationError, ScoringError
 from cirbench.images import open_rgb
 from cirbench.options import Option
+from cirbench.query_scores import QueryScores
 
 FIX = "re-download it from https://github.com/facebookresearch/genecis (genecis/<task>.json)"
 OBJECT_TASKS = ("focus_object", "change_object")
@@ -177,6 +178,15 @@ class GeneCIS(Benchmark):
             self.require_rankings(part.queries, rankings)
             per_task[part.name] = ([rankings.top[q.qid] for q in part.queries], [q.target for q in part.queries])
         return M.genecis_metrics(per_task)
+
+    def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
+        """R@K hits per task (NaN outside it); the headline is the plain mean of the tasks' R@1."""
+        scores = QueryScores([q.qid for q in data.queries], [p.name for p in data.parts for _ in p.queries])
+        self.part_hits(scores, data, rankings, M.GENECIS_KS)
+        tasks = [p.name for p in data.parts]
+        name = "avg_R@1" if set(tasks) >= set(M.GENECIS_TASKS) else f"avg_R@1_{len(tasks)}tasks"
+        scores.derive(name, *(f"{t}_R@1" for t in tasks))
+        return scores
 
     def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """The headline mean R@1 of a row that lists the four tasks but not their average."""

@@ -27,6 +27,7 @@ from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.io import atomic_directory
 from cirbench.options import Option
+from cirbench.query_scores import MEAN, RATE, QueryScores
 from cirbench.shapes.captions import modification_text
 from cirbench.shapes.world import (
     ATTRIBUTES,
@@ -115,9 +116,10 @@ class Shapes(Benchmark):
         Option("seed", "int", 0, "seed of the queries and renderings"),
         Option("renders", "int", 2, "renderings per attribute combination", minimum=1),
         Option("queries_per_style", "int", 400, "queries per wording style", minimum=1),
-        Option("remove_reference", "bool", True, "drop the reference image from its ranking"),
+        Option("remove_reference", "bool", True, "drop the reference image from its ranking", varies=True),
     )
     main_metric = "mAP@10"
+    toy = True
     metric_names = _BASE_METRICS + tuple(f"{s}_{m}" for s in STYLES for m in _BASE_METRICS)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
@@ -168,10 +170,8 @@ class Shapes(Benchmark):
         files = [folder / "spec.json"]
         return BenchmarkSplit(self.name, split, parts, images, options, files, True, layout="rendered", facts=facts)
 
-    def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
-        """Overall and per-style ``mAP@K`` (CIRCO) and ``R@K`` (any ground truth in the top K), in percent."""
-        out: dict[str, float] = {}
-        everything: tuple[list, list, list] = ([], [], [])
+    def _rows(self, data: BenchmarkSplit, rankings: Rankings):
+        """Per part: (name, rankings without the reference, ground truths, each query's best-ranked ground truth)."""
         for part in data.parts:
             preds, gts, firsts = [], [], []
             self.require_rankings(part.queries, rankings)
@@ -183,12 +183,38 @@ class Shapes(Benchmark):
                 gts.append(gt)
                 # R@K with interchangeable ground truths: score the best-ranked one.
                 firsts.append(next((key for key in ranking if key in gt), None))
+            yield part.name, preds, gts, firsts
+
+    def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
+        """Overall and per-style ``mAP@K`` (CIRCO) and ``R@K`` (any ground truth in the top K), in percent."""
+        out: dict[str, float] = {}
+        everything: tuple[list, list, list] = ([], [], [])
+        for name, preds, gts, firsts in self._rows(data, rankings):
             scores = self._score(preds, gts, firsts)
-            out.update({f"{part.name}_{name}": value for name, value in scores.items()})
+            out.update({f"{name}_{metric}": value for metric, value in scores.items()})
             for bucket, values in zip(everything, (preds, gts, firsts), strict=True):
                 bucket.extend(values)
         out.update(self._score(*everything))
         return out
+
+    def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
+        """AP@K (rule ``mean``) and R@K hits per query, overall (both styles pooled) and per style."""
+        scores = QueryScores([q.qid for q in data.queries], [p.name for p in data.parts for _ in p.queries])
+        pooled: dict[str, list[float]] = {}
+        for name, preds, gts, firsts in self._rows(data, rankings):
+            for metric, values, rule in self._query_values(preds, gts, firsts):
+                scores.add_part(f"{name}_{metric}", name, values, rule)
+                pooled.setdefault(metric, []).extend(values)
+        for metric, _, rule in self._query_values([], [], []):
+            scores.add(metric, pooled[metric], rule)
+        return scores
+
+    @staticmethod
+    def _query_values(preds: list, gts: list, firsts: list):
+        for k in MAP_KS:
+            yield f"mAP@{k}", [M.circo_average_precision(p, g, k) for p, g in zip(preds, gts, strict=True)], MEAN
+        for k in RECALL_KS:
+            yield f"R@{k}", M.hits_at_k(preds, firsts, k), RATE
 
     @staticmethod
     def _score(preds: list, gts: list, firsts: list) -> dict[str, float]:

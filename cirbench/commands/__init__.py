@@ -6,14 +6,40 @@ Command modules keep heavy imports (torch, open_clip) inside command bodies so `
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Any
+
 import typer
 from typer.core import TyperGroup
 
 from cirbench.errors import UserError
 
+CONTEXT = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand
+
+
+@contextlib.contextmanager
+def _help_width() -> Iterator[None]:
+    """Typer draws help and usage errors with rich at 80 columns when stdout is not a terminal; give them room."""
+    from typer import rich_utils
+
+    from cirbench.console import HELP_WIDTH, is_terminal
+
+    before = rich_utils.MAX_WIDTH
+    if before is None and not is_terminal():
+        rich_utils.MAX_WIDTH = HELP_WIDTH
+    try:
+        yield
+    finally:
+        rich_utils.MAX_WIDTH = before
+
 
 class _UserErrorGroup(TyperGroup):
     """Show user errors (missing data, bad ids, wrong checkpoints) as one line and exit 2, without a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with _help_width():
+            return super().main(*args, **kwargs)
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
@@ -31,7 +57,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=CONTEXT,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cirbench import __version__
+
+        typer.echo(f"cirbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Benchmark harness and leaderboard for zero-shot composed image retrieval."""
+
+
 train_app = typer.Typer(help="Train methods (LinCIR's phi from text alone).", no_args_is_help=True)
 lincir_app = typer.Typer(help="Inspect LinCIR's Self-Masking Projection.", no_args_is_help=True)
 cache_app = typer.Typer(help="Inspect or clear the gallery feature cache.", no_args_is_help=True)

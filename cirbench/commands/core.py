@@ -43,12 +43,13 @@ def list_command(
     what: Annotated[str, typer.Argument(help="methods, benchmarks, backbones or all")] = "all",
 ) -> None:
     """List registered methods, benchmarks and known backbones, with their options."""
-    from rich.console import Console
     from rich.table import Table
+
+    from cirbench.console import make_console
 
     if what not in ("methods", "benchmarks", "backbones", "all"):
         raise UsageError(f"list what? methods, benchmarks, backbones or all, not {what!r}")
-    console = Console()
+    console = make_console()
     if what in ("methods", "all"):
         from cirbench.methods import METHODS
 
@@ -83,7 +84,9 @@ def list_command(
 
 
 def print_outcome(outcome: Outcome) -> None:
-    from cirbench.progress import console
+    from cirbench.console import make_console
+
+    console = make_console(stderr=True)
 
     result = outcome.result
     metrics = result.metrics
@@ -97,6 +100,12 @@ def print_outcome(outcome: Outcome) -> None:
         if skipped.images_missing
         else ""
     )
+    limit = result.key_fields.get("limit")
+    if limit is not None:
+        dropped += f" [yellow](first {limit} queries only: --limit)[/]"
+    index = result.run_settings.get("index") or {}
+    if index.get("recall@50") is not None:
+        dropped += f" [yellow]({index['name']}: recall@50 {index['recall@50']:.3f} against exact search)[/]"
     console.print(f"{result.label}: {shown}{dropped}\n  {state} {outcome.path}", highlight=False)
 
 
@@ -139,57 +148,115 @@ def eval_command(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result(s) as JSON.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", help="Only the first N queries: a smoke test, stored as its own run, never ranked as a full one."
+        ),
+    ] = None,
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            help="Gallery search: exact (default), faiss-flat, faiss-ivf or faiss-hnsw (approximate ones enter the "
+            "run key and store their recall@50; faiss: pip install 'cirbench[scale]').",
+        ),
+    ] = "exact",
+    index_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index-param", help="Index parameter KEY=VALUE (faiss-ivf: nlist, nprobe; faiss-hnsw: M, ef_search)."
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate a method on a benchmark split (or every card with --all) and write result files."""
-    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
-    from cirbench.options import split_pairs
+    """Evaluate a method on a benchmark split (or every card with --all) and write result files.
 
-    settings = EvalSettings(
-        results_dir=results_dir,
-        overwrite=overwrite,
-        skip_missing=skip_missing,
-        batch_size=batch_size,
-        num_workers=workers,
-        device=pick_device(device),
-        use_cache=not no_cache,
-        allow_download=allow_download,
-        show_progress=not as_json,
-        verify=verify,
-    )
-    if all_cards:
-        outcomes = _eval_all(methods_dir, benchmarks_dir, settings, quick_gelu, quiet=as_json)
-    else:
-        if not (method and benchmark):
-            raise UsageError("give --method and --benchmark (and --backbone, --root), or --all")
-        request = RunRequest(
-            method=method,
-            backbone=backbone,
-            benchmark=benchmark,
-            split=split,
-            root=root,
-            checkpoint=checkpoint,
-            method_options=split_pairs(option),
-            protocol_options=split_pairs(protocol),
-            quick_gelu=quick_gelu,
+    Under `torchrun --nproc_per_node N -m cirbench eval ...` every process encodes a shard of the images and
+    queries; rank 0 ranks, scores and writes the result (the numbers do not depend on N)."""
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+    from cirbench.evaluation.distributed import joined
+    from cirbench.options import split_pairs
+    from cirbench.search import parse_index
+
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: give a positive number of queries (e.g. --limit 20)")
+    index_params = split_pairs(index_param)
+    parse_index(index, index_params)  # a bad --index is one line before anything loads
+    with joined(pick_device(device)) as (group, rank_device):
+        settings = EvalSettings(
+            results_dir=results_dir,
+            overwrite=overwrite,
+            skip_missing=skip_missing,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=rank_device,
+            use_cache=not no_cache,
+            allow_download=allow_download,
+            show_progress=not as_json and group.main,
+            verify=verify,
+            group=group,
         )
-        outcomes = [evaluate(resolve(request), settings)]
-        if not as_json:
-            print_outcome(outcomes[0])
-    if as_json:
+        quiet = as_json or not group.main  # only rank 0 prints (other ranks print errors only)
+        if all_cards:
+            outcomes = _eval_all(
+                methods_dir,
+                benchmarks_dir,
+                settings,
+                quick_gelu,
+                quiet=quiet,
+                limit=limit,
+                index=(index, index_params),
+            )
+        else:
+            if not (method and benchmark):
+                raise UsageError("give --method and --benchmark (and --backbone, --root), or --all")
+            request = RunRequest(
+                method=method,
+                backbone=backbone,
+                benchmark=benchmark,
+                split=split,
+                root=root,
+                checkpoint=checkpoint,
+                method_options=split_pairs(option),
+                protocol_options=split_pairs(protocol),
+                quick_gelu=quick_gelu,
+                limit=limit,
+                index=index,
+                index_params=index_params,
+            )
+            outcomes = [evaluate(resolve(request), settings)]
+            if not quiet:
+                print_outcome(outcomes[0])
+    if as_json and group.main:
         typer.echo(json.dumps([o.result.model_dump(mode="json", exclude={"env"}) for o in outcomes], indent=2))
 
 
 def _eval_all(
-    methods_dir: Path | None, benchmarks_dir: Path | None, settings, quick_gelu: bool | None, quiet: bool
+    methods_dir: Path | None,
+    benchmarks_dir: Path | None,
+    settings,
+    quick_gelu: bool | None,
+    quiet: bool,
+    limit: int | None = None,
+    index: tuple[str, dict[str, str]] = ("exact", {}),
 ) -> list[Outcome]:
     from cirbench.cards import find_card_dirs
+    from cirbench.console import make_console
     from cirbench.evaluation.suite import run_suite
-    from cirbench.progress import console
+
+    console = make_console(stderr=True)
 
     found_methods, found_benchmarks = find_card_dirs()
     methods_dir, benchmarks_dir = methods_dir or found_methods, benchmarks_dir or found_benchmarks
     report = run_suite(
-        methods_dir, benchmarks_dir, settings, quick_gelu=quick_gelu, on_outcome=None if quiet else print_outcome
+        methods_dir,
+        benchmarks_dir,
+        settings,
+        quick_gelu=quick_gelu,
+        on_outcome=None if quiet else print_outcome,
+        limit=limit,
+        index=index[0],
+        index_params=index[1],
     )
     if not quiet:
         for skip in report.skipped:
@@ -224,17 +291,21 @@ def score_command(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
+    from cirbench.console import make_console
+
+    console = make_console()
     table = Table(title=f"{bench.name} {data.split}: {rankings.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in report["metrics"].items():
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+        table.add_row(name, f"{value:.2f}" if isinstance(value, float) else str(value))
+    console.print(table)
     if report["n_missing"]:
-        Console().print(f"[yellow]{report['n_missing']} queries had no ranking and were scored as misses[/]")
+        console.print(f"[yellow]{report['n_missing']} queries had no ranking and were scored as misses[/]")
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning: {warning}[/]", highlight=False)
 
 
 @data_app.command("check")
@@ -261,12 +332,13 @@ def data_check_command(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        from rich.console import Console
+        from cirbench.console import make_console
 
-        console = Console()
+        console = make_console()
         console.print(f"[bold]{report['benchmark']} {report['split']}[/] (layout: {report['layout'] or '?'})")
         for key in ("n_queries", "gallery_size", "n_images", "n_missing", "n_unreadable"):
-            console.print(f"  {key}: {report[key]}")
+            if report[key] is not None:  # gallery_size: None where no one gallery is known (see data_report)
+                console.print(f"  {key}: {report[key]}")
         for problem in report["problems"]:
             console.print(f"  [red]problem:[/] {problem}")
         console.print("[green]ok[/]" if report["ok"] else "[red]not ok[/]")
@@ -277,9 +349,9 @@ def data_check_command(
 @cache_app.command("ls")
 def cache_ls_command() -> None:
     """List gallery feature cache entries."""
-    from rich.console import Console
     from rich.table import Table
 
+    from cirbench.console import make_console
     from cirbench.features import list_entries
     from cirbench.paths import cache_root
 
@@ -295,7 +367,7 @@ def cache_ls_command() -> None:
             f"{entry['bytes'] / 1e6:.1f}",
             "yes" if entry["complete"] else "partial",
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 @cache_app.command("clear")

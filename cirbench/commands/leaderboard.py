@@ -19,7 +19,7 @@ DEFAULT_RESULTS = Path("results")
 @app.command()
 def leaderboard(
     results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/ (result files)."),
-    benchmark: str | None = typer.Option(None, "--benchmark", "-b", help="Only this benchmark's table."),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="Only this benchmark's table."),
     fmt: str = typer.Option("md", "--format", "-f", help="md (markdown) or csv."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
     chart: Path | None = typer.Option(None, "--chart", help="Also write the summary chart (PNG) here."),
@@ -27,6 +27,20 @@ def leaderboard(
         None, "--reported", help="Published rows (default: <results-dir>/reported.yaml when it exists)."
     ),
     no_reported: bool = typer.Option(False, "--no-reported", help="Runs only, no published rows."),
+    ci: bool = typer.Option(
+        False, "--ci", help="± half-width of each run's 95 % bootstrap interval, and which adjacent runs differ."
+    ),
+    resamples: int = typer.Option(10_000, "--resamples", min=100, help="Bootstrap resamples and permutations (--ci)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the resampling (--ci)."),
+    per_seed: bool = typer.Option(
+        False, "--per-seed", help="One row per run, instead of mean ± sd over runs that differ only in seed."
+    ),
+    columns: str | None = typer.Option(
+        None, "--columns", help="Comma-separated metric columns of the benchmark tables (default: the benchmark's)."
+    ),
+    bare: bool = typer.Option(
+        False, "--bare", help="Only the table and its notes (to paste into a README); needs --benchmark."
+    ),
 ) -> None:
     """Leaderboard tables from result files, with published numbers and deltas beside them."""
     from cirbench import leaderboard as lb
@@ -43,10 +57,24 @@ def leaderboard(
     elif reported is not None and not reported.is_file():
         raise UsageError(f"reported results file not found: {reported}")
     name = benchmark.strip().lower() if benchmark else None
-    entries = lb.collect_entries(results_dir, reported)
+    if bare and name is None:
+        raise UsageError("--bare prints one benchmark's table: add --benchmark NAME")
+    entries = lb.collect_entries(results_dir, reported, aggregate=not per_seed)
     if name is not None:
         entries = [e for e in entries if e.benchmark == name]
-    text = lb.render_csv(entries, name) if fmt == "csv" else lb.render_markdown(entries, name)
+    notes: dict[str, list[str]] = {}
+    if ci:
+        from cirbench.leaderboard.significance import add_intervals
+
+        found = add_intervals(entries, results_dir, resamples, seed)
+        entries, notes = found.entries, found.notes
+        for line in found.skipped:
+            typer.echo(f"no interval for {line}", err=True)
+    wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if fmt == "csv":
+        text = lb.render_csv(entries, name, columns=wanted)
+    else:
+        text = lb.render_markdown(entries, name, benchmark_notes=notes, columns=wanted, bare=bare)
     if chart is not None:
         lb.write_chart(entries, chart)
     if out is None:
@@ -60,7 +88,7 @@ def leaderboard(
 
 @app.command()
 def submit(
-    benchmark: str = typer.Option(..., "--benchmark", "-b", help="A benchmark with a server format (cirr, circo)."),
+    benchmark: str = typer.Option(..., "--benchmark", help="A benchmark with a server format (cirr, circo)."),
     run: str = typer.Option(..., "--run", help="Run key (unique prefix) or path to a result file."),
     results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", help="Folder holding runs/."),
     out_dir: Path = typer.Option(Path("submissions"), "--out-dir", help="Where the server files go."),

@@ -21,12 +21,17 @@ def pretrain_command(
     warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 50,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     eval_every: Annotated[int, typer.Option(help="Zero-shot accuracy check every N steps (0: only at the end).")] = 250,
-    plain_infonce: Annotated[
-        bool, typer.Option(help="Only the paired caption is a positive (default: every matching caption).")
+    multi_positive: Annotated[
+        bool,
+        typer.Option(
+            "--multi-positive",
+            help="Every matching caption in the batch is a positive (shapes-clip:v1); default: CLIP's objective, "
+            "the paired caption only (shapes-clip:v2).",
+        ),
     ] = False,
 ) -> None:
-    """Pretrain the tiny shapes CLIP contrastively on rendered image-caption pairs (the shipped weights:
-    --out cirbench/assets/shapes_clip with the defaults; about 10-30 minutes on 2 CPU cores)."""
+    """Pretrain the tiny shapes CLIP contrastively on rendered image-caption pairs (the shipped shapes-clip:v2:
+    --out cirbench/assets/shapes_clip_v2 with the defaults; 30 minutes on 2 busy CPU cores)."""
     from cirbench.shapes.pretrain import pretrain_shapes_clip
 
     pretrain_shapes_clip(
@@ -39,7 +44,7 @@ def pretrain_command(
         warmup=warmup,
         threads=threads,
         eval_every=eval_every,
-        multi_positive=not plain_infonce,
+        multi_positive=multi_positive,
         log=lambda message: typer.echo(message, err=True),
     )
 

@@ -48,6 +48,18 @@ def _pairs(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _log_line(out: Path, log: dict[str, Any]) -> str:
+    """Where the run's log is, with its final and lowest loss (``train_meta.json`` carries the same summary)."""
+    from cirbench.lincir.rundir import META_FILE
+
+    files = [str(out / log[k]) for k in ("metrics", "loss_curve") if log.get(k)]
+    loss = ""
+    if log.get("final_loss") is not None:
+        loss = f"loss {log['final_loss']:.4f} at step {log['final_step']} (min {log['min_loss']:.4f} at step "
+        loss += f"{log['min_loss_step']}); "
+    return f"{loss}log: {', '.join(files) or 'none'}; summary: {out / META_FILE}"
+
+
 @train_app.command("lincir")
 def train_lincir(
     backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="MODEL:TAG (ViT-L-14:openai).")] = None,
@@ -71,6 +83,13 @@ def train_lincir(
     accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (1e-4).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (upstream README: 12345).")] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated seeds: one run each, in <out>/seed-<s> (the leaderboard shows mean ± sd of their "
+            "evaluations)."
+        ),
+    ] = None,
     column: Annotated[str | None, typer.Option(help="Caption column for csv/jsonl/parquet/hub corpora.")] = None,
     mask_mode: Annotated[str | None, typer.Option(help="upstream (exact) or whole-word.")] = None,
     spacy_model: Annotated[str | None, typer.Option(help="spaCy pipeline (en_core_web_sm).")] = None,
@@ -92,7 +111,7 @@ def train_lincir(
     ] = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the tower.")] = None,
     allow_download: Annotated[
-        bool | None, typer.Option("--allow-download/--no-download", help="Allow hub corpora and weights.")
+        bool | None, typer.Option("--allow-download/--no-allow-download", help="Allow hub corpora and weights.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads per process.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -148,14 +167,32 @@ def train_lincir(
                 "no corpus: pass --corpus FILE (repeatable), --masks DIR (from `cirbench lincir prepare`) "
                 "or a --config card with train.corpora"
             )
-    result = train(cfg, resume=resume is not None, overwrite=overwrite)
+    if seeds is not None:
+        from cirbench.commands.demo import parse_seeds
+
+        if resume is not None or seed is not None:
+            raise UsageError("--seeds trains one run per seed: leave out --seed and --resume")
+        for one in parse_seeds(seeds):
+            folder = Path(cfg.out) / f"seed-{one}"
+            typer.echo(f"seed {one}: {folder}")
+            _report(
+                train(TrainConfig.from_dict({**cfg.to_dict(), "seed": one, "out": str(folder)}), overwrite=overwrite)
+            )
+        return
+    _report(train(cfg, resume=resume is not None, overwrite=overwrite))
+
+
+def _report(result: Any) -> None:
+    """The run's status line and where its log is; an interrupted run exits 130."""
+    cfg_steps = result.meta.get("target_steps", result.step) if result.meta else result.step
     if result.meta:
         meta = result.meta
         rate = meta.get("samples_per_s")
         typer.echo(
-            f"{result.status}: step {result.step}/{cfg.steps} in {meta['wall_time_s']:.1f}s "
+            f"{result.status}: step {result.step}/{cfg_steps} in {meta['wall_time_s']:.1f}s "
             f"({rate} samples/s on {meta['device_count']}x {meta['device_type']}); "
             f"checkpoint {result.out / meta['checkpoint']}"
         )
+        typer.echo(_log_line(result.out, meta.get("log") or {}))
     if result.status == "interrupted":
         raise typer.Exit(code=130)

@@ -1,22 +1,34 @@
 """The computation of one evaluation: image features (cached), query features, rankings, official metrics.
 
-No files are written here except the feature cache; the caller decides what becomes a result.
+No files are written here except the feature cache; the caller decides what becomes a result. Two optional paths
+sit beside the plain one (one query embedding, cosine against the normalised gallery, ``topk_chunked``), which is
+kept unchanged: a method that ``fuses_scores`` is ranked by its fusion of the image and text similarity matrices,
+and a benchmark that ``needs_positive_ranks`` also gets where every ground truth sits in the full ranking
+(``benchmarks.ranks``). Both score through ``_Scorer``, with the same products as the plain path. The plain path
+searches split-wide galleries through ``search.search_gallery`` (exact by default, or a faiss index); under torchrun
+the images and queries are encoded in shards (``evaluation.distributed``) and only rank 0 ranks and scores.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Part, Rankings
+from cirbench.benchmarks.ranks import RankingsWithPositives
+from cirbench.errors import SearchIndexError
+from cirbench.evaluation.distributed import SINGLE, Group, encode_images_sharded, encode_queries_sharded
 from cirbench.features import FeatureSet, encode_images
-from cirbench.methods.base import Method
-from cirbench.retrieval import rank_candidates, topk_chunked
+from cirbench.methods.base import Method, fuses_scores
+from cirbench.retrieval import rank_candidate_scores, rank_candidates, rank_with_positives, topk_scored
+from cirbench.search import EXACT, IndexSpec, search_gallery
 
 TOP_K = 50
 Progress = Callable[[str, int, int], None]
@@ -29,6 +41,7 @@ class EngineOutput:
     timings: dict[str, float]
     n_queries: int
     texts_with_placeholder: int | None  # queries whose text holds the method's placeholder character
+    index: dict[str, Any] = field(default_factory=dict)  # the gallery index, its parameters and measured recall@50
 
 
 def run_engine(
@@ -43,21 +56,34 @@ def run_engine(
     top_k: int = TOP_K,
     progress: Progress | None = None,
     images_id: str | None = None,
-) -> EngineOutput:
-    """Encode (cached) images, build queries, rank, and score (when the split has labels)."""
-    feats = encode_images(
-        backbone,
-        list(data.images.values()),
+    group: Group = SINGLE,
+    index: IndexSpec = EXACT,
+) -> EngineOutput | None:
+    """Encode (cached) images, build queries, rank, and score (when the split has labels). Under torchrun every
+    rank encodes its shards and only rank 0 gets the output (None on the others)."""
+    check_queries = getattr(method, "check_queries", None)
+    if callable(check_queries):  # a method that can tell early it cannot encode some query, before any image
+        check_queries(data.queries)
+    fused = fuses_scores(method)
+    positives: dict[str, list[int]] | None = {} if getattr(benchmark, "needs_positive_ranks", False) else None
+    if index.name != EXACT.name:
+        check_index(index, data, fused=fused, full_ranking=positives is not None)
+    common: dict[str, Any] = dict(
         preprocess=method.preprocess,
         batch_size=batch_size,
         num_workers=num_workers,
         use_cache=use_cache,
-        progress=(lambda done, total: progress("images", done, total)) if progress else None,
+        progress=(lambda done, total: progress("images", done, total)) if progress and group.main else None,
         open_image=benchmark.open_image,
         reader=benchmark.image_reader_id,
         images_id=images_id,
     )
-    timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)}
+    refs = list(data.images.values())
+    if group.enabled:
+        feats = encode_images_sharded(group, backbone, refs, **common)
+    else:
+        feats = encode_images(backbone, refs, **common)
+    timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)} if feats else {}
     query_s = rank_s = 0.0
     placeholder = getattr(method, "placeholder", None)
     with_placeholder = 0
@@ -65,22 +91,91 @@ def run_engine(
     scores: dict[str, list[float]] = {}
     subset: dict[str, list[str]] = {}
     device = backbone.device
+    searched: dict[str, Any] = {"params": dict(index.params)}
     for part in data.parts:
         start = time.perf_counter()
         texts = [benchmark.query_texts(q, method.caption_join) for q in part.queries]
         if placeholder:
             with_placeholder += sum(any(placeholder in t for t in variants) for variants in texts)
-        queries = _encode_part_queries(method, part, texts, feats, batch_size * 4, device).to(device)
+        encoded = _encode_part(method, part, texts, feats, batch_size * 4, device, fused, group)
+        if encoded is None:  # a torchrun rank other than 0: it encoded its slice, rank 0 ranks
+            continue
+        if fused:
+            scorer = _Scorer(image=encoded[0].to(device), text=encoded[1].to(device), fuse=method.fuse)
+        else:
+            queries = encoded.to(device)
+            scorer = _Scorer(embed=queries)
         query_s += time.perf_counter() - start
         start = time.perf_counter()
-        _rank_part(part, queries, feats, top_k, top, scores, subset, device)
+        if fused or positives is not None:
+            _rank_part_scored(part, scorer, feats, top_k, (top, scores, subset), positives, device)
+        else:
+            _rank_part(part, queries, feats, top_k, (top, scores, subset), device, index, searched)
         rank_s += time.perf_counter() - start
         if progress:
             progress("queries", len(top), len(data.queries))
+    if not group.main:
+        return None
     timings.update(query_encode_s=query_s, rank_s=rank_s)
-    rankings = Rankings(top=top, subset=subset or None, scores=scores)
+    if positives is not None:
+        rankings: Rankings = RankingsWithPositives(top, subset or None, scores, positive_ranks=positives)
+    else:
+        rankings = Rankings(top=top, subset=subset or None, scores=scores)
     metrics = benchmark.metrics(data, rankings) if data.has_labels else {}
-    return EngineOutput(metrics, rankings, timings, len(data.queries), with_placeholder if placeholder else None)
+    output = EngineOutput(metrics, rankings, timings, len(data.queries), with_placeholder if placeholder else None)
+    output.index = index_record(index, searched)
+    return output
+
+
+def check_index(index: IndexSpec, data: BenchmarkSplit, *, fused: bool, full_ranking: bool) -> None:
+    """Refuse, before any image is encoded, a run an index cannot rank: it searches one query embedding against a
+    split-wide gallery, while fused scores and full-ranking positions need every score."""
+    why = None
+    if fused:
+        why = "the method fuses two similarity matrices, which no single index holds"
+    elif full_ranking:
+        why = f"{data.benchmark}'s metrics need every ground truth's position in the full ranking"
+    elif not any(part.gallery for part in data.parts):
+        why = f"{data.benchmark} ranks each query's own candidate list, so there is no gallery to index"
+    if why:
+        raise SearchIndexError(f"--index {index.name} cannot rank this run: {why}; use --index exact")
+
+
+def index_record(index: IndexSpec, searched: dict[str, Any]) -> dict[str, Any]:
+    """What the result stores about the index: name, parameters as built, and (approximate) recall@50 against
+    exact search on the sampled queries."""
+    record: dict[str, Any] = {"name": index.name, "params": searched.get("params", {})}
+    if "build_s" in searched:
+        record["build_s"] = round(searched["build_s"], 4)
+    if searched.get("recall_total"):
+        record["recall@50"] = round(searched["recall_hits"] / searched["recall_total"], 6)
+        record["recall_queries"] = searched["recall_queries"]
+    return record
+
+
+def _encode_part(method, part, texts, feats, batch, device, fused, group) -> Any:
+    """A part's query features (a tuple of image and text features for a fused method); under torchrun each rank
+    encodes a slice of the queries and rank 0 gets them all (None on the other ranks)."""
+    encode = _encode_part_modalities if fused else _encode_part_queries
+    if not group.enabled:
+        return encode(method, part, texts, feats, batch, device)
+
+    def encode_slice(a: int, b: int, local: FeatureSet) -> Any:
+        return encode(method, dataclasses.replace(part, queries=part.queries[a:b]), texts[a:b], local, batch, device)
+
+    pieces = encode_queries_sharded(
+        group,
+        [q.reference for q in part.queries],
+        batch,
+        feats,
+        encode_slice,
+        (lambda out: len(out[0])) if fused else len,
+    )
+    if pieces is None:
+        return None
+    if fused:
+        return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
+    return torch.cat(pieces)
 
 
 def _encode_part_queries(
@@ -97,7 +192,10 @@ def _encode_part_queries(
     return torch.cat(out)
 
 
-def _rank_part(part, queries, feats, top_k, top, scores, subset, device) -> None:
+def _rank_part(part, queries, feats, top_k, out, device, index: IndexSpec, searched: dict[str, Any]) -> None:
+    """Rank one part: its queries' candidate lists exactly, or its split-wide gallery through ``search_gallery``
+    (CIRR subsets exactly, whatever the index)."""
+    top, scores, subset = out
     if part.gallery is None:
         for q, row in zip(part.queries, queries, strict=True):
             cands = F.normalize(feats.rows(list(q.candidates)).to(device), dim=-1)
@@ -108,11 +206,96 @@ def _rank_part(part, queries, feats, top_k, top, scores, subset, device) -> None
     gallery = F.normalize(feats.rows(part.gallery).to(device), dim=-1)
     position = {key: i for i, key in enumerate(part.gallery)}
     exclude = [position.get(q.reference) for q in part.queries] if part.remove_reference else None
-    idx, vals = topk_chunked(queries, gallery, top_k, exclude=exclude)
-    for q, row_idx, row_vals, row in zip(part.queries, idx.tolist(), vals.tolist(), queries, strict=True):
+    same = searched.get("gallery") == part.gallery  # parts that share a gallery (shapes' two wordings) build it once
+    found = search_gallery(queries, gallery, top_k, exclude, index, searched.get("built") if same else None)
+    searched.update(gallery=part.gallery, built=found.built)
+    searched["params"] = {**searched["params"], **found.used}
+    if index.name != EXACT.name:
+        searched["build_s"] = searched.get("build_s", 0.0) + found.build_s
+    for name in ("recall_hits", "recall_total", "recall_queries"):
+        searched[name] = searched.get(name, 0) + getattr(found, name)
+    for q, row_idx, row_vals, row in zip(part.queries, found.indices, found.scores, queries, strict=True):
         top[q.qid] = [part.gallery[i] for i in row_idx]
         scores[q.qid] = [round(v, 6) for v in row_vals]
         if q.subset is not None:
             members = [m for m in q.subset if m in position]
             order = rank_candidates(row, gallery[[position[m] for m in members]])
             subset[q.qid] = [members[i] for i in order]
+
+
+def _encode_part_modalities(
+    method: Method, part: Part, texts: list[list[str]], feats: FeatureSet, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised (image, text) query features of a score-fusion method, in the chunks ``encode_queries`` gets."""
+    images, words = [], []
+    with torch.no_grad():
+        for start in range(0, len(part.queries), batch):
+            chunk = part.queries[start : start + batch]
+            refs = feats.rows([q.reference for q in chunk]).to(device)
+            image, text = method.encode_modalities(chunk, texts[start : start + batch], refs)
+            images.append(image.float().cpu())
+            words.append(text.float().cpu())
+    if not images:
+        empty = torch.zeros(0, feats.features.shape[1])
+        return empty, empty
+    return torch.cat(images), torch.cat(words)
+
+
+@dataclass
+class _Scorer:
+    """Scores of a part's queries: one embedding (``embed``) or a fusion of image and text similarities."""
+
+    embed: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+    text: torch.Tensor | None = None
+    fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def block(self, start: int, stop: int, gallery: torch.Tensor) -> torch.Tensor:
+        """Queries ``start:stop`` x ``gallery`` rows (the product ``topk_chunked`` computes)."""
+        if self.embed is not None:
+            return self.embed[start:stop] @ gallery.T
+        return self.fuse(self.image[start:stop] @ gallery.T, self.text[start:stop] @ gallery.T)
+
+    def one(self, i: int, candidates: torch.Tensor) -> torch.Tensor:
+        """Query ``i`` against its own candidate rows (the product ``rank_candidates`` computes)."""
+        if self.embed is not None:
+            return candidates @ self.embed[i]
+        return self.fuse(candidates @ self.image[i], candidates @ self.text[i])
+
+
+def _rank_part_scored(part, scorer: _Scorer, feats, top_k, out, positives, device) -> None:
+    """``_rank_part`` through a ``_Scorer``; with ``positives`` (a dict) it also records the full-ranking positions
+    of every ground truth."""
+    top, scores, subset = out
+    if part.gallery is None:
+        for i, q in enumerate(part.queries):
+            cands = F.normalize(feats.rows(list(q.candidates)).to(device), dim=-1)
+            values = scorer.one(i, cands)
+            order = rank_candidate_scores(values)
+            top[q.qid] = [q.candidates[j] for j in order]
+            scores[q.qid] = [float(values[j]) for j in order]
+            if positives is not None:
+                ranked = {key: r for r, key in enumerate(top[q.qid])}
+                positives[q.qid] = sorted(ranked[g] for g in q.gt or () if g in ranked)
+        return
+    gallery = F.normalize(feats.rows(part.gallery).to(device), dim=-1)
+    position = {key: i for i, key in enumerate(part.gallery)}
+    exclude = [position.get(q.reference) for q in part.queries] if part.remove_reference else None
+    n = len(part.queries)
+
+    def rows(start: int, stop: int) -> torch.Tensor:
+        return scorer.block(start, stop, gallery)
+
+    if positives is None:
+        idx, vals = topk_scored(rows, n, len(part.gallery), top_k, exclude=exclude)
+    else:
+        wanted = [[position[g] for g in q.gt or () if g in position] for q in part.queries]
+        idx, vals, ranks = rank_with_positives(rows, n, len(part.gallery), top_k, wanted, exclude=exclude)
+        positives.update({q.qid: r for q, r in zip(part.queries, ranks, strict=True)})
+    for i, (q, row_idx, row_vals) in enumerate(zip(part.queries, idx.tolist(), vals.tolist(), strict=True)):
+        top[q.qid] = [part.gallery[j] for j in row_idx]
+        scores[q.qid] = [round(v, 6) for v in row_vals]
+        if q.subset is not None:
+            members = [m for m in q.subset if m in position]
+            order = rank_candidate_scores(scorer.one(i, gallery[[position[m] for m in members]]))
+            subset[q.qid] = [members[j] for j in order]

@@ -4,7 +4,8 @@ Every path goes through here: ``cirbench eval``, ``eval --all``, the demo and Li
 The run key is computed from the spec and the split's data identity before any model is loaded, so a finished
 result returns without paying a backbone or checkpoint load. Backbones are kept for the process; inside
 ``keep_splits()`` (what ``eval --all`` uses) loaded splits are kept too, so each split is read and its images
-checked once however many methods run on it.
+checked once however many methods run on it. Under torchrun (``EvalSettings.group``) rank 0 decides reuse, ranks,
+scores and writes; every rank returns rank 0's result, so ``eval --all`` moves in step on every rank.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import torch
 from cirbench.backbones import Backbone, load_backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
 from cirbench.errors import BackboneError, ResultError
+from cirbench.evaluation.distributed import SINGLE, Group, broadcast
 from cirbench.evaluation.engine import Progress, run_engine
-from cirbench.evaluation.prepare import image_check, missing_images_hash, prepare_split, refuse_blocked
+from cirbench.evaluation.prepare import image_check, limit_queries, missing_images_hash, prepare_split, refuse_blocked
 from cirbench.evaluation.spec import RunSpec, key_fields
 from cirbench.images import content_hash, identity_hash
 from cirbench.io import atomic_write_bytes
@@ -59,6 +61,7 @@ class EvalSettings:
     allow_download: bool = False
     show_progress: bool = False
     verify: bool = False  # hash the images' bytes (slow) instead of their path, size and mtime
+    group: Group = SINGLE  # this process's place in a torchrun evaluation (``evaluation.distributed``)
 
 
 @dataclass
@@ -132,6 +135,7 @@ def evaluate(
 
     ``method`` / ``backbone``: already-built objects to evaluate (LinCIR's in-training phi); then nothing is loaded.
     """
+    group = settings.group
     data = load_split(spec.benchmark, spec.split, spec.root, spec.options)
     refuse_blocked(data)
     missing = missing_images_hash(data, settings.skip_missing) if settings.skip_missing else None
@@ -142,17 +146,20 @@ def evaluate(
         path = result_path(
             settings.results_dir, spec.benchmark.name, spec.split, spec.method.name, spec.backbone.id, key
         )
-        if path.is_file() and not settings.overwrite:
-            return Outcome(read_result(path), path, reused=True)
+        found = read_result(path) if group.main and path.is_file() and not settings.overwrite else None
+        found = broadcast(group, found)  # rank 0 decides: the ranks of another node may not see its results
+        if found is not None:
+            return Outcome(found, path, reused=True)
     prepared, skipped = prepare_split(data, settings.skip_missing)
-    if path is not None:
+    prepared = limit_queries(prepared, spec.limit)
+    if path is not None and group.main:
         writable(path.parent)
-    images_sha256 = images_identity(data, prepared, settings)
+    images_sha256 = images_identity(data, prepared, settings) if group.main else None
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
     method = method or build(spec, backbone)
     label = f"{spec.method.name} {spec.benchmark.name}/{spec.split}"
-    with stage_progress(label, settings.show_progress and progress is None) as bar:
+    with stage_progress(label, settings.show_progress and group.main and progress is None) as bar:
         output = run_engine(
             method,
             backbone,
@@ -163,7 +170,11 @@ def evaluate(
             use_cache=settings.use_cache,
             progress=progress or bar,
             images_id=images_sha256,
+            group=group,
+            index=spec.index,
         )
+    if output is None:  # a torchrun rank other than 0: rank 0 ranks, scores and writes
+        return Outcome(broadcast(group, None), path, reused=False)
     info = method.info
     train_meta = info.train_meta or {}
     result = RunResult(
@@ -195,6 +206,7 @@ def evaluate(
             gallery_size=prepared.gallery_size,
             annotations_sha256=data.annotations_sha256,
             texts_with_placeholder=output.texts_with_placeholder,
+            root=str(spec.root) if spec.root is not None else None,
             images_sha256=images_sha256,
             images_verified=settings.verify,
         ),
@@ -215,11 +227,15 @@ def evaluate(
             "dtype": str(backbone.dtype),
             "skip_missing": settings.skip_missing,
             "feature_cache": settings.use_cache,
+            "limit": spec.limit,  # --limit N: only the first N queries (also in key_fields)
+            "world_size": group.world,  # torchrun processes that encoded it (the numbers do not depend on it)
+            "index": output.index,  # gallery search: name, parameters, and recall@50 for an approximate index
         },
         env=environment(str(backbone.device)),
     )
     if path is not None:
         save_result(result, path, rankings_record(output.rankings))
+    broadcast(group, result)
     return Outcome(result, path, reused=False, rankings=output.rankings)
 
 
@@ -249,6 +265,9 @@ def rankings_record(rankings: Rankings) -> dict[str, Any]:
         record["subset"] = rankings.subset
     if rankings.scores:
         record["scores"] = rankings.scores
+    positives = getattr(rankings, "positive_ranks", None)
+    if positives:  # full-ranking positions (FreeDom's mAP, K > 50): statistics rescore stored runs from them
+        record["positive_ranks"] = positives
     return record
 
 

@@ -85,3 +85,26 @@ def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[Ben
 def _require_queries(data: BenchmarkSplit, why: str = "") -> None:
     if not data.queries:
         raise DataError(f"{data.benchmark} {data.split}: no query to evaluate{why}; check the annotation files")
+
+
+def limit_queries(data: BenchmarkSplit, limit: int | None) -> BenchmarkSplit:
+    """The first ``limit`` queries (in the split's order, across parts) with the images they need: the full gallery
+    of every part that keeps a query, or the kept queries' own candidates. A smoke test ranks against the real
+    gallery, so its numbers mean what the full run's do, over fewer queries."""
+    if limit is None:
+        return data
+    parts, left = [], limit
+    for part in data.parts:
+        if left <= 0:
+            break
+        keep = part.queries[:left]
+        left -= len(keep)
+        if keep:
+            parts.append(dataclasses.replace(part, queries=keep))
+    needed = set()
+    for part in parts:
+        needed.update(part.gallery or ())
+        for q in part.queries:
+            needed.update((q.reference, *(q.candidates or ())))
+    images = {k: v for k, v in data.images.items() if k in needed}
+    return dataclasses.replace(data, parts=parts, images=images)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cirbench.benchmarks import get_benchmark
+from cirbench.benchmarks.base import BenchmarkSplit
 from cirbench.errors import AnnotationError
 from cirbench.evaluation.evaluator import load_split
 
@@ -33,6 +34,15 @@ def why_not_ready(
     return None
 
 
+def known_gallery_size(data: BenchmarkSplit) -> int | None:
+    """Images ranked against, or None where that is not one known number: a part whose gallery the data does not
+    list (CIRCO without its image list: it is not 0) or queries that each bring their own candidates (GeneCIS)."""
+    used = [part for part in data.parts if part.queries]
+    if not used or any(not part.gallery for part in used):
+        return None
+    return data.gallery_size
+
+
 def data_report(
     benchmark: str,
     root: Path | None,
@@ -52,7 +62,7 @@ def data_report(
         "root": str(root) if root else None,
         "layout": "",
         "n_queries": 0,
-        "gallery_size": 0,
+        "gallery_size": None,
         "n_images": 0,
         "n_missing": 0,
         "n_unreadable": 0,
@@ -71,7 +81,7 @@ def data_report(
     report.update(
         layout=data.layout,
         n_queries=len(data.queries),
-        gallery_size=data.gallery_size,
+        gallery_size=known_gallery_size(data),
         n_images=len(data.images),
         n_missing=len(check.missing),
         n_unreadable=len(check.unreadable),

@@ -1,7 +1,8 @@
 """What one evaluation is: the user's request, and the typed run spec resolved from it without loading any model.
 
 ``RunRequest`` is what a user asked for (CLI flags, a pair of cards, the demo). ``resolve`` validates it strictly
-(method and protocol options typed, unknown keys refused, split names checked) and identifies the weights: the
+(method and protocol options typed, unknown keys refused, split names checked; a method option the user leaves out
+takes the benchmark's ``method_defaults`` when it has one, else the option's default) and identifies the weights: the
 backbone's from its id (a local file is hashed, never loaded) and the checkpoint's from its tensors or bytes.
 The result is a ``RunSpec``; with the split's data identity it gives the run key, so a finished result is found
 before anything heavy is loaded.
@@ -17,11 +18,12 @@ from typing import Any
 from cirbench.backbones import BackboneIdentity, backbone_identity
 from cirbench.benchmarks import get_benchmark
 from cirbench.benchmarks.base import Benchmark
-from cirbench.errors import MethodError
+from cirbench.errors import MethodError, OptionError
 from cirbench.methods import get_method_entry
 from cirbench.methods.base import MethodEntry
 from cirbench.options import keyed_options
 from cirbench.runkey import make_key_fields
+from cirbench.search import EXACT, IndexSpec, parse_index
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class RunRequest:
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
     variant: str = ""
     quick_gelu: bool | None = None
+    limit: int | None = None  # only the first N queries (a smoke test; a run of its own, see ``key_fields``)
+    index: str = "exact"  # how split-wide galleries are searched (``cirbench.search``)
+    index_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,9 @@ class MethodRef:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """A validated evaluation: method (+ checkpoint identity), backbone (+ weights identity), benchmark, split and
-    protocol options. Settings that never change the numbers (batch size, device, workers) are not part of it."""
+    """A validated evaluation: method (+ checkpoint identity), backbone (+ weights identity), benchmark, split,
+    protocol options and the gallery index. Settings that never change the numbers (batch size, device, workers,
+    the number of torchrun processes) are not part of it."""
 
     method: MethodRef
     backbone: BackboneIdentity
@@ -70,6 +76,8 @@ class RunSpec:
     split: str
     root: Path | None
     options: Mapping[str, Any]
+    limit: int | None = None  # only the first N queries of the split
+    index: IndexSpec = EXACT  # an approximate index is part of the run key (see ``key_fields``)
 
     @property
     def keyed_protocol(self) -> dict[str, Any]:
@@ -77,8 +85,9 @@ class RunSpec:
 
 
 def key_fields(spec: RunSpec, layout: str, annotations_sha256: str, missing_images: str | None) -> dict[str, Any]:
-    """What the run key of ``spec`` on its loaded data hashes (see ``cirbench.runkey``)."""
-    return make_key_fields(
+    """What the run key of ``spec`` on its loaded data hashes (see ``cirbench.runkey``); a ``--limit`` run adds
+    ``limit`` (only then, so full runs keep their keys) and so never reuses or replaces the full run's result."""
+    fields = make_key_fields(
         method=spec.method.name,
         method_version=spec.method.entry.version,
         method_options=spec.method.keyed_options,
@@ -92,6 +101,11 @@ def key_fields(spec: RunSpec, layout: str, annotations_sha256: str, missing_imag
         annotations_sha256=annotations_sha256,
         missing_images=missing_images,
     )
+    if spec.limit is not None:
+        fields["limit"] = spec.limit
+    if spec.index.key is not None:  # an approximate index changes the numbers; exact search (any kind) does not
+        fields["index"] = spec.index.key
+    return fields
 
 
 def resolve(request: RunRequest, *, prebuilt: bool = False) -> RunSpec:
@@ -104,7 +118,7 @@ def resolve(request: RunRequest, *, prebuilt: bool = False) -> RunSpec:
     split = bench.resolve_split(request.split)
     protocol = bench.parse_options(request.protocol_options)
     entry = get_method_entry(request.method)
-    options = entry.parse_options(request.method_options)
+    options = entry.parse_options({**method_defaults(bench, entry.name), **dict(request.method_options)})
     checkpoint = checkpoint_id = None
     if request.checkpoint is not None and not entry.needs_checkpoint:
         raise MethodError(f"method {entry.name!r} takes no checkpoint; leave out --checkpoint ({request.checkpoint})")
@@ -116,7 +130,17 @@ def resolve(request: RunRequest, *, prebuilt: bool = False) -> RunSpec:
     backbone_id = request.backbone or _inferred_backbone(entry, checkpoint)
     method = MethodRef(entry, options, checkpoint, checkpoint_id, request.variant)
     root = Path(request.root) if request.root is not None else None
-    return RunSpec(method, backbone_identity(backbone_id, request.quick_gelu), bench, split, root, protocol)
+    if request.limit is not None and request.limit < 1:
+        raise OptionError(f"--limit {request.limit}: give a positive number of queries (e.g. --limit 20)")
+    identity = backbone_identity(backbone_id, request.quick_gelu)
+    index = parse_index(request.index, request.index_params)
+    return RunSpec(method, identity, bench, split, root, protocol, limit=request.limit, index=index)
+
+
+def method_defaults(bench: Benchmark, method: str) -> dict[str, Any]:
+    """Option values a benchmark's published protocol uses for a method (Slerp's alpha per benchmark), which the
+    user's own options override; the benchmark owns them (``method_defaults``), so no code here names a benchmark."""
+    return dict(getattr(bench, "method_defaults", {}).get(method, {}))
 
 
 def _inferred_backbone(entry: MethodEntry, checkpoint: Path | None) -> str:

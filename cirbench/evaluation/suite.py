@@ -7,12 +7,13 @@ its reason; a card with a bad option is an error naming the card.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cirbench.cards import BenchmarkCard, MethodCard, load_benchmark_card, load_cards, load_method_card
-from cirbench.errors import BackboneError, CardError, MethodError, OptionError
+from cirbench.errors import BackboneError, CardError, MethodError, OptionError, SearchIndexError
 from cirbench.evaluation.evaluator import EvalSettings, Outcome, evaluate, keep_splits
 from cirbench.evaluation.readiness import why_not_ready
 from cirbench.evaluation.spec import RunRequest, resolve
@@ -27,12 +28,9 @@ class Skip:
     reason: str
 
     def __str__(self) -> str:
-        who = (
-            f"{self.method_card} on {self.benchmark_card}"
-            if self.method_card
-            else f"{self.benchmark_card} (all methods)"
-        )
-        return f"skipped {who}: {self.reason}"
+        if self.method_card:
+            return f"skipped {self.method_card} on {self.benchmark_card}: {self.reason}"
+        return f"skipped {self.benchmark_card} for every method card: {self.reason}"
 
 
 @dataclass
@@ -64,8 +62,13 @@ def run_suite(
     *,
     quick_gelu: bool | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    limit: int | None = None,
+    index: str = "exact",
+    index_params: dict[str, str] | None = None,
 ) -> SuiteReport:
-    """Evaluate every runnable card pair; returns what ran (reused or new) and what was skipped, with reasons."""
+    """Evaluate every runnable card pair; returns what ran (reused or new) and what was skipped, with reasons.
+    ``limit``: only the first N queries of each split (``eval --all --limit N``, a smoke test of every pair);
+    ``index``: how split-wide galleries are searched (a pair the index cannot rank is skipped with the reason)."""
     method_cards = load_cards(methods_dir, load_method_card)
     bench_cards = load_cards(benchmarks_dir, load_benchmark_card)
     if not method_cards or not bench_cards:
@@ -89,10 +92,16 @@ def run_suite(
                     report.skipped.append(Skip(bcard.name, mcard.name, f"checkpoint {mcard.checkpoint} not found"))
                     continue
                 try:
-                    outcome = evaluate(resolve(request_for(mcard, bcard, quick_gelu)), settings)
+                    request = dataclasses.replace(
+                        request_for(mcard, bcard, quick_gelu),
+                        limit=limit,
+                        index=index,
+                        index_params=dict(index_params or {}),
+                    )
+                    outcome = evaluate(resolve(request), settings)
                 except OptionError as error:
                     raise CardError(f"card {mcard.path}: {error}") from error
-                except (BackboneError, MethodError) as error:
+                except (BackboneError, MethodError, SearchIndexError) as error:
                     report.skipped.append(Skip(bcard.name, mcard.name, " ".join(str(error).split())))
                     continue
                 report.outcomes.append(outcome)

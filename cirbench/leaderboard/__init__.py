@@ -5,12 +5,12 @@ declares, ``render`` writes them out.
 """
 
 from cirbench.errors import LeaderboardError
+from cirbench.leaderboard.chart import write_chart
+from cirbench.leaderboard.durations import format_duration, format_train_time
 from cirbench.leaderboard.entries import (
     Entry,
     collect_entries,
     entry_from_result,
-    format_duration,
-    format_train_time,
     load_reported,
     parse_reported_time,
     protocol_deviations,
@@ -23,7 +23,6 @@ from cirbench.leaderboard.render import (
     markdown_table,
     render_csv,
     render_markdown,
-    write_chart,
 )
 from cirbench.leaderboard.tables import (
     HIDDEN_COLUMNS,

@@ -6,6 +6,7 @@ under which protocol, so a val run is never silently ranked against a published 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import Benchmark
 from cirbench.errors import LeaderboardError
+from cirbench.leaderboard.durations import format_train_time
 from cirbench.results import RunResult, iter_results
 
 
@@ -37,10 +39,18 @@ class Entry:
     run_key: str = ""
     created_at: str = ""
     group: str = field(default="", compare=False)  # reported.yaml row id: one summary row per reported row
+    seed: int | None = None  # the training seed of a run's checkpoint
+    seed_group: str = field(default="", compare=False)  # equal for runs that differ only in seed (leaderboard.seeds)
+    seeds: tuple[int, ...] = ()  # a row that averages runs over these seeds
+    members: tuple[str, ...] = ()  # ... and their run keys
+    spread: Mapping[str, float] = field(default_factory=dict, compare=False)  # sample std over the seeds
+    half_widths: Mapping[str, float] = field(default_factory=dict, compare=False)  # 95 % bootstrap CI (--ci)
+    train_record: tuple[float, str | None, int | None] | None = field(default=None, compare=False)  # s, device, n
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({self.variant})" if self.variant else self.method
+        label = f"{self.method} ({self.variant})" if self.variant else self.method
+        return f"{label}, {len(self.seeds)} seeds" if self.seeds else label
 
     @property
     def default_protocol(self) -> bool:
@@ -50,26 +60,6 @@ class Entry:
 def registered(name: str) -> Benchmark | None:
     """The registered benchmark of a row (None for a benchmark this install does not know: it still renders)."""
     return BENCHMARKS.get(name) if name in BENCHMARKS else None
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds -> "42 s", "3.1 min", "2.5 h" (what a paper's training-time column says)."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def format_train_time(seconds: float | None, device: str | None, count: int | None) -> str | None:
-    """ "3.1 min, 1× cpu": a training time means little without the device type and count beside it."""
-    if seconds is None:
-        return None
-    text = format_duration(float(seconds))
-    if device:
-        device = re.sub(r"^NVIDIA\s+", "", str(device))
-        text += f", {int(count or 1)}× {device}"
-    return text
 
 
 _REPORTED_TIME = re.compile(
@@ -118,6 +108,13 @@ def entry_from_result(result: RunResult) -> Entry:
         protocol += (f"skipped {skipped.queries_dropped} queries",)
     if skipped.images_missing and not skipped.queries_dropped:
         protocol += (f"{skipped.images_missing} images missing",)
+    limit = result.key_fields.get("limit")
+    if limit is not None:  # a smoke test over the first N queries: never ranked as a full run
+        protocol += (f"first {limit} queries (--limit)",)
+    index = result.key_fields.get("index")
+    if index:  # an approximate index (exact search is never in the key): its numbers are not exact search's
+        recall = (result.run_settings.get("index") or {}).get("recall@50")
+        protocol += (f"{index['name']} (recall@50 {recall:.2f})" if recall is not None else str(index["name"]),)
     return Entry(
         benchmark=bench.name,
         split=bench.split,
@@ -211,11 +208,22 @@ def _is_metric_block(value: Any) -> bool:
     )
 
 
-def collect_entries(results_dir: Path | None, reported: Path | None) -> list[Entry]:
-    """Every run under ``results_dir/runs`` plus the reported rows (either may be None)."""
+def collect_entries(results_dir: Path | None, reported: Path | None, aggregate: bool = True) -> list[Entry]:
+    """Every run under ``results_dir/runs`` plus the reported rows (either may be None); runs that differ only in
+    their training seed become one row (mean ± sample std) unless ``aggregate`` is False."""
+    from cirbench.leaderboard.seeds import aggregate_seeds, seed_group, train_record, training_seed
+
     results = iter_results(results_dir) if results_dir is not None else []
     # Test-split runs without public labels have no metrics: they feed `cirbench submit`, not the tables.
-    entries = [entry_from_result(r) for r in results if r.metrics]
+    entries = [
+        dataclasses.replace(
+            entry_from_result(r), seed=training_seed(r), seed_group=seed_group(r), train_record=train_record(r)
+        )
+        for r in results
+        if r.metrics
+    ]
+    if aggregate:
+        entries = aggregate_seeds(entries)
     if reported is not None:
         entries += load_reported(reported)
     return entries

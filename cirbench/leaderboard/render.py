@@ -1,23 +1,22 @@
-"""Rendering leaderboards: markdown (best values bold, citations as footnotes), CSV, and the summary chart."""
+"""Rendering leaderboards: markdown (best values bold, citations as footnotes) and CSV (the chart: ``chart.py``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from cirbench.errors import LeaderboardError
-from cirbench.io import atomic_write_bytes
 from cirbench.leaderboard.entries import Entry, registered
 from cirbench.leaderboard.tables import (
     HIDDEN_COLUMNS,
     MISSING,
+    PM,
     SUMMARY_META,
-    benchmark_columns,
     benchmark_table,
     benchmarks_in,
+    chosen_columns,
     not_compared,
     summary_table,
     title,
@@ -33,9 +32,12 @@ DELTA_NOTE = (
 
 
 def best_mask(df: pd.DataFrame, columns: Sequence[str], group: str | None = "Split") -> pd.DataFrame:
-    """True where a value (at two decimals) is the best of its column among non-Δ rows of the same split."""
+    """True where a value (at two decimals) is the best of its column among non-Δ rows of the same split (a smoke
+    test's ``--limit`` rows never count)."""
     mask = pd.DataFrame(False, index=df.index, columns=list(columns))
     scored = df[df["Source"] != "delta"] if "Source" in df else df
+    if "Protocol" in scored:
+        scored = scored[~scored["Protocol"].astype(str).str.contains("(--limit)", regex=False)]
     keys = scored[group] if group and group in scored else pd.Series("", index=scored.index)
     for _, part in scored.groupby(keys, sort=True):
         for col in columns:
@@ -73,14 +75,16 @@ def markdown_table(df: pd.DataFrame, value_columns: Sequence[str], group: str | 
     """(markdown, footnotes): two decimals, "–" for missing, best per column (and split) in bold."""
     notes = _Footnotes()
     best = best_mask(df, value_columns, group)
-    shown = [c for c in df.columns if c not in HIDDEN_COLUMNS]
+    shown = [c for c in df.columns if c not in HIDDEN_COLUMNS and not str(c).endswith(PM)]
     out = pd.DataFrame(index=df.index, columns=shown, dtype=object)
     for idx, row in df.iterrows():
         kind = row["Source"]
         for col in shown:
             if col in value_columns:
                 text = _fmt(row[col], delta=kind == "delta")
-                out.at[idx, col] = f"**{text}**" if best.at[idx, col] else text
+                text = f"**{text}**" if best.at[idx, col] else text
+                pm = row.get(f"{col}{PM}")
+                out.at[idx, col] = f"{text} ± {pm:.{DECIMALS}f}" if pm is not None and not math.isnan(pm) else text
             elif col == "Source":
                 out.at[idx, col] = _source_text(row, notes)
             else:
@@ -93,6 +97,9 @@ def markdown_table(df: pd.DataFrame, value_columns: Sequence[str], group: str | 
 def _source_text(row: pd.Series, notes: _Footnotes) -> str:
     kind = row["Source"]
     cite = row.get("Citation") or ""
+    if kind == "run" and row.get("Seeds"):
+        keys = " ".join(f"`{k[:8]}`" for k in str(row["Run key"]).split(","))
+        return f"mean ± sd of runs {keys} (seeds {row['Seeds']})"
     if kind == "run":
         return f"run `{row['Run key'][:8]}`" if row.get("Run key") else "run"
     if kind == "delta":
@@ -103,13 +110,39 @@ def _source_text(row: pd.Series, notes: _Footnotes) -> str:
     return str(kind)
 
 
-def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_runs: int | None = None) -> str:
-    """The whole leaderboard (summary + one section per benchmark), or one benchmark's section."""
+def spread_notes(entries: Sequence[Entry]) -> list[str]:
+    """What the ± in a table means, for the kinds of rows it has."""
+    out = []
+    if any(e.seeds for e in entries):
+        out.append(
+            "± on a row averaging seeds: the sample standard deviation over its seeds (n - 1; each seed's run is "
+            "listed in Source). It measures training noise on these queries, not how the method fares on other data."
+        )
+    if any(e.half_widths for e in entries):
+        out.append(
+            "± on a run: half the width of its 95 % bootstrap interval over the queries (percentile method, "
+            "resampled within each part the benchmark averages); a statement about this query sample, not about "
+            "other datasets (docs/STATISTICS.md)."
+        )
+    return out
+
+
+def render_markdown(
+    entries: Sequence[Entry],
+    benchmark: str | None = None,
+    n_runs: int | None = None,
+    benchmark_notes: Mapping[str, Sequence[str]] | None = None,
+    columns: Sequence[str] | None = None,
+    bare: bool = False,
+) -> str:
+    """The whole leaderboard (summary + one section per benchmark), or one benchmark's section; ``benchmark_notes`` are
+    extra lines per benchmark (significance), ``columns`` the metric columns, ``bare`` only the tables."""
     names = [benchmark] if benchmark else benchmarks_in(entries)
     if not names or not any(e.benchmark in names for e in entries):
         what = f"benchmark {benchmark!r}" if benchmark else "any benchmark"
         raise LeaderboardError(f"no results or reported rows for {what}")
-    runs = sum(e.source == "run" for e in entries) if n_runs is None else n_runs
+    benchmark_notes = benchmark_notes or {}
+    runs = sum(max(1, len(e.members)) for e in entries if e.source == "run") if n_runs is None else n_runs
     reported = len({e.group for e in entries if e.source == "reported"})
     parts = [
         "# cirbench leaderboard",
@@ -119,7 +152,9 @@ def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_ru
         f"of the same split; {MISSING} means not measured or not published (never filled in). Protocol "
         "lists the options that differ from the benchmark's defaults.",
     ]
-    if benchmark is None:
+    if bare:
+        parts = []
+    if benchmark is None and not bare:
         summary = summary_table(entries)
         value_cols = [c for c in summary.columns if c not in SUMMARY_META]
         table, notes = markdown_table(summary, value_cols, group=None)
@@ -134,29 +169,34 @@ def render_markdown(entries: Sequence[Entry], benchmark: str | None = None, n_ru
             *(["", *notes] if notes else []),
         ]
     for name in names:
-        df = benchmark_table(entries, name)
-        columns = benchmark_columns(name, [e for e in entries if e.benchmark == name])
-        table, notes = markdown_table(df, columns)
-        parts += ["", f"## {title(name)}", "", table]
-        kinds = {e.source for e in entries if e.benchmark == name}
+        rows = [e for e in entries if e.benchmark == name]
+        shown = chosen_columns(name, rows, columns)
+        df = benchmark_table(entries, name, shown)
+        table, footnotes = markdown_table(df, shown)
+        parts += ([] if bare else ["", f"## {title(name)}"]) + ["", table]
+        kinds = {e.source for e in rows}
         extra = [DELTA_NOTE] if {"run", "reported"} <= kinds else []
         skipped = not_compared(entries, name)
         if skipped:
             extra.append(f"Not compared (different split or protocol): {'; '.join(skipped)}.")
         bench = registered(name)
-        extra[:0] = list(bench.leaderboard_notes) if bench is not None else []
-        parts += ["", *notes] if notes else []
+        extra[:0] = list(bench.leaderboard_notes) if bench is not None and not bare else []
+        extra += spread_notes(rows) + list(benchmark_notes.get(name, ()))
+        parts += ["", *footnotes] if footnotes else []
         for line in extra:
             parts += ["", line]
-    return "\n".join(parts).rstrip() + "\n"
+    return "\n".join(parts).strip() + "\n"
 
 
-def csv_frame(entries: Sequence[Entry], benchmark: str | None = None) -> pd.DataFrame:
-    """All benchmark tables stacked (Benchmark column first), numbers at two decimals, missing = empty."""
+def csv_frame(
+    entries: Sequence[Entry], benchmark: str | None = None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """All benchmark tables stacked (Benchmark column first), numbers at two decimals, missing = empty (so pandas
+    reads numbers as numbers); a metric's ± (sd over seeds or CI half-width, said in "±") in "<metric> ±"."""
     names = [benchmark] if benchmark else benchmarks_in(entries)
     frames = []
     for name in names:
-        df = benchmark_table(entries, name)
+        df = benchmark_table(entries, name, chosen_columns(name, entries, columns) if columns else None)
         if len(df):
             df.insert(0, "Benchmark", name)
             frames.append(df)
@@ -166,61 +206,11 @@ def csv_frame(entries: Sequence[Entry], benchmark: str | None = None) -> pd.Data
     out = pd.concat(frames, ignore_index=True)
     numeric = out.select_dtypes("number").columns
     out[numeric] = out[numeric].round(DECIMALS)
+    text = out.columns.difference(numeric)
+    out[text] = out[text].replace(MISSING, "")
     return out
 
 
-def render_csv(entries: Sequence[Entry], benchmark: str | None = None) -> str:
-    return csv_frame(entries, benchmark).to_csv(index=False, float_format=f"%.{DECIMALS}f", lineterminator="\n")
-
-
-def write_chart(entries: Sequence[Entry], path: Path) -> Path:
-    """A PNG of the summary table: one panel per headline column, runs and reported rows in two colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = summary_table(entries)
-    value_cols = [c for c in summary.columns if c not in SUMMARY_META]
-    if not value_cols:
-        raise LeaderboardError("nothing to chart: no headline metric (CIRCO mAP@10, CIRR R@1, ...) in any row")
-    labels = [
-        f"{m} · {b}" + (" (reported)" if s == "reported" else "")
-        for m, b, s in zip(summary["Method"], summary["Backbone"], summary["Source"], strict=True)
-    ]
-    ncols = min(3, len(value_cols))
-    nrows = math.ceil(len(value_cols) / ncols)
-    panel_h = max(1.8, 0.3 * len(summary) + 0.8)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.2 * ncols + 2.5, panel_h * nrows + 0.6), sharey=True, squeeze=False
-    )
-    colors = ["#4C72B0" if s == "run" else "#BBBBBB" for s in summary["Source"]]
-    positions = list(range(len(summary)))
-    for ax in axes.flat[len(value_cols) :]:
-        ax.set_visible(False)
-    for ax, col in zip(axes.flat, value_cols, strict=False):
-        values = summary[col].astype(float)
-        ax.barh(positions, values.fillna(0).tolist(), color=colors)
-        for y, v in zip(positions, values, strict=True):
-            ax.text(
-                0 if math.isnan(v) else v,
-                y,
-                f" {MISSING}" if math.isnan(v) else f" {v:.2f}",
-                va="center",
-                fontsize=7,
-            )
-        ax.set_title(col, fontsize=9)
-        top = float(values.max()) if values.notna().any() else 1.0
-        ax.set_xlim(0, max(1.0, top) * 1.25)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_yticks(positions, labels, fontsize=7)
-    axes[0][0].invert_yaxis()
-    fig.suptitle("cirbench leaderboard (grey: reported, blue: runs)", fontsize=10)
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
+def render_csv(entries: Sequence[Entry], benchmark: str | None = None, columns: Sequence[str] | None = None) -> str:
+    frame = csv_frame(entries, benchmark, columns)
+    return frame.to_csv(index=False, float_format=f"%.{DECIMALS}f", lineterminator="\n")

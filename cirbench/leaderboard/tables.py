@@ -14,11 +14,13 @@ from typing import Any
 
 import pandas as pd
 
+from cirbench.errors import LeaderboardError
 from cirbench.leaderboard.entries import Entry, registered
 
 MISSING = "–"
 META_COLUMNS = ("Method", "Backbone", "Split", "Protocol", "Training data", "Train time", "Source")
-HIDDEN_COLUMNS = ("Citation", "Run key")
+HIDDEN_COLUMNS = ("Citation", "Run key", "Seeds", "±")
+PM = " ±"  # suffix of the column holding a metric's spread (sd over seeds) or CI half-width
 SUMMARY_META = ("Method", "Backbone", "Train time", "Source", "Citation")
 UNREGISTERED_ORDER = 100
 
@@ -41,10 +43,10 @@ def benchmark_columns(benchmark: str, entries: Iterable[Entry]) -> list[str]:
     if bench is not None and bench.leaderboard_columns is not None:
         return list(bench.leaderboard_columns)
     names = {m for e in entries if e.benchmark == benchmark for m in e.metrics}
-    return sorted(names, key=_metric_sort_key)
+    return sorted(names, key=metric_sort_key)
 
 
-def _metric_sort_key(name: str) -> tuple:
+def metric_sort_key(name: str) -> tuple:
     match = re.fullmatch(r"(?:(?P<prefix>.+)_)?(?P<metric>[^_@]+)@(?P<k>\d+)", name)
     if not match:
         return (1, name, "", 0)
@@ -90,7 +92,15 @@ def _matching_reported(run: Entry, reported: Sequence[Entry]) -> Entry | None:
     return next((r for r in reported if (r.benchmark, r.split, r.method, r.variant, r.backbone) == same), None)
 
 
+def spread_kind(entry: Entry) -> str:
+    """What a row's ± means: the sample std over seeds, or the half-width of a 95 % bootstrap interval."""
+    if entry.seeds:
+        return f"sd over {len(entry.seeds)} seeds"
+    return "95 % CI half-width" if entry.half_widths else ""
+
+
 def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dict[str, Any]:
+    pm = entry.spread if entry.seeds else entry.half_widths
     return {
         "Method": entry.label,
         "Backbone": entry.backbone,
@@ -101,14 +111,30 @@ def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dic
         "Source": source or entry.source,
         "Citation": entry.citation,
         "Run key": entry.run_key,
+        "Seeds": ",".join(str(s) for s in entry.seeds),
+        "±": spread_kind(entry) if source is None else "",
         **dict(zip(columns, entry_values(entry, columns), strict=True)),
+        **{f"{c}{PM}": float(pm[c]) if c in pm and source is None else math.nan for c in columns},
     }
 
 
-def benchmark_table(entries: Sequence[Entry], benchmark: str) -> pd.DataFrame:
+def chosen_columns(benchmark: str, entries: Iterable[Entry], wanted: Sequence[str] | None) -> list[str]:
+    """``wanted`` metric columns (checked against what the benchmark's rows have), or the benchmark's own."""
+    rows = [e for e in entries if e.benchmark == benchmark]
+    if not wanted:
+        return benchmark_columns(benchmark, rows)
+    known = set(benchmark_columns(benchmark, rows)) | {m for e in rows for m in e.metrics}
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        choices = ", ".join(sorted(known, key=metric_sort_key))
+        raise LeaderboardError(f"--columns: {', '.join(unknown)} not among {benchmark}'s metrics ({choices})")
+    return list(wanted)
+
+
+def benchmark_table(entries: Sequence[Entry], benchmark: str, wanted: Sequence[str] | None = None) -> pd.DataFrame:
     """One benchmark's rows (floats, NaN = missing), each run followed by its Δ row when comparable."""
     rows_in = sorted((e for e in entries if e.benchmark == benchmark), key=sort_key)
-    columns = benchmark_columns(benchmark, rows_in)
+    columns = chosen_columns(benchmark, rows_in, wanted)
     reported = [e for e in rows_in if e.source == "reported"]
     rows = []
     for entry in rows_in:
@@ -116,13 +142,15 @@ def benchmark_table(entries: Sequence[Entry], benchmark: str) -> pd.DataFrame:
         rep = _matching_reported(entry, reported) if entry.source == "run" and entry.default_protocol else None
         if rep is not None:
             delta = _row(entry, columns, source="delta")
-            delta.update({"Training data": "", "Train time": "", "Citation": rep.citation})
+            delta.update({"Training data": "", "Train time": "", "Citation": rep.citation, "Seeds": ""})
             for col, run_v, rep_v in zip(
                 columns, entry_values(entry, columns), entry_values(rep, columns), strict=True
             ):
                 delta[col] = run_v - rep_v
             rows.append(delta)
-    return pd.DataFrame(rows, columns=[*META_COLUMNS, *HIDDEN_COLUMNS, *columns])
+    frame = pd.DataFrame(rows, columns=[*META_COLUMNS, *HIDDEN_COLUMNS, *columns, *(f"{c}{PM}" for c in columns)])
+    spread = [f"{c}{PM}" for c in columns]
+    return frame.drop(columns=[c for c in spread if frame[c].isna().all()])
 
 
 def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:

@@ -6,29 +6,12 @@ Every helper is a no-op for a single process, so the loop reads the same with or
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 
-
-@dataclass
-class Dist:
-    """This process's place in the group (rank 0 of 1 when not under torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
+from cirbench.torchrun import Dist
 
 
 def init_distributed(device_type: str) -> Dist:

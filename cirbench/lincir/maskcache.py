@@ -38,6 +38,7 @@ from cirbench.lincir.masking import (
     mask_variants,
     spacy_info,
 )
+from cirbench.progress import stage_progress
 
 FORMAT_VERSION = 1
 TOKENIZER_ID = "hf-CLIPTokenizer-4.36(sdxl tokenizer_2,+[$]->259)"
@@ -248,8 +249,7 @@ def build_mask_cache(
     start = time.perf_counter()
     chunks: list[_Chunk] = []
     texts = _chunks(corpus.texts(), chunk_size)
-    bar = _progress(progress, len(corpus))
-    try:
+    with stage_progress("masking", progress) as report:
         if processes <= 1:
             _init_worker(spacy_model, fast_spacy, mode)
             results: Iterator[_Chunk] = (_mask_chunk(c) for c in texts)
@@ -259,16 +259,15 @@ def build_mask_cache(
 
             pool = mp.get_context("spawn").Pool(processes, _init_worker, (spacy_model, fast_spacy, mode))
             results = pool.imap(_mask_chunk, texts)
+        done = 0
         for chunk in results:
             chunks.append(chunk)
-            if bar is not None:
-                bar[0].advance(bar[1], len(chunk))
+            done += len(chunk)
+            if report is not None:
+                report("captions", done, len(corpus))
         if pool is not None:
             pool.close()
             pool.join()
-    finally:
-        if bar is not None:
-            bar[0].stop()
     fallbacks = {k: sum(c.fallbacks[k] for c in chunks) for k in ("none", "random-word", "last-resort")}
     meta = {
         "key": key,
@@ -288,15 +287,3 @@ def build_mask_cache(
     with atomic_directory(final) as tmp:
         _write(tmp, chunks, meta)
     return MaskCache(final)
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("masking captions"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    )
-    bar.start()
-    return bar, bar.add_task("mask", total=total)

@@ -2,7 +2,8 @@
 
 Files: ``config.json`` (the resolved config), ``state.pt`` (resume state), ``phi_last.safetensors``,
 ``phi_best.safetensors`` (when validating), ``checkpoints/phi_<step>.safetensors``, ``target_cache/`` (written by
-``cirbench.lincir.targets``) and ``train_meta.json``. Every write goes through ``cirbench.io``'s atomic writer, so an
+``cirbench.lincir.targets``), ``train_meta.json``, and the log: ``metrics.jsonl`` and ``loss_curve.png``
+(``cirbench.lincir.trainlog``). Every write goes through ``cirbench.io``'s atomic writer, so an
 interrupted run never leaves half a file that a resume or an evaluation would read.
 """
 
@@ -23,6 +24,7 @@ from cirbench.errors import TrainError
 from cirbench.io import atomic_write_json, atomic_write_torch
 from cirbench.lincir.config import CONFIG_FILE, TrainConfig, recipe_hash
 from cirbench.lincir.packed import supports_packing
+from cirbench.lincir.trainlog import LOSS_CURVE, METRICS_FILE, summarise
 from cirbench.phi import save_safetensors
 
 if TYPE_CHECKING:
@@ -39,7 +41,17 @@ CHECKPOINTS = "checkpoints"
 
 
 TARGET_CACHE = "target_cache"
-RUN_FILES = (CONFIG_FILE, STATE_FILE, META_FILE, PHI_LAST, PHI_BEST, CHECKPOINTS, TARGET_CACHE)
+RUN_FILES = (
+    CONFIG_FILE,
+    STATE_FILE,
+    META_FILE,
+    PHI_LAST,
+    PHI_BEST,
+    CHECKPOINTS,
+    TARGET_CACHE,
+    METRICS_FILE,
+    LOSS_CURVE,
+)
 
 
 def claim(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
@@ -212,6 +224,7 @@ def write_meta(trainer: Trainer, step: int, clock: dict[str, float], status: str
         },
         "config": cfg.to_dict(),
         "segments": clock.get("segments", 1),
+        "log": summarise(t.out),  # final/min loss, steps logged; writes the loss curve
     }
     atomic_write_json(t.out / META_FILE, meta)
     return meta

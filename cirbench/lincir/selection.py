@@ -33,6 +33,7 @@ class ModelSelector:
     best_value: float | None = None
     best_step: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    last_metrics: dict[str, float] = field(default_factory=dict)  # every metric of the last validation (the log)
 
     @property
     def enabled(self) -> bool:
@@ -46,6 +47,7 @@ class ModelSelector:
         assert self.evaluate is not None
         frozen = copy.deepcopy(phi).eval().requires_grad_(False)
         metrics = dict(self.evaluate(frozen))
+        self.last_metrics = {k: float(v) for k, v in metrics.items()}
         if self.metric not in metrics:
             raise KeyError(f"validation returned no {self.metric!r} (got {', '.join(metrics)})")
         value = float(metrics[self.metric])

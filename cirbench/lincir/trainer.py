@@ -34,7 +34,9 @@ from cirbench.lincir.config import TrainConfig, TrainResult, resolve_device, res
 from cirbench.lincir.distributed import any_rank, barrier, broadcast, init_distributed, mean_over_ranks
 from cirbench.lincir.objective import causal_attention, draw_randomness, encode, lincir_loss
 from cirbench.lincir.packed import supports_packing
+from cirbench.lincir.trainlog import TrainLog
 from cirbench.phi import Phi
+from cirbench.progress import StepProgress
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +276,8 @@ class Trainer:
         wall_base, train_base = clock["wall_s"], clock["total_train_s"]
         started = time.perf_counter()
         status, done_here = "completed", 0
-        bar = _Bar(cfg.progress and d.main, cfg.steps, step, cfg.global_batch)
+        bar = _TrainProgress(cfg.progress and d.main, cfg.steps, step, cfg.global_batch)
+        self.log = TrainLog(self.out, d.main, step, cfg.global_batch)
         with _stop_signals() as stop, causal_attention(self.model, cfg.causal_sdpa), bar:
             while step < cfg.steps:
                 t0 = time.perf_counter()
@@ -291,6 +294,8 @@ class Trainer:
                 clock["train_s"] += time.perf_counter() - t0
                 clock["total_train_s"] = train_base + clock["train_s"]
                 bar.update(step, value, clock["train_s"], done_here)
+                if value is not None:
+                    self.log.train(step, value, self.optimizer.param_groups[0]["lr"], clock["train_s"])
                 halt = stop["stop"] or (self.stop_after is not None and done_here >= self.stop_after)
                 halt = any_rank(d, halt, self.device)
                 if self.selector.enabled and self.selector.due(step):
@@ -298,6 +303,7 @@ class Trainer:
                     improved = False
                     if d.main:
                         improved = self.selector.update(step, self.phi)
+                        self.log.validation(step, cfg.val_metric, self.selector.last_metrics, improved)
                         if improved:
                             rundir.save_best(self, step)
                     self.selector.load_state_dict(broadcast(d, self.selector.state_dict()))
@@ -320,43 +326,18 @@ class Trainer:
         return TrainResult(self.out, step, status, losses, meta)
 
 
-class _Bar:
-    """rich progress bar on the main rank: loss, samples/s, ETA."""
+class _TrainProgress(StepProgress):
+    """The loop's progress on the main rank: steps, the last logged loss, samples/s and time left."""
 
     def __init__(self, enabled: bool, total: int, start: int, global_batch: int):
-        self.enabled, self.total, self.start, self.global_batch = enabled, total, start, global_batch
-        self.loss: float | None = None
+        super().__init__(enabled, "lincir", total, start)
+        self.global_batch, self.loss = global_batch, None
 
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]lincir"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=self.total, completed=self.start, info="")
-        return self
-
-    def update(self, step: int, loss: float | None, train_s: float, done: int) -> None:
-        if not self.enabled:
-            return
+    def update(self, step: int, loss: float | None, train_s: float, done: int) -> None:  # type: ignore[override]
         self.loss = loss if loss is not None else self.loss
         rate = done * self.global_batch / train_s if train_s > 0 else 0.0
-        info = f"loss {self.loss:.4f} | {rate:,.0f} samples/s" if self.loss is not None else f"{rate:,.0f} samples/s"
-        self.progress.update(self.task, completed=step, info=info)
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self.progress.console.print(text)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.stop()
+        info = f"{rate:,.0f} samples/s" if self.loss is None else f"loss {self.loss:.4f} | {rate:,.0f} samples/s"
+        super().update(step, info)
 
 
 def train(

@@ -17,9 +17,12 @@ from cirbench.registry import Registry
 
 BUILTIN_MODULES = (
     "cirbench.methods.baselines",
+    "cirbench.methods.fusion",
     "cirbench.methods.lincir",
     "cirbench.methods.pic2word",
+    "cirbench.methods.precomputed_text",
     "cirbench.methods.searle",
+    "cirbench.methods.slerp",
 )
 
 

@@ -4,7 +4,9 @@ Every method shares the frozen backbone image tower, so gallery and reference fe
 (backbone, preprocessing, image list) by the feature cache and handed to methods *unnormalised*, the form
 phi / IM2TEXT consume. A method returns L2-normalised query features; ranking is cosine similarity against the
 L2-normalised gallery. Methods never see benchmark names: the benchmark turns each query into the text(s) to
-encode (``Benchmark.query_texts``), following the method's ``caption_join``.
+encode (``Benchmark.query_texts``), following the method's ``caption_join``. Two optional capabilities: score
+fusion (``FusesScores``, ranked by ``fuse(s_image, s_text)`` instead of one embedding) and ``check_queries(queries)``
+(refuse queries it cannot encode before any image is encoded).
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ from cirbench.options import Option, parse_options
 BATCH_SIZE = Option(
     "batch_size", "int", 256, "texts per forward pass (does not change the numbers)", minimum=1, keyed=False
 )
-CAPTION_JOIN = Option("fiq_join", "choice", "both-orders", "how several captions (FashionIQ) are joined", CAPTION_JOINS)
+CAPTION_JOIN = Option(
+    "fiq_join", "choice", "both-orders", "how several captions (FashionIQ) are joined", CAPTION_JOINS, varies=True
+)
 
 
 def preprocess_option(default: str) -> Option:
     return Option(
-        "preprocess", "choice", default, "image preprocessing (part of the feature-cache key)", PREPROCESS_KINDS
+        "preprocess",
+        "choice",
+        default,
+        "image preprocessing (part of the feature-cache key)",
+        PREPROCESS_KINDS,
+        varies=True,  # SEARLE pads to a square, Pic2Word and LinCIR crop: papers mix them
     )
 
 
@@ -69,6 +78,29 @@ class Method(Protocol):
     ) -> torch.Tensor:
         """L2-normalised query features, one row per query: ``texts[i]`` are query i's text variants (their
         normalised features are averaged), ``reference_features`` the unnormalised reference-image features."""
+
+
+class FusesScores(Protocol):
+    """Optional capability: rank by fusing an image and a text similarity matrix, not by one query embedding.
+
+    Score-level baselines (FreeDom's ``Text x Image`` product, a weighted sum of similarities) have no single query
+    vector, so a method that has ``encode_modalities`` and ``fuse`` is ranked by the engine with
+    ``fuse(s_image, s_text)``, where ``s = normalised query modality @ normalised gallery`` (split-wide galleries,
+    chunked with the reference excluded, and per-query candidate lists alike). Its ``encode_queries`` is not used.
+    """
+
+    def encode_modalities(
+        self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised (image, text) query features, one row per query each."""
+
+    def fuse(self, image_scores: torch.Tensor, text_scores: torch.Tensor) -> torch.Tensor:
+        """Element-wise fusion of the two cosine matrices (queries x candidates) into ranking scores."""
+
+
+def fuses_scores(method: Any) -> bool:
+    """Whether ``method`` ranks by fused similarities (``FusesScores``) rather than by a query embedding."""
+    return callable(getattr(method, "encode_modalities", None)) and callable(getattr(method, "fuse", None))
 
 
 MethodFactory = Callable[[Any, "Path | None", Mapping[str, Any]], Method]

@@ -61,6 +61,7 @@ OPTIONS = (
         "literal",
         "literal: as upstream's clip.tokenize; split: cut at every $",
         ("literal", "split"),
+        varies=True,
     ),
     BATCH_SIZE,
     preprocess_option("clip"),

@@ -164,6 +164,7 @@ METHODS.register(
                 "paper",
                 "paper: upstream prompts; lincir: SEARLE's, as LinCIR re-scored",
                 PROMPT_PROTOCOLS,
+                varies=True,
             ),
             preprocess_option("clip"),
             BATCH_SIZE,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cirbench.benchmarks.base import Query
+from cirbench.benchmarks.prompts import fixed_prompt
 from cirbench.errors import MethodError
 from cirbench.methods.base import MethodInfo, average_variants, batched
 from cirbench.text_encoding import encode_tokens
@@ -84,5 +85,9 @@ class PseudoTokenMethod:
     def encode_queries(
         self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features: torch.Tensor
     ) -> torch.Tensor:
-        variants = [self.prompts(query_texts) for query_texts in texts]
+        """A benchmark that fixes the whole sentence (``benchmarks.prompts``) is read as is; else the template."""
+        variants = []
+        for query, query_texts in zip(queries, texts, strict=True):
+            fixed = fixed_prompt(query, self.placeholder)
+            variants.append([fixed] if fixed is not None else self.prompts(query_texts))
         return average_variants(self.encode_prompts, variants, reference_features.to(self.device))

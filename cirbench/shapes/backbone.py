@@ -1,4 +1,10 @@
-"""The shipped shapes CLIP as a registered backbone provider (``shapes-clip:v1``) and its compact weight format.
+"""The shipped shapes CLIPs as registered backbone providers and their compact weight format.
+
+- ``shapes-clip:v2`` (the default, ``assets/shapes_clip_v2``): pretrained with CLIP's own objective, symmetric
+  InfoNCE with one caption per image (``cirbench shapes pretrain``), as every real CLIP is.
+- ``shapes-clip:v1`` (``assets/shapes_clip``): pretrained with every matching caption in the batch as a positive
+  (``--multi-positive``). Kept for the comparison in docs/SHAPES.md: that objective makes the embedding close to
+  additive over attributes, which favours the image+text sum.
 
 Why a custom format: the weights ship inside the package (≤ 10 MB), so they are stored in fp16 and only
 the token-embedding rows the shapes grammar can produce are kept; pretraining keeps every other row at zero
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +28,10 @@ from cirbench.io import atomic_write, atomic_write_text
 
 MODEL_NAME = "shapes-clip"
 CONFIG_MODEL_FILE = Path(__file__).resolve().parents[1] / "model_configs" / f"{MODEL_NAME}.json"
-BACKBONE_ID = "shapes-clip:v1"
-ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes_clip"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+VERSIONS = {"shapes-clip:v1": ASSETS / "shapes_clip", "shapes-clip:v2": ASSETS / "shapes_clip_v2"}
+BACKBONE_ID = "shapes-clip:v2"  # the default shapes backbone (demo, cards)
+ASSET_DIR = VERSIONS[BACKBONE_ID]
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 EMBED_KEY = "token_embedding.weight"
@@ -87,7 +96,7 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
     if not path.is_file():
         raise BackboneError(
             f"shapes CLIP weights not found at {path}; regenerate with "
-            "`cirbench shapes pretrain --out cirbench/assets/shapes_clip`"
+            f"`cirbench shapes pretrain --out {weights_dir}` (add --multi-positive for shapes-clip:v1)"
         )
     try:
         meta = json.loads((weights_dir / META_FILE).read_text())
@@ -121,16 +130,19 @@ def weights_identity(precision: str = "fp32", weights_dir: Path = ASSET_DIR) -> 
 
 
 def load_shapes_backbone(
-    device: str | torch.device = "cpu", precision: str = "fp32", weights_dir: Path = ASSET_DIR
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    weights_dir: Path = ASSET_DIR,
+    backbone_id: str = BACKBONE_ID,
 ) -> Backbone:
-    """``shapes-clip:v1``: the CLIP pretrained on the shapes world that ships with cirbench."""
+    """A CLIP pretrained on the shapes world that ships with cirbench (``backbone_id`` names the version)."""
     import open_clip
 
     model, meta = load_model(weights_dir)
     model.to(device=device, dtype=PRECISION_DTYPES[precision])
     size = int(meta.get("image_size", 48))
     return Backbone(
-        id=BACKBONE_ID,
+        id=backbone_id,
         model=model,
         preprocess=image_transform(size, tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD))),
         tokenizer=open_clip.get_tokenizer(MODEL_NAME),
@@ -140,11 +152,24 @@ def load_shapes_backbone(
     )
 
 
-BACKBONES.register(
-    BackboneProvider(
-        BACKBONE_ID,
-        load=load_shapes_backbone,
-        identity=weights_identity,
-        description="tiny CLIP pretrained on the synthetic shapes world (ships with cirbench)",
-    )
-)
+@dataclass(frozen=True)
+class ShapesVersion:
+    """One shipped version: its id and weights folder (bound methods keep the registry's definitions stable)."""
+
+    backbone_id: str
+    weights_dir: Path
+
+    def load(self, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
+        return load_shapes_backbone(device, precision, self.weights_dir, self.backbone_id)
+
+    def identity(self, precision: str = "fp32") -> str:
+        return weights_identity(precision, self.weights_dir)
+
+
+DESCRIPTIONS = {
+    "shapes-clip:v2": "tiny CLIP pretrained on the synthetic shapes world with CLIP's objective (default)",
+    "shapes-clip:v1": "tiny CLIP pretrained on the shapes world with every matching caption a positive (comparison)",
+}
+for _id, _folder in VERSIONS.items():
+    _version = ShapesVersion(_id, _folder)
+    BACKBONES.register(BackboneProvider(_id, _version.load, _version.identity, DESCRIPTIONS[_id]))

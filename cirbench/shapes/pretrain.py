@@ -149,7 +149,7 @@ def pretrain_shapes_clip(
     threads: int = 2,
     eval_every: int = 250,
     log_every: int = 25,
-    multi_positive: bool = True,
+    multi_positive: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     """Pretrain the shapes CLIP; write ``model.safetensors`` and ``meta.json`` (with accuracy) to ``out_dir``.
@@ -204,10 +204,10 @@ def pretrain_shapes_clip(
     command = (
         f"cirbench shapes pretrain --out {out_dir} --steps {steps} --batch {batch} --seed {seed} "
         f"--lr {lr} --weight-decay {weight_decay} --warmup {warmup} --threads {threads}"
-        + ("" if multi_positive else " --plain-infonce")
+        + (" --multi-positive" if multi_positive else "")
     )
     meta: dict[str, Any] = {
-        "backbone_id": BACKBONE_ID,
+        "backbone_id": "shapes-clip:v1" if multi_positive else BACKBONE_ID,  # the shipped version of this objective
         "model": MODEL_NAME,
         "config": config,
         "image_size": IMAGE_SIZE,

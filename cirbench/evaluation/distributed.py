@@ -1,0 +1,191 @@
+"""Evaluation under torchrun: which rank encodes what, and the collectives that bring it to rank 0.
+
+Why: encoding the images is the slow step of an evaluation, and it splits without changing a number. Each rank
+encodes one contiguous shard of the images (and of every part's queries), cut on the batch boundaries a single
+process uses, so every feature is bitwise the single-process one. Rank 0 gathers the shards, checks that every row
+arrived exactly once, then ranks, scores and writes; the other ranks write nothing and print nothing but errors.
+Objects travel over a gloo group (features live on the host); the process group itself is NCCL on CUDA devices
+and gloo on CPU. Without torchrun the group is ``SINGLE`` and every helper is the identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+
+from cirbench.backbones import Backbone
+from cirbench.benchmarks.base import ImageRef
+from cirbench.errors import DistributedError
+from cirbench.features import FeatureSet, batch_starts, cached_features, encode_rows, store_features
+from cirbench.images import check_images, identity_hash
+from cirbench.torchrun import Dist
+
+_OBJECTS: Any = None  # the gloo group the object collectives use under NCCL (None: the default group)
+
+
+Group = Dist  # this process's place in a torchrun evaluation
+SINGLE = Group()
+
+
+@contextlib.contextmanager
+def joined(device: str) -> Iterator[tuple[Group, str]]:
+    """Under torchrun (``WORLD_SIZE`` > 1) join the process group for the block and give this rank's device
+    (``cuda`` becomes ``cuda:LOCAL_RANK``); otherwise ``SINGLE`` and ``device`` unchanged."""
+    global _OBJECTS
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        yield SINGLE, device
+        return
+    missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise DistributedError(
+            f"WORLD_SIZE={world} is set but {', '.join(missing)} is not; start a distributed evaluation with "
+            "`torchrun --nproc_per_node N -m cirbench eval ...`, or unset WORLD_SIZE"
+        )
+    import torch.distributed as dist
+
+    local = int(os.environ["LOCAL_RANK"])
+    cuda = device.startswith("cuda")
+    if device == "cuda":
+        device = f"cuda:{local}"
+    if cuda:
+        torch.cuda.set_device(torch.device(device))
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
+    _OBJECTS = dist.new_group(backend="gloo") if cuda else None
+    try:
+        yield Group(dist.get_rank(), dist.get_world_size(), local), device
+    finally:
+        _OBJECTS = None
+        if created:
+            dist.destroy_process_group()
+
+
+def broadcast(group: Group, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not group.enabled:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0, group=_OBJECTS)
+    return box[0]
+
+
+def gather(group: Group, obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` on rank 0 (in rank order); None on the other ranks."""
+    if not group.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * group.world if group.main else None
+    torch.distributed.gather_object(obj, out, dst=0, group=_OBJECTS)
+    return out
+
+
+def scatter(group: Group, objs: Sequence[Any] | None) -> Any:
+    """``objs[rank]`` (given on rank 0) on each rank."""
+    if not group.enabled:
+        return objs[0]
+    box: list[Any] = [None]
+    torch.distributed.scatter_object_list(box, list(objs) if group.main else None, src=0, group=_OBJECTS)
+    return box[0]
+
+
+def shards(boundaries: Sequence[int], n: int, world: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` rows per rank, cut only on ``boundaries`` (batch starts), as even as the batches
+    allow; together they cover ``0..n`` once."""
+    count = len(boundaries)
+    cuts = [boundaries[i] if (i := -(-rank * count // world)) < count else n for rank in range(world)] + [n]
+    return [(cuts[rank], cuts[rank + 1]) for rank in range(world)]
+
+
+def assemble(pieces: Sequence[tuple[int, int, int, int, Any]], n: int, what: str) -> list[Any]:
+    """The payloads of gathered ``(rank, start, stop, rows, payload)`` pieces in row order, after checking that rows
+    ``0..n`` arrived exactly once (a duplicated or dropped item is a one-line error, never a silent result)."""
+    expected = 0
+    ordered = sorted(pieces, key=lambda piece: (piece[1], piece[0]))
+    for rank, start, stop, rows, _ in ordered:
+        if start != expected or rows != stop - start:
+            total = sum(piece[3] for piece in pieces)
+            raise DistributedError(
+                f"distributed evaluation: the ranks sent {total} {what} for {n} (rank {rank}: rows {start}:{stop} "
+                f"with {rows}, expected rows from {expected}); an item was encoded twice or not at all. Run every "
+                "rank with the same cirbench and data, then run again"
+            )
+        expected = stop
+    if expected != n:
+        raise DistributedError(
+            f"distributed evaluation: the ranks sent {expected} {what} for {n}; some were not encoded. Run every "
+            "rank with the same cirbench and data, then run again"
+        )
+    return [piece[4] for piece in ordered]
+
+
+def encode_images_sharded(
+    group: Group,
+    backbone: Backbone,
+    refs: Sequence[ImageRef],
+    *,
+    preprocess: str,
+    batch_size: int,
+    num_workers: int,
+    use_cache: bool,
+    open_image: Callable,
+    reader: str,
+    images_id: str | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureSet | None:
+    """The features of ``refs`` on rank 0 (None on the others): rank 0's finished cache entry when it has one,
+    else every rank encodes its shard and rank 0 gathers, checks and caches them."""
+    start = time.perf_counter()
+    if images_id is None and group.main:
+        images_id = identity_hash(check_images(refs), [ref.key for ref in refs])
+    hit = cached_features(backbone, refs, preprocess, reader, images_id) if use_cache and group.main else None
+    if broadcast(group, hit is not None):
+        return hit
+    a, b = shards(batch_starts(len(refs), batch_size), len(refs), group.world)[group.rank]
+    rows = encode_rows(backbone, refs, a, b, preprocess, batch_size, num_workers, open_image, progress)
+    pieces = gather(group, (group.rank, a, b, len(rows), rows))
+    if pieces is None:
+        return None
+    features = np.concatenate(assemble(pieces, len(refs), "image features"))
+    if use_cache:
+        store_features(backbone, refs, features, preprocess, reader, images_id)
+    return FeatureSet([ref.key for ref in refs], features, time.perf_counter() - start, False)
+
+
+def encode_queries_sharded(
+    group: Group,
+    references: Sequence[str],
+    batch: int,
+    feats: FeatureSet | None,
+    encode: Callable[[int, int, FeatureSet], Any],
+    rows: Callable[[Any], int],
+) -> list[Any] | None:
+    """Every rank encodes a contiguous slice of one part's queries (cut on multiples of ``batch``, as one process
+    batches them): ``encode(start, stop, features)`` with the reference features rank 0 sends it. Rank 0 gets the
+    slices' results in order (``rows(result)`` counts a result's queries); the other ranks get None."""
+    n = len(references)
+    bounds = shards(range(0, n, batch), n, group.world)
+    payloads = None
+    if group.main:
+        payloads = [_rows_of(feats, references[a:b]) for a, b in bounds]
+    local = scatter(group, payloads)
+    a, b = bounds[group.rank]
+    result = encode(a, b, local)
+    pieces = gather(group, (group.rank, a, b, rows(result), result))
+    return None if pieces is None else assemble(pieces, n, "query features")
+
+
+def _rows_of(feats: FeatureSet | None, keys: Sequence[str]) -> FeatureSet:
+    """The feature rows of ``keys`` alone (what one rank needs for its queries' references)."""
+    unique = list(dict.fromkeys(keys))
+    width = feats.features.shape[1] if feats is not None else 0
+    if feats is None or not unique:
+        return FeatureSet(unique, np.zeros((len(unique), width), np.float32), 0.0, True)
+    return FeatureSet(unique, feats.rows(unique).numpy(), 0.0, True)

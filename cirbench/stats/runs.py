@@ -1,0 +1,95 @@
+"""Per-query metrics of a stored run: its rankings scored again against its split's annotations.
+
+The split is read from the folder the run recorded (or ``--root``) with the run's own protocol options; the metrics
+recomputed from the stored rankings must equal the ones the run recorded, so a changed annotation file is caught
+instead of producing intervals around other numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from cirbench.benchmarks import get_benchmark
+from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
+from cirbench.benchmarks.ranks import RankingsWithPositives
+from cirbench.errors import ResultError
+from cirbench.evaluation.evaluator import load_split
+from cirbench.query_scores import QueryScores, official_metrics
+from cirbench.results import RunResult, find_result, load_rankings
+
+
+@dataclass
+class RunScores:
+    result: RunResult
+    benchmark: Benchmark
+    data: BenchmarkSplit
+    scores: QueryScores
+    metrics: dict[str, float]  # every metric as recorded, derived ones (CIRR Avg) included
+
+
+def run_scores(result: RunResult, root: Path | None = None) -> RunScores:
+    """Per-query metrics of ``result`` (``root`` overrides the data folder the run recorded)."""
+    bench = get_benchmark(result.benchmark.name)
+    label = f"run {result.run_key} ({result.label})"
+    if not result.metrics:
+        raise ResultError(
+            f"{label} has no local labels ({result.benchmark.split}): only its evaluation server scores it"
+        )
+    folder = root if root is not None else (Path(result.benchmark.root) if result.benchmark.root else None)
+    recorded = result.benchmark.options
+    options = {o.name: recorded[o.name] for o in bench.options if o.keyed and o.name in recorded}
+    data = load_split(bench, result.benchmark.split, folder, options)  # read once inside keep_splits()
+    raw = load_rankings(result)
+    rankings = Rankings(top=raw["top"], subset=raw.get("subset"))
+    if raw.get("positive_ranks"):
+        rankings = RankingsWithPositives(top=raw["top"], subset=raw.get("subset"), positive_ranks=raw["positive_ranks"])
+    if result.skipped.queries_dropped:
+        data = _only_ranked(data, rankings)
+    scores = bench.per_query(data, rankings)
+    metrics = official_metrics(scores)
+    changed = [m for m, v in result.metrics.items() if m in metrics and abs(metrics[m] - v) > 1e-5]
+    if changed:
+        m = changed[0]
+        raise ResultError(
+            f"{label}: the annotations under {folder} give {m} {metrics[m]:.4f}, the run recorded "
+            f"{result.metrics[m]:.4f}; they changed since the run (evaluate again) or --root points at other data"
+        )
+    # The values shown are the recorded ones (stored at 6 decimals; equal to the recomputed ones within 1e-5).
+    return RunScores(
+        result, bench, data, scores, {**metrics, **{m: v for m, v in result.metrics.items() if m in metrics}}
+    )
+
+
+def _only_ranked(data: BenchmarkSplit, rankings: Rankings) -> BenchmarkSplit:
+    """A --skip-missing run ranked only the queries it kept: score those."""
+    parts = [dataclasses.replace(p, queries=[q for q in p.queries if q.qid in rankings.top]) for p in data.parts]
+    return dataclasses.replace(data, parts=parts)
+
+
+def load_run(results_dir: Path, run: str, root: Path | None = None) -> RunScores:
+    """A run by key (unique prefix) or result file, with its per-query metrics."""
+    return run_scores(find_result(results_dir, run), root)
+
+
+def comparable(a: RunScores, b: RunScores) -> None:
+    """Refuse a paired comparison of runs on different benchmarks, splits, protocols or query sets."""
+    ra, rb = a.result.benchmark, b.result.benchmark
+    where = f"runs {a.result.run_key} and {b.result.run_key}"
+    if (ra.name, ra.split) != (rb.name, rb.split):
+        raise ResultError(f"{where} are on {ra.name}/{ra.split} and {rb.name}/{rb.split}: compare runs of one split")
+    keyed = [o.name for o in a.benchmark.options if o.keyed]
+    differ = [o for o in keyed if ra.options.get(o) != rb.options.get(o)]
+    if differ:
+        o = differ[0]
+        raise ResultError(
+            f"{where} use different protocols ({o}={ra.options.get(o)} against {o}={rb.options.get(o)}): "
+            "a paired test needs the same protocol"
+        )
+    if a.scores.query_ids != b.scores.query_ids:
+        only = sorted(set(a.scores.query_ids) ^ set(b.scores.query_ids))
+        raise ResultError(
+            f"{where} ranked different queries ({len(only)} differ, e.g. {only[:3]}): "
+            "a paired test needs the same queries (was one run made with --skip-missing?)"
+        )
