@@ -25,23 +25,12 @@ def topk_chunked(
     ``exclude[i]`` is a gallery index to drop from query i's ranking (CIRR reference removal) or None.
     Works on whatever device the tensors are on (GPU when present).
     """
-    k = min(k, gallery.shape[0] - (1 if exclude is not None and any(e is not None for e in exclude) else 0))
-    k = max(k, 0)
-    indices, scores = [], []
     gallery_t = gallery.T
-    for start in range(0, queries.shape[0], chunk_size):
-        sims = queries[start : start + chunk_size] @ gallery_t
-        if exclude is not None:
-            rows = [i for i, e in enumerate(exclude[start : start + chunk_size]) if e is not None]
-            if rows:
-                cols = [exclude[start + i] for i in rows]
-                sims[rows, cols] = float("-inf")
-        top = torch.topk(sims, k, dim=1, largest=True, sorted=True)
-        indices.append(top.indices)
-        scores.append(top.values)
-    if not indices:
-        return torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k)
-    return torch.cat(indices), torch.cat(scores)
+
+    def scores(start: int, stop: int) -> torch.Tensor:
+        return queries[start:stop] @ gallery_t
+
+    return topk_scored(scores, queries.shape[0], gallery.shape[0], k, exclude, chunk_size)
 
 
 def rank_candidates(query: torch.Tensor, candidates: torch.Tensor) -> list[int]:

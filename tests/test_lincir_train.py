@@ -405,3 +405,16 @@ def test_cli_train_over_seeds_writes_one_run_per_seed(tmp_path, corpus):
     }
     refused = CliRunner().invoke(app, [*args, "--seed", "1"])
     assert refused.exit_code == 2 and "--seeds trains one run per seed" in refused.output
+
+    # eval across the seeds' checkpoints; the leaderboard averages the two runs
+    from cirbench.leaderboard import collect_entries
+
+    results = tmp_path / "results"
+    evaluate = ["eval", "-m", "lincir", "-b", "cirbench-tiny:random", "--benchmark", "shapes", "-p", "renders=1"]
+    evaluate += ["-p", "queries_per_style=10", "--results-dir", str(results), "--checkpoint", str(out / "seed-{seed}")]
+    done = CliRunner().invoke(app, [*evaluate, "--seeds", "3,4"])
+    assert done.exit_code == 0, done.output
+    (row,) = [e for e in collect_entries(results, None) if e.method == "lincir"]
+    assert row.seeds == (3, 4) and len(row.members) == 2
+    no_template = CliRunner().invoke(app, [*evaluate[:-1], str(out / "seed-3"), "--seeds", "3,4"])
+    assert no_template.exit_code == 2 and "{seed}" in no_template.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cirbench.commands import app, cache_app, data_app
+from cirbench.commands.seeds import seed_checkpoints
 from cirbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -116,7 +118,13 @@ def eval_command(
     benchmark: BenchmarkOpt = None,
     split: SplitOpt = None,
     root: RootOpt = None,
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Method checkpoint.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", "-c", help="Method checkpoint ({seed} is replaced with --seeds).")
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated seeds: evaluate the checkpoint of each ({seed} in --checkpoint)."),
+    ] = None,
     option: SetOpt = None,
     protocol: ProtocolOpt = None,
     all_cards: Annotated[bool, typer.Option("--all", help="Every method card x every benchmark card.")] = False,
@@ -210,13 +218,14 @@ def eval_command(
         else:
             if not (method and benchmark):
                 raise UsageError("give --method and --benchmark (and --backbone, --root), or --all")
+            checkpoints = seed_checkpoints(checkpoint, seeds)
             request = RunRequest(
                 method=method,
                 backbone=backbone,
                 benchmark=benchmark,
                 split=split,
                 root=root,
-                checkpoint=checkpoint,
+                checkpoint=checkpoints[0],
                 method_options=split_pairs(option),
                 protocol_options=split_pairs(protocol),
                 quick_gelu=quick_gelu,
@@ -224,9 +233,11 @@ def eval_command(
                 index=index,
                 index_params=index_params,
             )
-            outcomes = [evaluate(resolve(request), settings)]
-            if not quiet:
-                print_outcome(outcomes[0])
+            outcomes = []
+            for path in checkpoints:  # one checkpoint, or one per seed (the leaderboard shows their mean ± sd)
+                outcomes.append(evaluate(resolve(dataclasses.replace(request, checkpoint=path)), settings))
+                if not quiet:
+                    print_outcome(outcomes[-1])
     if as_json and group.main:
         typer.echo(json.dumps([o.result.model_dump(mode="json", exclude={"env"}) for o in outcomes], indent=2))
 

@@ -8,17 +8,7 @@ from typing import Annotated
 import typer
 
 from cirbench.commands import app
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """ "0,1,2" -> (0, 1, 2); anything else is a one-line error naming the value."""
-    try:
-        seeds = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise typer.BadParameter(f"{text!r}: give one or more distinct seeds, e.g. 0,1,2")
-    return seeds
+from cirbench.commands.seeds import parse_seeds
 
 
 @app.command("demo")

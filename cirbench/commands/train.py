@@ -168,7 +168,7 @@ def train_lincir(
                 "or a --config card with train.corpora"
             )
     if seeds is not None:
-        from cirbench.commands.demo import parse_seeds
+        from cirbench.commands.seeds import parse_seeds
 
         if resume is not None or seed is not None:
             raise UsageError("--seeds trains one run per seed: leave out --seed and --resume")
