@@ -10,6 +10,7 @@ import cirbench.commands.core  # noqa: E402
 import cirbench.commands.demo  # noqa: E402
 import cirbench.commands.leaderboard  # noqa: E402
 import cirbench.commands.lincir  # noqa: E402
+import cirbench.commands.prepare  # noqa: E402
 import cirbench.commands.results  # noqa: E402
 import cirbench.commands.shapes  # noqa: E402
 import cirbench.commands.stats  # noqa: E402

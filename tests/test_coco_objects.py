@@ -83,14 +83,14 @@ def test_hit_rate_by_hand(tmp_path):
 
 def test_bad_and_missing_files(tmp_path):
     bench = get_benchmark("pic2word-coco")
-    with pytest.raises(AnnotationError, match=r"coco_eval.csv.*not released: make it with Pic2Word's"):
+    with pytest.raises(AnnotationError, match=r"coco_eval.csv.*not released: make it with `cirbench data prepare-coco"):
         bench.load(tmp_path)
     base = make_coco(tmp_path / "coco", masked=False)
     data = bench.load(base)
     assert data.blockers == [
-        f"{base / 'val2017_masked'} not found: the masked images written with the CSV by "
-        "prepare_data.py; make it with Pic2Word's data/coco/prepare_data.py "
-        "(google-research/composed_image_retrieval)"
+        f"{base / 'val2017_masked'} not found: the masked images written with the CSV; make it with "
+        "`cirbench data prepare-coco --root DIR --seed 0` (or Pic2Word's "
+        "data/coco/prepare_data.py)"
     ]
     spec = resolve(RunRequest("image-only", "pic2word-coco", "cirbench-tiny:random", root=base))
     with pytest.raises(DataError, match="val2017_masked not found"):

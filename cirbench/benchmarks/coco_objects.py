@@ -30,13 +30,14 @@ from PIL import Image
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import file_name
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
+from cirbench.benchmarks.coco_prepare import draw_record
 from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
 from cirbench.benchmarks.ranks import known_depth, part_ranks
 from cirbench.errors import AnnotationError, ScoringError
 from cirbench.images import open_rgb
 from cirbench.query_scores import QueryScores
 
-FIX = "make it with Pic2Word's data/coco/prepare_data.py (google-research/composed_image_retrieval)"
+FIX = "make it with `cirbench data prepare-coco --root DIR --seed 0` (or Pic2Word's data/coco/prepare_data.py)"
 HEADER = ["id", "query_regions", "query_class", "classes"]
 KS = (1, 5, 10, 50, 100)
 REGION_SIZE = 224
@@ -61,6 +62,14 @@ def find_csv(root: Path) -> Path:
         f"Pic2Word COCO query file not found: expected {root / 'coco_eval.csv'} (root = Pic2Word's data/coco, with "
         f"val2017/ and val2017_masked/) or {root / 'coco' / 'coco_eval.csv'}; it is not released: {FIX}"
     )
+
+
+def _draw(path: Path) -> str:
+    """Which draw of query objects the CSV holds: a seeded cirbench draw when its record matches, else unknown."""
+    record = draw_record(path)
+    if record is None:
+        return "Pic2Word draws the query objects without a seed: compare runs on one CSV (its hash is keyed)"
+    return f"cirbench data prepare-coco --seed {record['seed']} (instances sha256 {record['instances_sha256'][:12]})"
 
 
 def _row(path: Path, number: int, row: dict[str, str]) -> tuple[str, tuple[int, int, int, int], str, list[str]]:
@@ -138,7 +147,7 @@ class Pic2WordCOCO(Benchmark):
             f"{folder} not found: {why}"
             for folder, why in (
                 (images_dir, "the COCO val2017 images (https://cocodataset.org)"),
-                (masked_dir, f"the masked images written with the CSV by prepare_data.py; {FIX}"),
+                (masked_dir, f"the masked images written with the CSV; {FIX}"),
             )
             if not folder.is_dir()
         ]
@@ -150,7 +159,7 @@ class Pic2WordCOCO(Benchmark):
             "query_image": f"masked crop squashed to {REGION_SIZE}x{REGION_SIZE} (Pic2Word's Resize((n_px, n_px)))",
             "prompt": f"a photo of {IMAGE_SLOT} and {{class}} and {{others}}",
             "text_only": "a photo of {class} and {others}",
-            "draw": "Pic2Word draws the query objects without a seed: compare runs on one CSV (its hash is keyed)",
+            "draw": _draw(path),
         }
         part = Part("all", queries, gallery, remove_reference=False)
         return BenchmarkSplit(
