@@ -82,7 +82,7 @@ def _root(
 train_app = typer.Typer(help="Train methods (LinCIR's phi from text alone).", no_args_is_help=True)
 lincir_app = typer.Typer(help="Inspect LinCIR's Self-Masking Projection.", no_args_is_help=True)
 cache_app = typer.Typer(help="Inspect or clear the gallery feature cache.", no_args_is_help=True)
-data_app = typer.Typer(help="Check benchmark data on disk.", no_args_is_help=True)
+data_app = typer.Typer(help="Check benchmark data; make query sets that are not released.", no_args_is_help=True)
 shapes_app = typer.Typer(help="The synthetic shapes world and its tiny CLIP.", no_args_is_help=True)
 results_app = typer.Typer(help="Inspect or migrate result files.", no_args_is_help=True)
 
