@@ -1,8 +1,9 @@
 """Image-feature cache shared by every method that uses the same frozen image tower.
 
 Key: backbone id + weights id + preprocessing + the benchmark's image reader (when it is not plain RGB) + the ordered
-image list (keys and crops) + the images' identities (resolved path, size, mtime; or their bytes with ``--verify``),
-so changed files or another dataset with the same file names never reuse stale features. Features are the
+image list (keys and crops) + the images' identities (resolved path, size, mtime; or their bytes with ``--verify``)
++ the decoder when it is not the CPU workers' (``decoding``: device-decoded pixels differ slightly), so changed
+files or another dataset with the same file names never reuse stale features. Features are the
 *unnormalised* projected embeddings (phi / IM2TEXT consume those), stored float32. Encoding writes chunks atomically,
 so an interrupted run (even ``kill -9``) resumes at the first missing chunk; a finished entry is one memory-mappable
 ``features.npy`` plus ``ids.json`` and a readable ``manifest.json``. Every chunk and every finished entry is checked
@@ -18,7 +19,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from PIL import Image
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
-from cirbench.errors import DataError
+from cirbench.decoding import WORKERS, DeviceDecoder, encode_chunk_on_device, unreadable
 from cirbench.images import check_images, identity_hash, open_rgb
 from cirbench.io import atomic_write_json, atomic_write_npy
 from cirbench.methods.preprocessing import build_preprocess
@@ -48,11 +49,18 @@ def image_list_hash(refs: Sequence[ImageRef]) -> str:
 
 
 def entry_key(
-    backbone: Backbone, preprocess: str, refs: Sequence[ImageRef], reader: str = PLAIN_READER, images_id: str = ""
+    backbone: Backbone,
+    preprocess: str,
+    refs: Sequence[ImageRef],
+    reader: str = PLAIN_READER,
+    images_id: str = "",
+    decoder: str = WORKERS,
 ) -> str:
     parts = [backbone.model_key, preprocess, image_list_hash(refs), images_id]
     if reader != PLAIN_READER:
         parts.insert(2, reader)
+    if decoder != WORKERS:  # the workers' entries keep the keys they always had
+        parts.append(decoder)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
@@ -84,6 +92,7 @@ class FeatureSet:
     features: np.ndarray
     seconds: float
     from_cache: bool
+    decoded: dict[str, int] = field(default_factory=dict)  # images per decoding path ("device", "workers")
 
     def __post_init__(self) -> None:
         self.index = {key: i for i, key in enumerate(self.keys)}
@@ -125,17 +134,20 @@ def encode_images(
     open_image: Callable = open_rgb,
     reader: str = PLAIN_READER,
     images_id: str | None = None,
+    decoder: DeviceDecoder | None = None,
 ) -> FeatureSet:
     """Features for ``refs`` in order, from the cache when present (chunks resume after interruption).
 
     ``open_image`` opens one ``ImageRef`` (a benchmark's reader, e.g. GeneCIS crops); ``reader`` names it in the key.
     ``images_id`` identifies the files (the evaluation passes what it records); by default their stat identity.
+    ``decoder``: decode JPEGs on the device (``decoding``); None: the CPU workers decode everything.
     """
     start = time.perf_counter()
     keys = [ref.key for ref in refs]
     if images_id is None:
         images_id = identity_hash(check_images(refs), keys)
-    key = entry_key(backbone, preprocess, refs, reader, images_id)
+    decoder_name = decoder.id if decoder is not None else WORKERS
+    key = entry_key(backbone, preprocess, refs, reader, images_id, decoder_name)
     folder = cache_root() / "features" / key
     final = folder / "features.npy"
     width = backbone.image_embed_dim
@@ -143,34 +155,72 @@ def encode_images(
         with FileLock(folder / ".lock"):
             cached = _valid(final, len(refs), None)
         if cached is not None:
-            return FeatureSet(keys, cached, time.perf_counter() - start, True)
+            return FeatureSet(keys, cached, time.perf_counter() - start, True, _entry_counts(folder, len(refs)))
         final.unlink(missing_ok=True)
     transform = build_preprocess(backbone, preprocess)
     if use_cache:
-        _write_manifest(folder, backbone, refs, preprocess, reader, images_id)
+        _write_manifest(folder, backbone, refs, preprocess, reader, images_id, decoder_name)
     chunks: list[np.ndarray] = []
+    counts: dict[str, int] = {"device": 0, WORKERS: 0}
     done = 0
     for chunk_start in range(0, len(refs), CHUNK):
         chunk_refs = refs[chunk_start : chunk_start + CHUNK]
         chunk_path = folder / f"chunk_{chunk_start // CHUNK:06d}.npy"
         stored = _valid(chunk_path, len(chunk_refs), width) if use_cache and chunk_path.is_file() else None
-        if stored is not None:
+        chunk_counts = _chunk_counts(chunk_path, len(chunk_refs), decoder) if stored is not None else None
+        if chunk_counts is not None:
             chunks.append(np.asarray(stored))
         else:
-            chunks.append(_encode_chunk(backbone, chunk_refs, transform, open_image, batch_size, num_workers))
+            chunk_counts = {}
+            chunks.append(
+                _encode_chunk(
+                    backbone, chunk_refs, transform, open_image, batch_size, num_workers, decoder, chunk_counts
+                )
+            )
             if use_cache:
+                if decoder is not None:  # before the chunk: a chunk on disk always has its counts
+                    atomic_write_json(chunk_path.with_suffix(".json"), chunk_counts)
                 atomic_write_npy(chunk_path, chunks[-1])
+        for name, n in chunk_counts.items():
+            counts[name] = counts.get(name, 0) + n
         done += len(chunk_refs)
         if progress is not None:
             progress(done, len(refs))
     features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
     if use_cache:
-        _finish(folder, keys, features)
-    return FeatureSet(keys, features, time.perf_counter() - start, False)
+        _finish(folder, keys, features, counts if decoder is not None else None)
+    return FeatureSet(keys, features, time.perf_counter() - start, False, counts)
+
+
+def _chunk_counts(chunk_path: Path, rows: int, decoder: DeviceDecoder | None) -> dict[str, int] | None:
+    """How a stored chunk's images were decoded (None: unknown, so the chunk is encoded again)."""
+    if decoder is None:
+        return {WORKERS: rows}
+    try:
+        counts = json.loads(chunk_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return counts if isinstance(counts, dict) and sum(counts.values()) == rows else None
+
+
+def _entry_counts(folder: Path, rows: int) -> dict[str, int]:
+    """How a finished entry's images were decoded: its manifest says for a device decoder's entry; the workers'
+    entries (whose manifests never said) decoded every image."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    return dict(manifest.get("images_decoded") or {"device": 0, WORKERS: rows})
 
 
 def _write_manifest(
-    folder: Path, backbone: Backbone, refs: Sequence[ImageRef], preprocess: str, reader: str, images_id: str
+    folder: Path,
+    backbone: Backbone,
+    refs: Sequence[ImageRef],
+    preprocess: str,
+    reader: str,
+    images_id: str,
+    decoder: str = WORKERS,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
@@ -180,6 +230,7 @@ def _write_manifest(
             "weights_id": backbone.weights_id,
             "preprocess": preprocess,
             "reader": reader,
+            **({"decoder": decoder} if decoder != WORKERS else {}),
             "n_images": len(refs),
             "image_list_sha256": image_list_hash(refs),
             "images_sha256": images_id,
@@ -190,37 +241,53 @@ def _write_manifest(
     )
 
 
-def _finish(folder: Path, keys: list[str], features: np.ndarray) -> None:
-    """Make an entry whole (ids, then the memory-mappable features) under the entry's lock; drop its chunks."""
+def _finish(folder: Path, keys: list[str], features: np.ndarray, counts: dict[str, int] | None = None) -> None:
+    """Make an entry whole (ids, then the memory-mappable features) under the entry's lock; drop its chunks. A
+    device decoder's entry records in its manifest how many images each path decoded."""
     with FileLock(folder / ".lock"):
+        if counts is not None:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            atomic_write_json(folder / "manifest.json", {**manifest, "images_decoded": counts})
         atomic_write_json(folder / "ids.json", keys)
         atomic_write_npy(folder / "features.npy", features)
-        for chunk_path in folder.glob("chunk_*.npy"):
+        for chunk_path in [*folder.glob("chunk_*.npy"), *folder.glob("chunk_*.json")]:
             chunk_path.unlink(missing_ok=True)
 
 
 def cached_features(
-    backbone: Backbone, refs: Sequence[ImageRef], preprocess: str, reader: str, images_id: str
+    backbone: Backbone, refs: Sequence[ImageRef], preprocess: str, reader: str, images_id: str, decoder: str = WORKERS
 ) -> FeatureSet | None:
     """The finished cache entry of ``refs``, or None (absent or damaged): what a torchrun evaluation's rank 0
     looks up before the ranks split the encoding."""
     start = time.perf_counter()
-    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id)
+    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id, decoder)
     if not (folder / "features.npy").is_file():
         return None
     with FileLock(folder / ".lock"):
         cached = _valid(folder / "features.npy", len(refs), None)
-    return FeatureSet([r.key for r in refs], cached, time.perf_counter() - start, True) if cached is not None else None
+    if cached is None:
+        return None
+    return FeatureSet(
+        [r.key for r in refs], cached, time.perf_counter() - start, True, _entry_counts(folder, len(refs))
+    )
 
 
 def store_features(
-    backbone: Backbone, refs: Sequence[ImageRef], features: np.ndarray, preprocess: str, reader: str, images_id: str
+    backbone: Backbone,
+    refs: Sequence[ImageRef],
+    features: np.ndarray,
+    preprocess: str,
+    reader: str,
+    images_id: str,
+    decoder: str = WORKERS,
+    counts: dict[str, int] | None = None,
 ) -> None:
     """Write the finished entry of features encoded elsewhere (gathered from the ranks of a torchrun evaluation),
     so a later run, distributed or not, reads them as if one process had encoded them."""
-    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id)
-    _write_manifest(folder, backbone, refs, preprocess, reader, images_id)
-    _finish(folder, [r.key for r in refs], np.ascontiguousarray(features, dtype=np.float32))
+    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id, decoder)
+    _write_manifest(folder, backbone, refs, preprocess, reader, images_id, decoder)
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    _finish(folder, [r.key for r in refs], features, counts if decoder != WORKERS else None)
 
 
 def batch_starts(n: int, batch_size: int) -> list[int]:
@@ -241,16 +308,19 @@ def encode_rows(
     num_workers: int = 0,
     open_image: Callable = open_rgb,
     progress: Callable[[int, int], None] | None = None,
+    decoder: DeviceDecoder | None = None,
+    counts: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Features of ``refs[start:stop]`` (both on ``batch_starts`` or the end), in the single-process batches; no
-    cache is read or written (a torchrun rank's shard)."""
+    cache is read or written (a torchrun rank's shard). ``counts`` adds how many images each path decoded."""
     transform = build_preprocess(backbone, preprocess)
     out = [np.zeros((0, backbone.image_embed_dim), np.float32)]
+    counts = {} if counts is None else counts
     for chunk_start in range(start - start % CHUNK, stop, CHUNK):
         a, b = max(start, chunk_start), min(stop, chunk_start + CHUNK)
         if a >= b:
             continue
-        out.append(_encode_chunk(backbone, refs[a:b], transform, open_image, batch_size, num_workers))
+        out.append(_encode_chunk(backbone, refs[a:b], transform, open_image, batch_size, num_workers, decoder, counts))
         if progress is not None:
             progress(b - start, stop - start)
     return np.concatenate(out)
@@ -263,19 +333,22 @@ def _encode_chunk(
     open_image: Callable,
     batch_size: int,
     num_workers: int,
+    decoder: DeviceDecoder | None = None,
+    counts: dict[str, int] | None = None,
 ) -> np.ndarray:
-    loader = torch.utils.data.DataLoader(
-        _ImageDataset(refs, transform, open_image), batch_size=batch_size, num_workers=num_workers, shuffle=False
-    )
+    """One chunk's features, in batches of ``batch_size``; ``counts`` adds how many images each path decoded."""
+    counts = {} if counts is None else counts
+    dataset = _ImageDataset(refs, transform, open_image)
+    if decoder is not None:
+        return encode_chunk_on_device(backbone, refs, dataset, decoder, batch_size, num_workers, counts)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     out = []
     for pixels, problems in loader:
         failed = [p for p in problems if p]
         if failed:
-            raise DataError(
-                f"{failed[0]}; run `cirbench data check --deep` to list every unreadable image, then fix or remove "
-                "them (--skip-missing leaves out missing and non-image files)"
-            )
+            raise unreadable(failed[0])
         out.append(backbone.encode_image(pixels).cpu().numpy().astype(np.float32))
+    counts[WORKERS] = counts.get(WORKERS, 0) + len(refs)
     return np.concatenate(out)
 
 

@@ -8,6 +8,10 @@ feature must be at least ``--min-cosine`` (0.99 by default), and the decoded pix
 Two image kinds are written: ``noise`` (uniform noise, the worst case for JPEG) and ``photo`` (smooth gradients with
 edges, closer to photographs).
 
+The evaluation path now decodes this way (``cirbench eval --decode device``, ``cirbench/decoding.py``);
+``perf/gallery_encoding.py --decode workers,device`` measures it through cirbench and ``perf/gpu_check.sh`` runs
+that. This script stays as a check written apart from cirbench's decoder.
+
 Run on a GPU:  python perf/gpu_decode_check.py --backbone ViT-L-14:random --images 1024 --batch-size 256 --workers 8
 CPU smoke run: python perf/gpu_decode_check.py --dry-run      (cirbench-tiny, 16 images, CPU decode_jpeg)
 """

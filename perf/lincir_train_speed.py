@@ -7,19 +7,29 @@ upstream corpus mix (CC3M captions are short, Stable Diffusion prompts long), so
     python perf/lincir_train_speed.py                         # CPU: ViT-B-32 random init, batch 32
     python perf/lincir_train_speed.py --device cuda --backbone ViT-L-14:random --batch 512 \\
         --precision bf16 --configs upstream,all,all+compile --steps 20 --warmup 5
+
+The training levers (``cirbench/lincir/levers.py``) are measured through the trainer itself (``lincir_levers.py``):
+``default`` (packing + SDPA hint + target cache), each lever alone on top of it (``+fused_adamw``, ``+varlen``,
+``+cuda_graphs``, ``+no_sync``, ``+prefetch``) and all together (``levers``, ``levers+compile``; without CUDA graphs:
+``levers-no-graphs``). A lever the device cannot run is reported as skipped, with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from lincir_levers import LEVERS, run_lever, write_mask_cache
 
 from cirbench.backbones import load_backbone
 from cirbench.lincir.objective import SpeedOptions, causal_attention, draw_randomness, encode, lincir_loss
@@ -102,6 +112,15 @@ def executed_tokens(tokens: torch.Tensor, speed: SpeedOptions, layers: int = 12)
         return int(ends.max()) * tokens.shape[0]
     chunks = torch.tensor_split(torch.sort(ends).values, speed.buckets)
     return int(sum(int(c.max()) * len(c) for c in chunks if len(c)))
+
+
+def lever_flops(args, masked: torch.Tensor) -> float:
+    """Text-tower matmul FLOPs of one steady-state step on ``masked`` (packed forward + input-gradient backward)."""
+    import open_clip
+
+    text = open_clip.get_model_config(args.backbone.split(":", 1)[0])["text_cfg"]
+    tokens = executed_tokens(masked, SpeedOptions(pack=True), text["layers"])
+    return text_flops_per_token(text["width"], text["layers"]) * 2 * tokens
 
 
 def run_config(args, cfg: Config, batches, device: torch.device) -> dict:
@@ -302,11 +321,14 @@ def main() -> None:
         "mean_executed_tokens_per_row": round(float((eot_positions(batches[0][0]) + 1).float().mean()), 1),
     }
     print(json.dumps(header))
+    masks = write_mask_cache(Path(tempfile.mkdtemp(prefix="lincir-speed-masks-")), batches)
     results = []
     for name in args.configs.split(","):
         try:
             if name == "hf-upstream":
                 result = run_hf_upstream(args, batches, device)
+            elif name in LEVERS:
+                result = run_lever(args, LEVERS[name], masks, device, functools.partial(lever_flops, args))
             else:
                 result = run_config(args, CONFIGS[name], batches, device)
         except Exception as error:  # noqa: BLE001 - one failing variant (e.g. compile) must not lose the others
@@ -316,12 +338,18 @@ def main() -> None:
         if args.json:  # after every configuration: a later one that hangs or is killed loses nothing
             with open(args.json, "w") as handle:
                 json.dump({"header": header, "results": results}, handle, indent=2)
-    bases = [r for r in results if "upstream" in r.get("config", "") and "samples_per_s" in r]
-    for base in bases:
+    shutil.rmtree(masks, ignore_errors=True)
+    is_base = lambda r: "upstream" in r.get("config", "") or r.get("config") == "default"  # noqa: E731
+    bases = [r for r in results if is_base(r) and "samples_per_s_mean" in r]
+    for base in bases:  # means: a host_sync=log configuration has no per-step time
         for r in results:
-            if "samples_per_s" in r:
-                speedup = r["samples_per_s"] / base["samples_per_s"]
-                print(f"{r['config']:>14}: {r['samples_per_s']:>9.2f} samples/s  x{speedup:.2f} vs {base['config']}")
+            if "samples_per_s_mean" in r:
+                speedup = r["samples_per_s_mean"] / base["samples_per_s_mean"]
+                rate = f"{r['samples_per_s_mean']:>9.2f} samples/s (mean)"
+                print(f"{r['config']:>24}: {rate}  x{speedup:.2f} vs {base['config']}")
+    for r in results:
+        if "skipped" in r:
+            print(f"{r['config']:>24}: skipped ({r['skipped']})")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cirbench.commands import app, cache_app, data_app
+from cirbench.commands.eval_options import DecodeOpt, IndexOpt, IndexParamOpt
 from cirbench.commands.seeds import seed_checkpoints
 from cirbench.errors import UsageError
 
@@ -142,6 +143,7 @@ def eval_command(
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Image/text batch size (not part of the run key).")] = 64,
     workers: Annotated[int, typer.Option(help="Image decoding workers.")] = 0,
+    decode: DecodeOpt = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     verify: Annotated[
@@ -162,25 +164,14 @@ def eval_command(
             "--limit", help="Only the first N queries: a smoke test, stored as its own run, never ranked as a full one."
         ),
     ] = None,
-    index: Annotated[
-        str,
-        typer.Option(
-            "--index",
-            help="Gallery search: exact (default), faiss-flat, faiss-ivf or faiss-hnsw (approximate ones enter the "
-            "run key and store their recall@50; faiss: pip install 'cirbench[scale]').",
-        ),
-    ] = "exact",
-    index_param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--index-param", help="Index parameter KEY=VALUE (faiss-ivf: nlist, nprobe; faiss-hnsw: M, ef_search)."
-        ),
-    ] = None,
+    index: IndexOpt = "exact",
+    index_param: IndexParamOpt = None,
 ) -> None:
     """Evaluate a method on a benchmark split (or every card with --all) and write result files.
 
     Under `torchrun --nproc_per_node N -m cirbench eval ...` every process encodes a shard of the images and
     queries; rank 0 ranks, scores and writes the result (the numbers do not depend on N)."""
+    from cirbench.decoding import parse_decode
     from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
     from cirbench.evaluation.distributed import joined
     from cirbench.options import split_pairs
@@ -189,7 +180,8 @@ def eval_command(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit}: give a positive number of queries (e.g. --limit 20)")
     index_params = split_pairs(index_param)
-    parse_index(index, index_params)  # a bad --index is one line before anything loads
+    parse_index(index, index_params)  # a bad --index (or --decode) is one line before anything loads
+    parse_decode(decode)
     with joined(pick_device(device)) as (group, rank_device):
         settings = EvalSettings(
             results_dir=results_dir,
@@ -203,6 +195,7 @@ def eval_command(
             show_progress=not as_json and group.main,
             verify=verify,
             group=group,
+            decode=decode,
         )
         quiet = as_json or not group.main  # only rank 0 prints (other ranks print errors only)
         if all_cards:

@@ -110,6 +110,23 @@ def train_lincir(
         bool | None, typer.Option("--pack/--no-pack", help="Run the tower on real tokens only (exact; default on).")
     ] = None,
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the tower.")] = None,
+    fused_adamw: Annotated[
+        bool | None, typer.Option("--fused-adamw/--no-fused-adamw", help="Single-kernel AdamW (exact up to rounding).")
+    ] = None,
+    varlen_attention: Annotated[
+        str | None,
+        typer.Option(help="Packed attention kernel: off (padded buffer), auto, reference (CPU test), flash (CUDA)."),
+    ] = None,
+    cuda_graphs: Annotated[
+        bool | None,
+        typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA graphs of the packed tower over bucketed shapes."),
+    ] = None,
+    host_sync: Annotated[
+        str | None, typer.Option(help="When the host waits for the device: step, or log (log/checkpoint steps only).")
+    ] = None,
+    prefetch: Annotated[
+        bool | None, typer.Option("--prefetch/--no-prefetch", help="Assemble the next batch in a background thread.")
+    ] = None,
     allow_download: Annotated[
         bool | None, typer.Option("--allow-download/--no-allow-download", help="Allow hub corpora and weights.")
     ] = None,
@@ -146,6 +163,11 @@ def train_lincir(
         "buckets": buckets,
         "pack": pack,
         "compile": compile_,
+        "fused_adamw": fused_adamw,
+        "varlen_attention": varlen_attention,
+        "cuda_graphs": cuda_graphs,
+        "host_sync": host_sync,
+        "prefetch": prefetch,
         "allow_download": allow_download,
         "threads": threads,
         "progress": False if quiet else None,

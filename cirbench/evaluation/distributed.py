@@ -22,6 +22,7 @@ import torch
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
+from cirbench.decoding import WORKERS, DeviceDecoder
 from cirbench.errors import DistributedError
 from cirbench.features import FeatureSet, batch_starts, cached_features, encode_rows, store_features
 from cirbench.images import check_images, identity_hash
@@ -139,24 +140,33 @@ def encode_images_sharded(
     reader: str,
     images_id: str | None,
     progress: Callable[[int, int], None] | None = None,
+    decoder: DeviceDecoder | None = None,
 ) -> FeatureSet | None:
     """The features of ``refs`` on rank 0 (None on the others): rank 0's finished cache entry when it has one,
-    else every rank encodes its shard and rank 0 gathers, checks and caches them."""
+    else every rank encodes its shard and rank 0 gathers, checks and caches them. Every rank decodes with the
+    same kind of ``decoder`` (the evaluation chose it from the same settings and backbone on each rank)."""
     start = time.perf_counter()
+    name = decoder.id if decoder is not None else WORKERS
     if images_id is None and group.main:
         images_id = identity_hash(check_images(refs), [ref.key for ref in refs])
-    hit = cached_features(backbone, refs, preprocess, reader, images_id) if use_cache and group.main else None
+    hit = cached_features(backbone, refs, preprocess, reader, images_id, name) if use_cache and group.main else None
     if broadcast(group, hit is not None):
         return hit
     a, b = shards(batch_starts(len(refs), batch_size), len(refs), group.world)[group.rank]
-    rows = encode_rows(backbone, refs, a, b, preprocess, batch_size, num_workers, open_image, progress)
-    pieces = gather(group, (group.rank, a, b, len(rows), rows))
+    counts: dict[str, int] = {}
+    rows = encode_rows(backbone, refs, a, b, preprocess, batch_size, num_workers, open_image, progress, decoder, counts)
+    pieces = gather(group, (group.rank, a, b, len(rows), (rows, counts)))
     if pieces is None:
         return None
-    features = np.concatenate(assemble(pieces, len(refs), "image features"))
+    parts = assemble(pieces, len(refs), "image features")
+    features = np.concatenate([rows for rows, _ in parts])
+    total = {"device": 0, WORKERS: 0}
+    for _, counted in parts:
+        for path, n in counted.items():
+            total[path] = total.get(path, 0) + n
     if use_cache:
-        store_features(backbone, refs, features, preprocess, reader, images_id)
-    return FeatureSet([ref.key for ref in refs], features, time.perf_counter() - start, False)
+        store_features(backbone, refs, features, preprocess, reader, images_id, name, total)
+    return FeatureSet([ref.key for ref in refs], features, time.perf_counter() - start, False, total)
 
 
 def encode_queries_sharded(

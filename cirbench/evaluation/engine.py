@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Part, Rankings
 from cirbench.benchmarks.ranks import RankingsWithPositives
+from cirbench.decoding import DeviceDecoder
 from cirbench.errors import SearchIndexError
 from cirbench.evaluation.distributed import SINGLE, Group, encode_images_sharded, encode_queries_sharded
 from cirbench.features import FeatureSet, encode_images
@@ -42,6 +43,7 @@ class EngineOutput:
     n_queries: int
     texts_with_placeholder: int | None  # queries whose text holds the method's placeholder character
     index: dict[str, Any] = field(default_factory=dict)  # the gallery index, its parameters and measured recall@50
+    decoded: dict[str, int] = field(default_factory=dict)  # images per decoding path ("device", "workers")
 
 
 def run_engine(
@@ -58,9 +60,11 @@ def run_engine(
     images_id: str | None = None,
     group: Group = SINGLE,
     index: IndexSpec = EXACT,
+    decoder: DeviceDecoder | None = None,
 ) -> EngineOutput | None:
     """Encode (cached) images, build queries, rank, and score (when the split has labels). Under torchrun every
-    rank encodes its shards and only rank 0 gets the output (None on the others)."""
+    rank encodes its shards and only rank 0 gets the output (None on the others). ``decoder``: decode JPEGs on
+    the device (``cirbench.decoding``); None: the CPU workers."""
     check_queries = getattr(method, "check_queries", None)
     if callable(check_queries):  # a method that can tell early it cannot encode some query, before any image
         check_queries(data.queries)
@@ -77,6 +81,7 @@ def run_engine(
         open_image=benchmark.open_image,
         reader=benchmark.image_reader_id,
         images_id=images_id,
+        decoder=decoder,
     )
     refs = list(data.images.values())
     if group.enabled:
@@ -124,6 +129,7 @@ def run_engine(
     metrics = benchmark.metrics(data, rankings) if data.has_labels else {}
     output = EngineOutput(metrics, rankings, timings, len(data.queries), with_placeholder if placeholder else None)
     output.index = index_record(index, searched)
+    output.decoded = dict(feats.decoded) if feats else {}
     return output
 
 

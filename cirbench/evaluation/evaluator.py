@@ -6,6 +6,15 @@ result returns without paying a backbone or checkpoint load. Backbones are kept 
 ``keep_splits()`` (what ``eval --all`` uses) loaded splits are kept too, so each split is read and its images
 checked once however many methods run on it. Under torchrun (``EvalSettings.group``) rank 0 decides reuse, ranks,
 scores and writes; every rank returns rank 0's result, so ``eval --all`` moves in step on every rank.
+
+Device JPEG decoding (``settings.decode``, ``cirbench.decoding``) enters the run key as ``decode`` (the decoder's
+name, e.g. ``decode_jpeg:cuda``) whenever it runs, and only then. Why: its pixels differ from PIL's by rounding, so
+its numbers can differ slightly (features within cosine 0.99), and a result of one decoder must never be returned
+for a request of the other; yet the CPU workers' runs, every run made so far and the default on CPU, keep their
+keys. The decoder is chosen before loading from the mode, the device and the benchmark's reader; only the
+backbone's preprocessing is known after loading, and when ``auto`` finds it has no tensor form the run falls back
+to the workers and looks for that key's result before computing. The result records in ``run_settings.decode``
+the mode asked, the decoder that ran, how many images each path decoded and, for ``auto``, why the workers did.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import torch
 
 from cirbench.backbones import Backbone, load_backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
+from cirbench.decoding import device_decoder, planned_decoder
 from cirbench.errors import BackboneError, ResultError
 from cirbench.evaluation.distributed import SINGLE, Group, broadcast
 from cirbench.evaluation.engine import Progress, run_engine
@@ -49,7 +59,8 @@ _BACKBONES: dict[tuple, Backbone] = {}
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How to run; none of these is part of the run key (``skip_missing`` reaches it through the missing images)."""
+    """How to run; none of these is part of the run key (``skip_missing`` reaches it through the missing images,
+    ``decode`` through the decoder that runs: see the module docstring)."""
 
     results_dir: Path | None = Path("results")  # None: compute metrics without writing a result
     overwrite: bool = False
@@ -62,6 +73,7 @@ class EvalSettings:
     show_progress: bool = False
     verify: bool = False  # hash the images' bytes (slow) instead of their path, size and mtime
     group: Group = SINGLE  # this process's place in a torchrun evaluation (``evaluation.distributed``)
+    decode: str = "workers"  # auto | workers | device (``cirbench.decoding``); `cirbench eval` passes auto
 
 
 @dataclass
@@ -136,20 +148,16 @@ def evaluate(
     ``method`` / ``backbone``: already-built objects to evaluate (LinCIR's in-training phi); then nothing is loaded.
     """
     group = settings.group
+    planned, why_workers = planned_decoder(
+        settings.decode, backbone.device if backbone else settings.device, spec.benchmark
+    )
     data = load_split(spec.benchmark, spec.split, spec.root, spec.options)
     refuse_blocked(data)
     missing = missing_images_hash(data, settings.skip_missing) if settings.skip_missing else None
-    fields = key_fields(spec, data.layout, data.annotations_sha256, missing)
-    key = run_key(fields)
-    path = None
-    if settings.results_dir is not None:
-        path = result_path(
-            settings.results_dir, spec.benchmark.name, spec.split, spec.method.name, spec.backbone.id, key
-        )
-        found = read_result(path) if group.main and path.is_file() and not settings.overwrite else None
-        found = broadcast(group, found)  # rank 0 decides: the ranks of another node may not see its results
-        if found is not None:
-            return Outcome(found, path, reused=True)
+    base = key_fields(spec, data.layout, data.annotations_sha256, missing)
+    fields, key, path, found = _lookup(spec, settings, base, planned)
+    if found is not None:
+        return Outcome(found, path, reused=True)
     prepared, skipped = prepare_split(data, settings.skip_missing)
     prepared = limit_queries(prepared, spec.limit)
     if path is not None and group.main:
@@ -158,6 +166,13 @@ def evaluate(
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
     method = method or build(spec, backbone)
+    decoder = None
+    if planned is not None:
+        decoder, why_workers = device_decoder(settings.decode, backbone, method.preprocess)
+        if decoder is None:  # auto, and the backbone's preprocessing has no tensor form: the workers' key
+            fields, key, path, found = _lookup(spec, settings, base, None)
+            if found is not None:
+                return Outcome(found, path, reused=True)
     label = f"{spec.method.name} {spec.benchmark.name}/{spec.split}"
     with stage_progress(label, settings.show_progress and group.main and progress is None) as bar:
         output = run_engine(
@@ -172,6 +187,7 @@ def evaluate(
             images_id=images_sha256,
             group=group,
             index=spec.index,
+            decoder=decoder,
         )
     if output is None:  # a torchrun rank other than 0: rank 0 ranks, scores and writes
         return Outcome(broadcast(group, None), path, reused=False)
@@ -230,6 +246,12 @@ def evaluate(
             "limit": spec.limit,  # --limit N: only the first N queries (also in key_fields)
             "world_size": group.world,  # torchrun processes that encoded it (the numbers do not depend on it)
             "index": output.index,  # gallery search: name, parameters, and recall@50 for an approximate index
+            "decode": {  # which decoder ran and how many images each path decoded (see the module docstring)
+                "mode": settings.decode,
+                "decoder": decoder.id if decoder is not None else "workers",
+                "images": output.decoded,
+                **({"why_workers": why_workers} if why_workers else {}),
+            },
         },
         env=environment(str(backbone.device)),
     )
@@ -237,6 +259,21 @@ def evaluate(
         save_result(result, path, rankings_record(output.rankings))
     broadcast(group, result)
     return Outcome(result, path, reused=False, rankings=output.rankings)
+
+
+def _lookup(
+    spec: RunSpec, settings: EvalSettings, base: dict[str, Any], decoder: str | None
+) -> tuple[dict[str, Any], str, Path | None, RunResult | None]:
+    """The run key's fields (``base`` plus the device decoder when one runs), the key, the result's path and the
+    finished result to reuse there (rank 0 decides: the ranks of another node may not see its results)."""
+    fields = {**base, "decode": decoder} if decoder is not None else base
+    key = run_key(fields)
+    if settings.results_dir is None:
+        return fields, key, None, None
+    path = result_path(settings.results_dir, spec.benchmark.name, spec.split, spec.method.name, spec.backbone.id, key)
+    group = settings.group
+    found = read_result(path) if group.main and path.is_file() and not settings.overwrite else None
+    return fields, key, path, broadcast(group, found)
 
 
 def writable(folder: Path) -> None:

@@ -115,6 +115,9 @@ def entry_from_result(result: RunResult) -> Entry:
     if index:  # an approximate index (exact search is never in the key): its numbers are not exact search's
         recall = (result.run_settings.get("index") or {}).get("recall@50")
         protocol += (f"{index['name']} (recall@50 {recall:.2f})" if recall is not None else str(index["name"]),)
+    decoder = result.key_fields.get("decode")
+    if decoder:  # JPEGs decoded on the device: pixels round differently from PIL's (a separate row, marked)
+        protocol += (f"JPEGs decoded by {decoder}",)
     return Entry(
         benchmark=bench.name,
         split=bench.split,

@@ -71,6 +71,12 @@ class TrainConfig:
     pack: bool = option("recipe", True)  # the tower runs on real tokens only (exact; supersedes truncate, buckets)
     target_cache: bool = option("recipe", True)
     compile: bool = option("recipe", False)
+    # Levers for the hardware limit (``levers.py``); each exact, off by default.
+    fused_adamw: bool = option("recipe", False)  # single-kernel AdamW (float rounding differs: a recipe option)
+    varlen_attention: str = option("recipe", "off")  # off | auto | reference | flash: packed attention kernel
+    cuda_graphs: bool = option("recipe", False)  # CUDA graphs of the packed tower over bucketed shapes (CUDA only)
+    host_sync: str = option("runtime", "step")  # step | log: when the host waits for the device (bit-identical)
+    prefetch: bool = option("runtime", False)  # assemble step s+1's batch in a thread during step s (bit-identical)
     checkpoint_every: int = option("schedule", 1000)
     keep_checkpoints: bool = option("schedule", True)
     val_benchmark: str = option("schedule", "cirr")
@@ -143,7 +149,7 @@ RESUMABLE_OVERRIDES = fields_with_role("schedule", "location", "runtime")
 # Options added after runs were already being written, with the value that reproduces how those older runs computed.
 # A run directory without the option resumes with that value, and the option enters the hash only when it differs,
 # so runs started by an older cirbench keep their hash and continue bit-exactly.
-LATER_OPTIONS: dict[str, Any] = {"pack": False}
+LATER_OPTIONS: dict[str, Any] = {"pack": False, "fused_adamw": False, "varlen_attention": "off", "cuda_graphs": False}
 
 
 def recipe_hash(recipe: Mapping[str, Any]) -> str:

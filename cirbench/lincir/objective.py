@@ -15,6 +15,9 @@ Speedups, each exact (tests prove equality with the plain path):
   flash/efficient kernels instead of an additive mask;
 - ``pack``: every per-token operation runs on the real tokens only and attention on a zero-padded causal buffer
   (``packed.py``); the tower's FLOPs follow the captions' true lengths instead of the longest row's;
+- ``attention``: on packed tokens, a variable-length attention kernel instead of the padded buffer (``varlen.py``);
+- ``graphs``: the packed tower captured as CUDA graphs over bucketed shapes (``packplan.py``: padding that no real
+  row attends to);
 - target caching (``target=``): the clean embedding of a caption never changes (frozen tower), so it may be passed in
   from a cache instead of recomputed.
 
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from cirbench.lincir.packed import encode_packed, supports_packing
+from cirbench.lincir.packplan import PackPlan
 from cirbench.phi import Phi
 from cirbench.text_encoding import encode_tokens, eot_positions
 
@@ -46,6 +50,8 @@ class SpeedOptions:
     causal_sdpa: bool = True
     pack: bool = False  # run the tower on real tokens only (``packed.py``); supersedes truncate and buckets
     compile: bool = False  # torch.compile the packed tower (the unpacked path compiles ``model.transformer``)
+    attention: str = "padded"  # the packed tower's attention kernel (``varlen.KERNELS``: padded, reference, flash)
+    graphs: bool = False  # CUDA graphs of the packed tower, one per bucketed shape (needs bucketed plans)
 
     @classmethod
     def plain(cls) -> SpeedOptions:
@@ -119,10 +125,22 @@ def encode(
     tokens: torch.Tensor,
     pseudo_tokens: torch.Tensor | None = None,
     speed: SpeedOptions = SpeedOptions(),
+    plan: PackPlan | None = None,
 ) -> torch.Tensor:
-    """Unnormalised projected text features, encoded per ``speed`` (same values as one plain 77-token pass)."""
+    """Unnormalised projected text features, encoded per ``speed`` (same values as one plain 77-token pass).
+
+    ``plan``: the packing plan of ``tokens``, built on the host beforehand (no device read-back); packed path only."""
     if speed.pack and supports_packing(model):
-        return encode_packed(model, tokens, pseudo_tokens, PLACEHOLDER_ID, compiled=speed.compile)
+        return encode_packed(
+            model,
+            tokens,
+            pseudo_tokens,
+            PLACEHOLDER_ID,
+            compiled=speed.compile,
+            plan=plan,
+            attention=speed.attention,
+            graphs=speed.graphs,
+        )
     if speed.buckets <= 1 or tokens.shape[0] <= 1:
         return encode_tokens(model, tokens, pseudo_tokens, PLACEHOLDER_ID, truncate=speed.truncate)
     order = torch.argsort(eot_positions(tokens), stable=True)
@@ -151,13 +169,15 @@ def lincir_loss(
     speed: SpeedOptions = SpeedOptions(),
     noise_scale: float = 1.0,
     l2_normalize: bool = False,
+    plans: tuple[PackPlan | None, PackPlan | None] = (None, None),
 ) -> StepOutput:
     """Upstream's loss block. ``randomness=None`` draws from torch's global RNG in upstream order and lets phi's
-    own ``nn.Dropout`` draw its masks (the literal upstream path); otherwise the given draws are used."""
+    own ``nn.Dropout`` draw its masks (the literal upstream path); otherwise the given draws are used. ``plans``:
+    the packing plans of ``tokens`` and ``masked_tokens`` when built on the host beforehand."""
     with causal_attention(model, speed.causal_sdpa):
         if target is None:
             with torch.no_grad():
-                target = encode(model, tokens, None, speed)
+                target = encode(model, tokens, None, speed, plans[0])
         target = target.float()
         batch, dim = target.shape
         if randomness is None:
@@ -170,6 +190,6 @@ def lincir_loss(
         if l2_normalize:
             features = F.normalize(features, dim=-1)
         pseudo = phi(features) if masks is None else phi(features, masks)
-        predicted = encode(model, masked_tokens, pseudo, speed)
+        predicted = encode(model, masked_tokens, pseudo, speed, plans[1])
     loss = F.mse_loss(predicted.float(), target, reduction="mean")
     return StepOutput(loss=loss, target=target)

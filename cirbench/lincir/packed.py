@@ -3,9 +3,10 @@
 Captions in a batch are short and of very different lengths (CC3M captions ~15 BPE tokens, prompts up to 75), so a
 padded (B, 77) batch spends most of its work on positions after EOT. The tower is causal and pools at EOT, so those
 positions never influence a row's output. Here every per-token operation (layer norms, the QKV and output projections,
-the MLP) runs on the packed (T, W) matrix of real tokens; only attention scatters into a zero-padded (B, L, 3W)
-buffer, where causal SDPA is exact because padding follows EOT and causal rows never look ahead. The last block needs
-only its EOT rows after attention, so its output projection and MLP run on B rows.
+the MLP) runs on the packed (T, W) matrix of real tokens (where they go: ``packplan.py``); by default attention
+scatters into a zero-padded (B, L, 3W) buffer, where causal SDPA is exact because padding follows EOT and causal rows
+never look ahead, and a variable-length kernel (``varlen.py``) can run it on the packed tokens instead. The last
+block needs only its EOT rows after attention, so its output projection and MLP run on B rows.
 
 Same values as one plain padded pass (float rounding aside); gradients flow into the pseudo tokens.
 """
@@ -20,7 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cirbench.text_encoding import eot_positions, pools_at_argmax, project_text
+from cirbench.lincir.packplan import TOKENS_PER_ROW, PackPlan, plan_pack
+from cirbench.lincir.varlen import VARLEN
+from cirbench.text_encoding import pools_at_argmax, project_text
 
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its training flag, verdict)
 
@@ -73,11 +76,15 @@ def _is_causal(mask: torch.Tensor | None) -> bool:
     return bool(torch.isneginf(mask[upper]).all()) and bool((mask[~upper] == 0).all())
 
 
-def _attention(block: Any, x: torch.Tensor, flat: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+def _attention(block: Any, x: torch.Tensor, plan: dict[str, Any], kernel: str) -> torch.Tensor:
     """Causal self-attention of block ``block`` on packed tokens ``x`` (T, W); returns (T, W) before out_proj."""
     attn = block.attn
     heads, width = attn.num_heads, x.shape[-1]
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    if kernel != "padded":  # variable-length kernels work on the packed (T, H, Dh) tensors directly
+        q, k, v = qkv.view(-1, 3, heads, width // heads).unbind(1)
+        return VARLEN[kernel](q, k, v, plan["cu_seqlens"], plan["length"]).reshape(-1, width)
+    batch, length, flat = plan["batch"], plan["length"], plan["flat"]
     padded = qkv.new_zeros(batch * length, 3 * width).index_copy(0, flat, qkv)
     q, k, v = padded.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, Dh); padding follows EOT
@@ -90,24 +97,31 @@ def encode_packed(
     pseudo_tokens: torch.Tensor | None = None,
     placeholder_id: int = 259,
     compiled: bool = False,
+    plan: PackPlan | None = None,
+    attention: str = "padded",
+    graphs: bool = False,
 ) -> torch.Tensor:
     """Unnormalised projected features of ``tokens`` (B, 77), as ``backbones.encode_tokens`` computes them.
 
-    ``compiled`` runs the tower through ``torch.compile`` (dynamic shapes: the token count changes every batch)."""
-    batch = tokens.shape[0]
-    lengths = (eot_positions(tokens) + 1).cpu()  # the one host sync: the packing plan is built on the CPU
-    length = int(lengths.max())
-    flat_cpu = (torch.arange(length)[None, :] < lengths[:, None]).reshape(-1).nonzero().squeeze(1)
-    device = tokens.device
-    plan = {
-        "flat": flat_cpu.to(device, non_blocking=True),
-        "positions": (flat_cpu % length).to(device, non_blocking=True),
-        "rows": torch.repeat_interleave(torch.arange(batch), lengths).to(device, non_blocking=True),
-        "ends": (torch.cumsum(lengths, 0) - 1).to(device, non_blocking=True),  # each row's EOT in the packed matrix
-    }
-    ids = tokens[:, :length].reshape(-1).index_select(0, plan["flat"])
-    forward = _compiled_forward() if compiled else packed_forward
-    return forward(model, ids, pseudo_tokens, placeholder_id, batch, length, **plan)
+    ``plan``: the batch's packing plan on the device (``packplan.plan_pack``); without one it is built from
+    ``tokens`` here, which reads them back to the host (one synchronisation). ``attention``: the kernel
+    (``varlen.KERNELS``). ``compiled`` runs the tower through ``torch.compile`` (dynamic shapes: the token count
+    changes every batch); ``graphs`` captures CUDA graphs, one per bucket (of inductor's kernels when
+    ``compiled``), which needs a bucketed plan."""
+    if plan is None:
+        host = plan_pack(tokens.cpu(), rows=len(tokens) if graphs else None)  # the one host sync
+        plan = host.to(tokens.device, non_blocking=True)
+    if graphs and not plan.bucketed:
+        raise ValueError("CUDA graphs need a bucketed plan (plan_pack(..., rows=N)): its shapes repeat")
+    if pseudo_tokens is not None and plan.batch > pseudo_tokens.shape[0]:  # dummy rows of a bucketed plan
+        pseudo_tokens = F.pad(pseudo_tokens, (0, 0, 0, plan.batch - pseudo_tokens.shape[0]))
+    arrays = {name: getattr(plan, name) for name in ("flat", "positions", "rows", "ends", "cu_seqlens")}
+    mode = ("graphs+inductor" if compiled else "graphs") if graphs else ("dynamic" if compiled else None)
+    forward = _compiled_forward(mode) if mode else packed_forward
+    out = forward(model, plan.ids, pseudo_tokens, placeholder_id, plan.batch, plan.length, attention, **arrays)
+    if graphs:  # a graph's output buffer is overwritten at its next replay: keep a copy
+        out = out.clone()
+    return out[: plan.real] if plan.batch > plan.real else out
 
 
 def packed_forward(
@@ -117,10 +131,12 @@ def packed_forward(
     placeholder_id: int,
     batch: int,
     length: int,
+    attention: str,
     flat: torch.Tensor,
     positions: torch.Tensor,
     rows: torch.Tensor,
     ends: torch.Tensor,
+    cu_seqlens: torch.Tensor,
 ) -> torch.Tensor:
     """The tower on packed ids (T,): embeddings, blocks, final norm and projection of the EOT rows."""
     cast_dtype = model.transformer.get_cast_dtype()
@@ -129,9 +145,10 @@ def packed_forward(
         slots = (ids == placeholder_id).unsqueeze(-1)
         x = torch.where(slots, pseudo_tokens.to(cast_dtype).index_select(0, rows), x)
     x = x + model.positional_embedding.to(cast_dtype).index_select(0, positions)
+    plan = {"batch": batch, "length": length, "flat": flat, "cu_seqlens": cu_seqlens}
     blocks = list(model.transformer.resblocks)
     for i, block in enumerate(blocks):
-        attended = _attention(block, block.ln_1(x), flat, batch, length)
+        attended = _attention(block, block.ln_1(x), plan, attention)
         if i == len(blocks) - 1:  # only the EOT rows are pooled: finish the last block on them alone
             x, attended = x.index_select(0, ends), attended.index_select(0, ends)
         x = x + block.ls_1(block.attn.out_proj(attended))
@@ -140,5 +157,16 @@ def packed_forward(
 
 
 @functools.cache
-def _compiled_forward():
-    return torch.compile(packed_forward, dynamic=True)
+def _compiled_forward(mode: str):
+    """``dynamic``: inductor, one graph for every token count. ``graphs``: CUDA graphs of the eager kernels
+    (dynamo's ``cudagraphs`` backend: no code generation, so capturing a new bucket takes seconds);
+    ``graphs+inductor``: CUDA graphs of inductor's kernels (``reduce-overhead``). Both graph modes use static
+    shapes, one capture per bucket, with and without gradients: the recompile limit is raised to hold them all."""
+    if mode == "dynamic":
+        return torch.compile(packed_forward, dynamic=True)
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 4 * len(TOKENS_PER_ROW))
+    if mode == "graphs":
+        return torch.compile(packed_forward, backend="cudagraphs", dynamic=False)
+    return torch.compile(packed_forward, mode="reduce-overhead", dynamic=False)

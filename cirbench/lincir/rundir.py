@@ -22,6 +22,7 @@ import torch
 
 from cirbench.errors import TrainError
 from cirbench.io import atomic_write_json, atomic_write_torch
+from cirbench.lincir import levers, optim
 from cirbench.lincir.config import CONFIG_FILE, TrainConfig, recipe_hash
 from cirbench.lincir.packed import supports_packing
 from cirbench.lincir.trainlog import LOSS_CURVE, METRICS_FILE, summarise
@@ -137,7 +138,7 @@ def load_state(trainer: Trainer) -> tuple[int, dict[str, float], list[float]]:
             state["world"],
         )
     t.phi.load_state_dict(state["phi"])
-    t.optimizer.load_state_dict(state["optimizer"])
+    optim.load_state(t.optimizer, state["optimizer"])  # saved fused or not: the flags of this run's optimizer
     if state.get("scaler"):
         t.scaler.load_state_dict(state["scaler"])
     t.generator.set_state(state["generator"])
@@ -217,10 +218,11 @@ def write_meta(trainer: Trainer, step: int, clock: dict[str, float], status: str
         "selection": t.selector.summary(),
         "checkpoint": PHI_BEST if t.selector.best_step is not None else PHI_LAST,
         "speedups": {
-            **dataclasses.asdict(cfg.speed),
+            **dataclasses.asdict(t.speed),
             "pack": cfg.pack and supports_packing(t.model),  # False where the tower cannot be packed
             "target_cache": t.targets is not None,
             "tower_precision": t.precision,
+            **levers.record(cfg, t.speed),  # the levers as they ran (``auto`` resolved)
         },
         "config": cfg.to_dict(),
         "segments": clock.get("segments", 1),

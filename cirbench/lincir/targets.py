@@ -3,19 +3,35 @@
 Upstream recomputes ``E_T(t)`` at every visit. Here the first visit computes it and stores it in a memory-mapped file
 shared by the ranks of a node; later visits (epochs 2+) read it back. Values are stored in the tower's output dtype
 (bf16 -> fp32 is exact), so a cached target equals the one the first visit used, bit for bit. The cache lives in the
-run directory and survives interruption, which keeps ``--resume`` bit-exact.
+run directory and survives interruption, which keeps ``--resume`` bit-exact. ``lookup`` (host reads, no model) and
+``complete`` (the missing rows) are separate so that a prefetch thread can read step s+1's rows during step s.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cirbench.io import atomic_write_json
+
+
+@dataclass
+class CachedRows:
+    """A lookup: the rows' stored values (tower dtype; rows in ``missing`` hold no target) and which were not cached."""
+
+    indices: np.ndarray
+    values: torch.Tensor
+    missing: np.ndarray
+
+    def to(self, device: torch.device, non_blocking: bool = False, pin: bool = False) -> CachedRows:
+        values = self.values.pin_memory() if pin else self.values
+        return CachedRows(self.indices, values.to(device, non_blocking=non_blocking), self.missing)
+
 
 _STORAGE = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
 
@@ -71,13 +87,32 @@ class TargetCache:
 
         ``compute`` gets the positions (into ``indices``) of the missing rows and returns their embeddings.
         """
+        return self.complete(self.lookup(indices), compute, device)
+
+    def lookup(self, indices: np.ndarray) -> CachedRows:
+        """The cached rows of ``indices`` as they are now (host work only: a prefetch thread may call it)."""
         indices = np.asarray(indices, dtype=np.int64)
         missing = np.flatnonzero(self.filled[indices] == 0)
-        if len(missing):
-            fresh = compute(missing)
-            self.values[indices[missing]] = self._to_numpy(fresh)
-            self.filled[indices[missing]] = 1
-        return self._to_torch(self.values[indices]).to(device).float()
+        return CachedRows(indices, self._to_torch(self.values[indices]), missing)
+
+    def complete(
+        self, rows: CachedRows, compute: Callable[[np.ndarray], torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        """fp32 targets of a lookup: rows cached since it (by an earlier step or another rank) are read now, the
+        rest computed by ``compute(positions)`` and stored. Computed rows are returned in the stored dtype, so
+        every target equals what a read of the cache gives, bit for bit."""
+        values = rows.values.to(device)
+        if len(rows.missing):
+            cached_now = self.filled[rows.indices[rows.missing]] != 0
+            late, missing = rows.missing[cached_now], rows.missing[~cached_now]
+            if len(late):
+                values[torch.from_numpy(late).to(device)] = self._to_torch(self.values[rows.indices[late]]).to(device)
+            if len(missing):
+                fresh = compute(missing)
+                self.values[rows.indices[missing]] = self._to_numpy(fresh)
+                self.filled[rows.indices[missing]] = 1
+                values[torch.from_numpy(missing).to(device)] = fresh.detach().to(device, self.dtype)
+        return values.float()
 
     @property
     def hit_rate(self) -> float:

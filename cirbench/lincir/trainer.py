@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from cirbench.errors import TrainError
-from cirbench.lincir import rundir
+from cirbench.lincir import levers, optim, rundir
+from cirbench.lincir.batches import Assembler, MicroBatch, batches
 from cirbench.lincir.config import TrainConfig, TrainResult, resolve_device, resolve_precision
 from cirbench.lincir.distributed import any_rank, barrier, broadcast, init_distributed, mean_over_ranks
 from cirbench.lincir.objective import causal_attention, draw_randomness, encode, lincir_loss
@@ -115,6 +116,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.precision = resolve_precision(config.precision, self.device)
+        levers.check(config, self.device, self.precision)  # before masks and weights: refuse what cannot run here
         if config.global_batch % (self.dist.world * config.accum):
             raise TrainError(
                 f"global batch {config.global_batch} is not divisible by devices x accumulation "
@@ -174,7 +176,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.phi = Phi.for_backbone(self.backbone.embed_dim, self.backbone.token_dim, cfg.phi_dropout)
         self.phi.to(self.device).train()
-        self.optimizer = torch.optim.AdamW(self.phi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = optim.adamw(self.phi.parameters(), cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
         # fp16 towers pass fp16 gradients back to phi: scale the loss as upstream's accelerate GradScaler does.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.phi_ddp: torch.nn.Module = self.phi
@@ -185,6 +187,21 @@ class Trainer:
             self.phi_ddp = DistributedDataParallel(self.phi, device_ids=ids)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.targets = self._target_cache()
+        packed = cfg.pack and supports_packing(self.model)
+        self.speed = levers.resolve(cfg, self.device, packed, self.model.transformer.get_cast_dtype())
+        lazy = cfg.host_sync == "log"
+        self.assemble = Assembler(
+            self.masks,
+            self.plan,
+            self.dist,
+            self.micro,
+            cfg.accum,
+            self.device,
+            self.targets,
+            host_plans=packed and (lazy or cfg.prefetch or self.speed.graphs),
+            pin=lazy or cfg.prefetch,
+            bucket_rows=self.micro if self.speed.graphs else None,
+        )
         from cirbench.lincir.selection import ModelSelector, validation_evaluator
 
         evaluate, why = (None, "validation runs on rank 0")
@@ -220,43 +237,43 @@ class Trainer:
         return TargetCache(*args)
 
     # the step -------------------------------------------------------------------------------------------------
-    def _targets(self, idx: np.ndarray, orig: torch.Tensor) -> torch.Tensor | None:
-        if self.targets is None:
+    def _targets(self, micro: MicroBatch) -> torch.Tensor | None:
+        if micro.cached is None:
             return None
 
         def compute(positions: np.ndarray) -> torch.Tensor:
-            rows = torch.from_numpy(positions).to(orig.device)
+            rows = torch.from_numpy(positions).to(micro.orig.device)
+            plan = self.assemble.host_plan(micro.orig_host[positions]) if self.assemble.host_plans else None
             with torch.no_grad():
-                return encode(self.model, orig[rows], None, self.cfg.speed)
+                return encode(self.model, micro.orig[rows], None, self.speed, plan)
 
-        return self.targets.get(idx, compute, self.device)
+        return self.targets.complete(micro.cached, compute, self.device)
 
-    def step(self, step: int) -> torch.Tensor:
-        """One optimizer step over the global batch of ``step``; returns this rank's mean loss (detached)."""
+    def step(self, step: int, inputs: Any = None) -> torch.Tensor:
+        """One optimizer step over the global batch of ``step``; returns this rank's mean loss (detached).
+        ``inputs``: where the step's micro-batches come from (``batches.batches``; default: assembled now)."""
         cfg, d = self.cfg, self.dist
-        indices = self.plan.indices(step)
-        draws = self.plan.variant_draws(step)
+        micros = inputs.get(step) if inputs is not None else self.assemble(step)
         rnd = draw_randomness(cfg.global_batch, self.backbone.embed_dim, self.phi, self.generator, self.device)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.speed.graphs:  # a new step: graph outputs of the previous one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         total = torch.zeros((), device=self.device)
-        for micro in range(cfg.accum):
-            start = (micro * d.world + d.rank) * self.micro
-            rows = slice(start, start + self.micro)
-            orig, masked, _ = self.masks.batch(indices[rows], draws[rows])
-            orig, masked = orig.to(self.device, non_blocking=True), masked.to(self.device, non_blocking=True)
-            target = self._targets(indices[rows], orig)
-            sync = d.enabled and micro < cfg.accum - 1
+        for i, micro in enumerate(micros):
+            target = self._targets(micro)
+            sync = d.enabled and i < cfg.accum - 1
             with self.phi_ddp.no_sync() if sync else contextlib.nullcontext():
                 out = lincir_loss(
                     self.model,
                     self.phi_ddp,
-                    orig,
-                    masked,
+                    micro.orig,
+                    micro.masked,
                     target=target,
-                    randomness=rnd.rows(rows),
-                    speed=dataclasses.replace(cfg.speed, causal_sdpa=False),
+                    randomness=rnd.rows(micro.rows),
+                    speed=dataclasses.replace(self.speed, causal_sdpa=False),
                     noise_scale=cfg.noise_scale,
                     l2_normalize=cfg.l2_normalize,
+                    plans=micro.plans,
                 )
                 self.scaler.scale(out.loss / cfg.accum).backward()
             total += out.loss.detach() / cfg.accum
@@ -278,26 +295,33 @@ class Trainer:
         status, done_here = "completed", 0
         bar = _TrainProgress(cfg.progress and d.main, cfg.steps, step, cfg.global_batch)
         self.log = TrainLog(self.out, d.main, step, cfg.global_batch)
-        with _stop_signals() as stop, causal_attention(self.model, cfg.causal_sdpa), bar:
+        lazy, mark = cfg.host_sync == "log", started  # lazy: the device is waited for at sync points only
+        inputs = batches(self.assemble, cfg.prefetch, cfg.steps)
+        with _stop_signals() as stop, causal_attention(self.model, cfg.causal_sdpa), bar, inputs as source:
             while step < cfg.steps:
-                t0 = time.perf_counter()
-                loss = self.step(step)
+                if not lazy:
+                    mark = time.perf_counter()
+                loss = self.step(step, source)
                 step += 1
                 done_here += 1
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    value = mean_over_ranks(d, loss)
+                logged = step % cfg.log_every == 0 or step == cfg.steps
+                due = logged or step % cfg.checkpoint_every == 0 or (self.selector.enabled and self.selector.due(step))
+                value = mean_over_ranks(d, loss) if logged else None
+                if value is not None:
                     losses.append(value)
-                else:
-                    value = None
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                clock["train_s"] += time.perf_counter() - t0
+                halt = stop["stop"] or (self.stop_after is not None and done_here >= self.stop_after)
+                if not lazy or due or halt:  # a sync point: the step's time is known here
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    now = time.perf_counter()
+                    clock["train_s"] += now - mark
+                    mark = now
                 clock["total_train_s"] = train_base + clock["train_s"]
                 bar.update(step, value, clock["train_s"], done_here)
                 if value is not None:
                     self.log.train(step, value, self.optimizer.param_groups[0]["lr"], clock["train_s"])
-                halt = stop["stop"] or (self.stop_after is not None and done_here >= self.stop_after)
-                halt = any_rank(d, halt, self.device)
+                # Every rank must take part in agreeing on a stop: each step, or (lazy, DDP) the steps all ranks sync.
+                halt = any_rank(d, halt, self.device) if not (lazy and d.enabled) or due else False
                 if self.selector.enabled and self.selector.due(step):
                     t1 = time.perf_counter()
                     improved = False
@@ -309,6 +333,7 @@ class Trainer:
                     self.selector.load_state_dict(broadcast(d, self.selector.state_dict()))
                     barrier(d)
                     clock["val_s"] += time.perf_counter() - t1
+                    mark = time.perf_counter()
                     bar.note(
                         f"val {cfg.val_metric} @ {step}: {self.selector.history[-1][cfg.val_metric]:.2f}"
                         + (" (best)" if improved else "")
@@ -318,6 +343,7 @@ class Trainer:
                     status = "completed" if step >= cfg.steps else ("interrupted" if halt else "running")
                     rundir.save(self, step, clock, losses, status)
                     barrier(d)
+                    mark = time.perf_counter()
                 if halt and step < cfg.steps:
                     status = "interrupted"
                     break
