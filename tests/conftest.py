@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from cirr_support import make_cirr
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,36 +45,6 @@ def one_thread():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes features and results under its own temporary cache, never in the user's home."""
     monkeypatch.setenv("CIRBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-
-
-def make_cirr(root: Path) -> Path:
-    """A 12-image CIRR val split in the SEARLE layout: 4 queries whose groups have 6 members each
-    (reference = members[0], target = members[2])."""
-    from PIL import Image
-
-    names = [f"dev-{i}-0-img{i % 2}" for i in range(12)]
-    (root / "cirr" / "captions").mkdir(parents=True)
-    (root / "cirr" / "image_splits").mkdir(parents=True)
-    (root / "dev").mkdir()
-    for i, name in enumerate(names):
-        Image.new("RGB", (48, 40), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)).save(root / "dev" / f"{name}.png")
-    split = {name: f"./dev/{name}.png" for name in names}
-    (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
-    queries = []
-    for q in range(4):
-        members = names[q : q + 6]
-        queries.append(
-            {
-                "pairid": 100 + q,
-                "reference": members[0],
-                "target_hard": members[2],
-                "target_soft": {members[2]: 1.0},
-                "caption": ["make it green", "add a dog", "show it at night", "remove the car"][q],
-                "img_set": {"id": q, "members": members, "reference_rank": 0, "target_rank": 2},
-            }
-        )
-    (root / "cirr" / "captions" / "cap.rc2.val.json").write_text(json.dumps(queries))
-    return root
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cirr_support import make_cirr
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -279,31 +280,7 @@ def test_a_backbone_without_a_tensor_pipeline():
 
 def make_split(root: Path) -> Path:
     """A 12-image CIRR val split (SEARLE layout) with 8 JPEGs and 4 PNGs, 4 queries."""
-    names = [f"dev-{i}-0-img{i % 2}" for i in range(12)]
-    (root / "cirr" / "captions").mkdir(parents=True)
-    (root / "cirr" / "image_splits").mkdir(parents=True)
-    (root / "dev").mkdir()
-    split = {}
-    for i, name in enumerate(names):
-        suffix = ".png" if i % 3 == 1 else ".jpg"
-        Image.fromarray(photo(64, 48, i)).save(root / "dev" / f"{name}{suffix}")
-        split[name] = f"./dev/{name}{suffix}"
-    (root / "cirr" / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split))
-    queries = []
-    for q in range(4):
-        members = names[q : q + 6]
-        queries.append(
-            {
-                "pairid": 100 + q,
-                "reference": members[0],
-                "target_hard": members[2],
-                "target_soft": {members[2]: 1.0},
-                "caption": ["make it green", "add a dog", "show it at night", "remove the car"][q],
-                "img_set": {"id": q, "members": members, "reference_rank": 0, "target_rank": 2},
-            }
-        )
-    (root / "cirr" / "captions" / "cap.rc2.val.json").write_text(json.dumps(queries))
-    return root
+    return make_cirr(root, lambda i: (Image.fromarray(photo(64, 48, i)), ".png" if i % 3 == 1 else ".jpg"))
 
 
 def test_evaluate_records_the_decoder_and_keys_it(tmp_path, one_thread):

@@ -101,24 +101,12 @@ CAPTIONS = ["a dog runs across the green grass", "the cat sits on a wooden table
 
 
 def _train_config(tmp_path: Path, out: str, **kw):
-    from cirbench.lincir.config import TrainConfig
+    from lincir_support import tiny_config
 
     corpus = tmp_path / "captions.txt"
     if not corpus.exists():
         corpus.write_text("\n".join(f"{c} {i}" for i in range(8) for c in CAPTIONS) + "\n")  # 24 captions
-    base = dict(
-        backbone="cirbench-tiny:random",
-        corpora=[str(corpus)],
-        out=str(tmp_path / out),
-        steps=6,
-        global_batch=8,
-        lr=1e-3,
-        checkpoint_every=2,
-        progress=False,
-        threads=1,
-        log_every=1,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(corpus, tmp_path / out, **{"steps": 6, "checkpoint_every": 2, **kw})
 
 
 def _train_lines(run: Path) -> list[dict]:

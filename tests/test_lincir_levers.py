@@ -10,21 +10,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lincir_support import CAPTIONS, pad, tiny_config, torchrun_cirbench, write_corpus
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cirbench.errors import TrainError
 from cirbench.lincir import tokenizer as tk
 from cirbench.lincir.batches import PREFETCH_THREAD, Prefetcher
-from cirbench.lincir.config import TrainConfig
 from cirbench.lincir.objective import SpeedOptions, draw_randomness, encode, lincir_loss
 from cirbench.lincir.optim import adamw, load_state
 from cirbench.lincir.packed import encode_packed
@@ -34,25 +32,16 @@ from cirbench.lincir.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops on a shared 2-core machine
 
-CAPTIONS = [
-    "a dog runs across the green grass in the park",
-    "the cat sits on a wooden table",
-    "running fast",
-    "portrait of a young woman, digital art, highly detailed, 8k",
-    "two children play with a red ball on the beach",
-    "an old man reads a newspaper at the station",
-    "a small bird rests under the green tree",
-    "cyberpunk city at night, neon lights, rain, highly detailed",
-]
 MASKED = ["[$] runs across [$]", "[$] sits on [$]", "[$]", "[$] of [$] , [$]", "[$] play with [$] on [$]", "[$]"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path)
+
+
+config = tiny_config
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def pad(rows: list[list[int]]) -> torch.Tensor:
-    out = torch.zeros(len(rows), 77, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +49,6 @@ def tower():
     from cirbench.backbones import load_backbone
 
     return load_backbone("cirbench-tiny:random")
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "captions.txt"
-    path.write_text("\n".join(f"{c} {i}" for i in range(3) for c in CAPTIONS) + "\n")  # 24 captions: 3 steps/epoch
-    return path
-
-
-def config(corpus, out, **kw) -> TrainConfig:
-    base = dict(
-        backbone="cirbench-tiny:random",
-        corpora=[str(corpus)],
-        out=str(out),
-        steps=8,
-        global_batch=8,
-        lr=1e-3,
-        checkpoint_every=100,
-        progress=False,
-        threads=1,
-        log_every=1,
-    )
-    return TrainConfig(**{**base, **kw})
 
 
 def weights(run) -> dict[str, torch.Tensor]:
@@ -415,17 +381,10 @@ def test_target_read_after_a_late_fill_is_the_cached_value(tmp_path):
 def test_ddp_two_gloo_processes_with_prefetch_and_lazy_sync_equal_one_process(tmp_path, corpus):
     """Each rank prefetches its own rows: 2 ranks x 4 equal 1 process x 2 micro-batches of 4, bit for bit."""
     one = train(config(corpus, tmp_path / "accum2", accum=2, steps=5))
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cirbench"]
-    cmd += ["train", "lincir", "--backbone", "cirbench-tiny:random", "--corpus", str(corpus), "--out"]
-    cmd += [str(tmp_path / "ddp"), "--steps", "5", "--global-batch", "8", "--lr", "1e-3", "--checkpoint-every", "100"]
-    cmd += ["--threads", "1", "--quiet", "--device", "cpu", "--prefetch", "--host-sync", "log", "--set", "log_every=1"]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
+    args = ["train", "lincir", "--backbone", "cirbench-tiny:random", "--corpus", str(corpus), "--out"]
+    args += [str(tmp_path / "ddp"), "--steps", "5", "--global-batch", "8", "--lr", "1e-3", "--checkpoint-every"]
+    args += ["100", "--threads", "1", "--quiet", "--device", "cpu", "--prefetch", "--host-sync", "log"]
+    proc = torchrun_cirbench([*args, "--set", "log_every=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "train_meta.json").read_text())
     assert meta["device_count"] == 2 and meta["speedups"]["prefetch"] is True

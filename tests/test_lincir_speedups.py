@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from lincir_support import pad, tiny_config
 
 from cirbench.lincir import tokenizer as tk
 from cirbench.lincir.objective import SpeedOptions, draw_randomness, encode, lincir_loss
@@ -30,13 +31,6 @@ MASKED = [
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops on a shared 2-core machine
-
-
-def pad(rows: list[list[int]]) -> torch.Tensor:
-    out = torch.zeros(len(rows), 77, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -150,25 +144,14 @@ def test_training_with_and_without_target_cache_agrees(tmp_path, monkeypatch):
     """Two epochs: the second reads every target from the cache; weights match the recomputing run."""
     from safetensors.torch import load_file
 
-    from cirbench.lincir.config import TrainConfig
     from cirbench.lincir.trainer import train
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(f"{c} number {i}" for i, c in enumerate(CAPTIONS * 2)) + "\n")
     runs = {}
     for cached in (True, False):
-        cfg = TrainConfig(
-            backbone="cirbench-tiny:random",
-            corpora=[str(corpus)],
-            out=str(tmp_path / f"r{cached}"),
-            steps=6,
-            global_batch=4,
-            lr=1e-3,
-            checkpoint_every=100,
-            progress=False,
-            threads=1,
-            target_cache=cached,
-            buckets=2,
+        cfg = tiny_config(
+            corpus, tmp_path / f"r{cached}", steps=6, global_batch=4, log_every=10, target_cache=cached, buckets=2
         )
         result = train(cfg)
         runs[cached] = load_file(str(result.out / "phi_last.safetensors"))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lincir_support import tiny_config, torchrun_cirbench, write_corpus
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -19,43 +18,16 @@ from cirbench.lincir.config import TrainConfig
 from cirbench.lincir.selection import ModelSelector
 from cirbench.lincir.trainer import _stop_signals, train
 
-CAPTIONS = [
-    "a dog runs across the green grass in the park",
-    "the cat sits on a wooden table",
-    "running fast",
-    "portrait of a young woman, digital art, highly detailed, 8k",
-    "two children play with a red ball on the beach",
-    "an old man reads a newspaper at the station",
-    "a small bird rests under the green tree",
-    "cyberpunk city at night, neon lights, rain, highly detailed",
-]
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops on a shared 2-core machine
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    path = tmp_path / "captions.txt"
-    path.write_text("\n".join(f"{c} {i}" for i in range(3) for c in CAPTIONS) + "\n")  # 24 captions
-    return path
+    return write_corpus(tmp_path)
 
 
 def config(corpus, out, **kw) -> TrainConfig:
-    base = dict(
-        backbone="cirbench-tiny:random",
-        corpora=[str(corpus)],
-        out=str(out),
-        steps=8,
-        global_batch=8,
-        lr=1e-3,
-        checkpoint_every=100,
-        progress=False,
-        threads=1,
-        log_every=1,
-        buckets=2,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(corpus, out, **{"buckets": 2, **kw})
 
 
 def weights(run) -> dict[str, torch.Tensor]:
@@ -75,48 +47,10 @@ def _initial_phi() -> dict[str, torch.Tensor]:
 def test_ddp_two_gloo_processes_equal_one_process(tmp_path, corpus):
     one_accum = train(config(corpus, tmp_path / "accum2", accum=2, steps=5))
     one = train(config(corpus, tmp_path / "single", steps=5))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "cirbench",
-        "train",
-        "lincir",
-        "--backbone",
-        "cirbench-tiny:random",
-        "--corpus",
-        str(corpus),
-        "--out",
-        str(tmp_path / "ddp"),
-        "--steps",
-        "5",
-        "--global-batch",
-        "8",
-        "--lr",
-        "1e-3",
-        "--buckets",
-        "2",
-        "--checkpoint-every",
-        "100",
-        "--threads",
-        "1",
-        "--quiet",
-        "--device",
-        "cpu",
-        "--set",
-        "log_every=1",
-    ]
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
+    args = ["train", "lincir", "--backbone", "cirbench-tiny:random", "--corpus", str(corpus), "--out"]
+    args += [str(tmp_path / "ddp"), "--steps", "5", "--global-batch", "8", "--lr", "1e-3", "--buckets", "2"]
+    args += ["--checkpoint-every", "100", "--threads", "1", "--quiet", "--device", "cpu", "--set", "log_every=1"]
+    proc = torchrun_cirbench(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "train_meta.json").read_text())
     assert meta["device_count"] == 2 and meta["per_device_batch"] == 4 and meta["global_batch"] == 8
