@@ -10,8 +10,9 @@ How close: crop, scaling, normalising and padding are the same arithmetic as the
 resize happens, ``tests/test_decoding.py``). Two steps round differently: the tensor resize against PIL's
 fixed-point one (at most 1 grey level here), and nvJPEG against libjpeg-turbo (on CPU ``decode_jpeg`` gives PIL's
 pixels exactly). So device-decoded features are not the workers' features bitwise: every image's cosine to its
-workers feature is >= 0.99 (tested on CPU; checked on a GPU by ``perf/gpu_check.sh``), and the decoder enters the
-feature-cache key and the run key (``evaluation.evaluator``).
+workers feature is >= 0.99 and its nearest workers feature is its own (tested on CPU; on a GPU not yet run, what
+``perf/gpu_check.sh`` checks), and the decoder enters the feature-cache key and the run key
+(``evaluation.evaluator``).
 
 Only what the tensor path reproduces takes it: the benchmark's plain RGB opener (not GeneCIS crops or COCO
 regions), a backbone whose preprocessing is open_clip's Resize / CenterCrop / RGB / ToTensor / Normalize, and
@@ -142,6 +143,12 @@ def planned_decoder(mode: str, device: str | torch.device, benchmark: Benchmark)
     loaded (``device_decoder``)."""
     mode = parse_decode(mode)
     problem = opener_problem(benchmark)
+    kind = str(device).split(":")[0]
+    if mode == "device" and kind not in ("cpu", "cuda"):  # decode_jpeg decodes anywhere else on the CPU, unsaid
+        raise OptionError(
+            f"--decode device: the device is {device}, where decode_jpeg does not decode (only cuda or cpu); "
+            "use --decode workers (or auto)"
+        )
     if mode == "device" and problem:
         raise OptionError(f"--decode device: {problem}, which device decoding does not reproduce; use --decode auto")
     if mode == "device" or (mode == "auto" and str(device).startswith("cuda") and problem is None):

@@ -2,7 +2,8 @@
 
 Known answers: on CPU ``decode_jpeg`` gives PIL's pixels exactly, so without a resize the device path's features
 equal the workers' bitwise; with a resize they differ by the resize's rounding only (pixels at most 1 grey level,
-cosine >= 0.99 per image). PNGs in the same gallery take the workers path and are bitwise the workers' features.
+cosine >= 0.99 per image and nearest its own workers feature). PNGs in the same gallery take the workers path and
+are bitwise the workers' features. The CUDA test (nvJPEG) skips without CUDA.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def gallery(folder: Path, jpegs: int = 6, pngs: int = 3, size: tuple[int, int] =
     return refs
 
 
+def nearest_workers_row(workers: torch.Tensor, device: torch.Tensor) -> list[int]:
+    """For each device feature, the row of the workers feature it is nearest to (cosine)."""
+    return (F.normalize(device, dim=-1) @ F.normalize(workers, dim=-1).T).argmax(dim=1).tolist()
+
+
 def cpu_decoder(backbone, kind: str = "clip") -> DeviceDecoder:
     decoder, why = device_decoder("device", backbone, kind)
     assert why is None and decoder is not None
@@ -88,6 +94,9 @@ def test_device_features_within_tolerance_and_pngs_bitwise(tiny_backbone, tmp_pa
     cosine = F.cosine_similarity(a, b, dim=-1)
     assert float(cosine.min()) >= MIN_COSINE
     assert not torch.equal(a, b)  # the resize rounds differently: close, not equal (hence its own keys)
+    # 0.99 alone proves little with a random model (different images here reach cosine 0.995): each device feature
+    # must also be nearer its own image's workers feature than any other image's.
+    assert nearest_workers_row(a, b) == list(range(len(refs)))
 
 
 def test_pixel_differences_are_the_resize_rounding_only(tiny_backbone, tmp_path):
@@ -173,6 +182,40 @@ def test_a_corrupt_jpeg_is_the_same_one_line_error(tiny_backbone, tmp_path):
         encode_images(tiny_backbone, refs, batch_size=4, use_cache=False, decoder=cpu_decoder(tiny_backbone))
     assert str(device.value) == str(workers.value)
     assert str(refs[1].path) in str(device.value) and "\n" not in str(device.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: nvJPEG decodes only there")
+def test_nvjpeg_on_cuda_against_the_workers(tmp_path):
+    """The one path a CPU cannot run: decode_jpeg on CUDA (nvJPEG, batched), then the tensor preprocessing there.
+    Known answers: the decoder is named decode_jpeg:cuda; JPEGs decode on the GPU and PNGs on the workers, in
+    order; PNG rows are bitwise the workers'; each JPEG row is within cosine 0.99 of its workers feature and
+    nearest it; a truncated JPEG is the workers' one-line error (whether nvJPEG refuses it is what this checks)."""
+    from cirbench.backbones import load_backbone
+
+    backbone = load_backbone("cirbench-tiny:random", device="cuda")
+    decoder = cpu_decoder(backbone)
+    assert decoder.id == "decode_jpeg:cuda"
+    refs = gallery(tmp_path)
+    jpegs = [r for r in refs if r.path.suffix == ".jpg"]
+    decoded = decoder.decode([torch.frombuffer(bytearray(r.path.read_bytes()), dtype=torch.uint8) for r in jpegs])
+    pil = [torch.from_numpy(np.array(Image.open(r.path).convert("RGB"))).permute(2, 0, 1) for r in jpegs]
+    assert [(t.device.type, tuple(t.shape)) for t in decoded] == [("cuda", tuple(p.shape)) for p in pil]
+    workers = encode_images(backbone, refs, batch_size=4, use_cache=False)
+    device = encode_images(backbone, refs, batch_size=4, use_cache=False, decoder=decoder)
+    assert device.decoded == {"device": 6, WORKERS: 3}
+    a, b = torch.from_numpy(workers.features), torch.from_numpy(device.features)
+    for row, ref in enumerate(refs):
+        if ref.path.suffix == ".png":
+            assert torch.equal(a[row], b[row]), row
+    assert float(F.cosine_similarity(a, b, dim=-1).min()) >= MIN_COSINE
+    assert nearest_workers_row(a, b) == list(range(len(refs)))
+    data = refs[1].path.read_bytes()
+    refs[1].path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as on_cpu:
+        encode_images(backbone, refs, batch_size=4, use_cache=False)
+    with pytest.raises(DataError) as on_gpu:
+        encode_images(backbone, refs, batch_size=4, use_cache=False, decoder=decoder)
+    assert str(on_gpu.value) == str(on_cpu.value)
 
 
 # --------------------------------------------------------------------------------------------- keys and cache
@@ -263,6 +306,11 @@ def test_auto_and_device_before_loading():
         planned_decoder("device", "cuda", genecis)
     with pytest.raises(OptionError, match="--decode 'gpu'"):
         planned_decoder("gpu", "cuda", cirr)
+    # decode_jpeg decodes on the CPU for any device but cuda: never keyed as "decode_jpeg:mps"
+    for other in ("mps", "xpu:0"):
+        with pytest.raises(OptionError, match=f"--decode device: the device is {other}, .*use --decode workers"):
+            planned_decoder("device", other, cirr)
+        assert planned_decoder("auto", other, cirr) == (None, f"the device is {other}, not CUDA")
 
 
 def test_a_backbone_without_a_tensor_pipeline():
@@ -309,6 +357,40 @@ def test_evaluate_records_the_decoder_and_keys_it(tmp_path, one_thread):
 
     assert entry_from_result(device.result).protocol == ("JPEGs decoded by decode_jpeg:cpu",)
     assert entry_from_result(default.result).protocol == ()  # the leaderboard marks device-decoded rows only
+
+
+def test_leaderboard_marks_device_rows_only_when_the_device_decoded_and_never_averages_them_as_seeds(
+    tmp_path, one_thread
+):
+    """A device-keyed run whose gallery held no JPEG (Pic2Word's PNG layouts) has the workers' features bitwise: no
+    mark. Two training seeds, one per decoder, stay two rows; two seeds on one decoder become one."""
+    from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+    from cirbench.leaderboard import collect_entries
+    from cirbench.leaderboard.entries import entry_from_result
+    from cirbench.results import result_path, save_result
+
+    root = make_split(tmp_path / "CIRR")
+    spec = resolve(RunRequest("image-only", "cirr", "cirbench-tiny:random", root=root))
+    workers = evaluate(spec, EvalSettings(results_dir=None)).result
+    device = evaluate(spec, EvalSettings(results_dir=None, decode="device")).result
+    assert entry_from_result(device).protocol == ("JPEGs decoded by decode_jpeg:cpu",)
+    no_jpeg = {**device.run_settings["decode"], "images": {"device": 0, WORKERS: 12}}
+    png_only = device.model_copy(update={"run_settings": {**device.run_settings, "decode": no_jpeg}})
+    assert entry_from_result(png_only).protocol == ()
+
+    def seeded(result, seed: int, results: Path) -> None:
+        meta = {"config": {"seed": seed}}
+        result = result.model_copy(update={"run_key": f"{result.run_key[:10]}s{seed}"}, deep=True)
+        result.method.train_meta = meta
+        bench = result.benchmark
+        save_result(result, result_path(results, bench.name, bench.split, "m", "b", result.run_key), None)
+
+    mixed, same = tmp_path / "mixed", tmp_path / "same"
+    seeded(workers, 0, mixed), seeded(device, 1, mixed)
+    seeded(workers, 0, same), seeded(workers, 1, same)
+    assert [e.seeds for e in collect_entries(same, None)] == [(0, 1)]
+    rows = collect_entries(mixed, None)
+    assert sorted((e.seed, e.protocol) for e in rows) == [(0, ()), (1, ("JPEGs decoded by decode_jpeg:cpu",))]
 
 
 def test_auto_falls_back_after_loading_to_the_workers_key(tmp_path, monkeypatch, one_thread):
@@ -358,6 +440,11 @@ def test_cli_device_decoding_on_cpu(tmp_path, one_thread):
     record = json.loads(out[out.index("[") :])[0]
     assert record["run_settings"]["decode"]["images"] == {"device": 8, WORKERS: 4}
     assert record["key_fields"]["decode"] == "decode_jpeg:cpu"
+    code, out = _cli(*base, "--results-dir", str(tmp_path / "r"), "--json")  # the default: the official PIL path
+    assert code == 0, out
+    default = json.loads(out[out.index("[") :])[0]
+    assert default["run_settings"]["decode"]["mode"] == WORKERS and "decode" not in default["key_fields"]
+    assert default["run_settings"]["decode"]["images"] == {"device": 0, WORKERS: 12}
 
 
 @pytest.mark.slow

@@ -80,6 +80,29 @@ def test_host_plan_has_the_known_layout():
     assert plan.cu_seqlens.tolist() == [0, 3, 5, 10] and plan.cu_seqlens.dtype == torch.int32
 
 
+def test_unbucketed_plan_is_the_layout_the_packed_path_built_before_host_plans():
+    """The plan the default path uses, against the construction ``encode_packed`` had before plans moved to the
+    host (written out again here): same index tensors, dtypes included, so the default path stays bit-exact."""
+    rng = np.random.default_rng(0)
+    rows = [[49406, *rng.integers(300, 49000, size=int(n)).tolist(), 49407] for n in rng.integers(0, 76, size=33)]
+    tokens = pad(rows)
+    lengths = tokens.argmax(-1) + 1
+    length = int(lengths.max())
+    flat = (torch.arange(length)[None, :] < lengths[:, None]).reshape(-1).nonzero().squeeze(1)
+    before = {
+        "ids": tokens[:, :length].reshape(-1).index_select(0, flat),
+        "flat": flat,
+        "positions": flat % length,
+        "rows": torch.repeat_interleave(torch.arange(len(rows)), lengths),
+        "ends": torch.cumsum(lengths, 0) - 1,
+    }
+    plan = plan_pack(tokens)
+    assert plan.length == length and (plan.batch, plan.real) == (33, 33)
+    for name, value in before.items():
+        got = getattr(plan, name)
+        assert got.dtype == value.dtype and torch.equal(got, value), name
+
+
 def test_bucketed_plan_keeps_every_real_token_and_pads_after_eot():
     rows = [tk.tokenize(c) for c in CAPTIONS[:5]]
     tokens = pad(rows)
@@ -182,6 +205,19 @@ def test_cuda_graphs_over_buckets_equal_eager_on_cuda():
         assert (graphed_grad - eager_grad).norm() <= 2e-2 * eager_grad.norm()
 
 
+def test_reference_kernel_refuses_arguments_flash_would_get_wrong():
+    """The CPU stand-in checks what flash relies on (int32 spans covering every token, ``max_len`` at least the
+    longest row), so the equality tests above also prove the arguments the flash kernel is given."""
+    from cirbench.lincir.varlen import reference
+
+    q = torch.randn(10, 2, 4)
+    cu = torch.tensor([0, 3, 5, 10], dtype=torch.int32)
+    assert reference(q, q, q, cu, 5).shape == (10, 2, 4)
+    for bad_cu, max_len in ((cu, 4), (cu.long(), 5), (torch.tensor([0, 3, 5, 9], dtype=torch.int32), 5)):
+        with pytest.raises(ValueError, match="flash's contract"):
+            reference(q, q, q, bad_cu, max_len)
+
+
 def test_graphs_need_a_bucketed_plan(tower):
     tokens = pad([tk.tokenize(m) for m in MASKED])
     with pytest.raises(ValueError, match="bucketed plan"):
@@ -214,6 +250,34 @@ def test_cli_refuses_cuda_graphs_on_cpu_with_exit_2(tmp_path, corpus):
     assert result.output.strip().splitlines() == [
         "error: cuda_graphs=true needs a CUDA device (this run is on cpu): pass --no-cuda-graphs"
     ]
+
+
+def test_varlen_off_written_in_yaml_is_off(tmp_path, corpus):
+    """YAML (a card's ``train:``, ``--set``) reads the documented value ``off`` as false: it means off."""
+    import yaml
+
+    from cirbench.cli import app
+    from cirbench.lincir.config import TrainConfig
+
+    assert TrainConfig.from_dict(yaml.safe_load("varlen_attention: off")).varlen_attention == "off"
+    args = ["train", "lincir", "-b", "cirbench-tiny:random", "--corpus", str(corpus), "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--set", "varlen_attention=off", "--cuda-graphs"])
+    assert result.exit_code == 2  # refused for the CUDA graphs (on a CPU), not for the value `off`
+    assert result.output.strip().splitlines() == [
+        "error: cuda_graphs=true needs a CUDA device (this run is on cpu): pass --no-cuda-graphs"
+    ]
+
+
+def test_a_lever_refused_for_the_tower_leaves_nothing_a_rerun_trips_on(tmp_path, corpus, monkeypatch):
+    """A lever that only the loaded tower rules out (it cannot be packed) is refused before the run directory holds
+    anything of a run: the same command without the lever then starts, with no --overwrite."""
+    import cirbench.lincir.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "supports_packing", lambda model: False)
+    with pytest.raises(TrainError, match="varlen_attention=reference runs on packed tokens"):
+        Trainer(config(corpus, tmp_path / "run", device="cpu", varlen_attention="reference"))
+    assert not (tmp_path / "run" / "target_cache").exists()
+    assert Trainer(config(corpus, tmp_path / "run", device="cpu")).speed.pack is False
 
 
 def test_auto_varlen_on_cpu_runs_padded_and_records_it(tmp_path, corpus):

@@ -143,7 +143,7 @@ def eval_command(
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Image/text batch size (not part of the run key).")] = 64,
     workers: Annotated[int, typer.Option(help="Image decoding workers.")] = 0,
-    decode: DecodeOpt = "auto",
+    decode: DecodeOpt = "workers",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     verify: Annotated[

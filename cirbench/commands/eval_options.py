@@ -10,9 +10,10 @@ DecodeOpt = Annotated[
     str,
     typer.Option(
         "--decode",
-        help="Image decoding: auto (JPEGs on the device when it is CUDA and the backbone's preprocessing has a "
-        "tensor form, else workers), workers (PIL in the --workers processes) or device (decode_jpeg batched on "
-        "--device; an error where it does not apply). Device decoding enters the run key and the cache key.",
+        help="Image decoding: workers (the default: PIL in the --workers processes, as the official code), auto "
+        "(JPEGs on the device when it is CUDA and the backbone's preprocessing has a tensor form, else workers) or "
+        "device (decode_jpeg batched on --device; an error where it does not apply). Device decoding is faster on a "
+        "GPU but rounds differently: it enters the run key and the cache key, and the leaderboard marks its rows.",
     ),
 ]
 IndexOpt = Annotated[

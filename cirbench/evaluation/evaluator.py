@@ -73,7 +73,7 @@ class EvalSettings:
     show_progress: bool = False
     verify: bool = False  # hash the images' bytes (slow) instead of their path, size and mtime
     group: Group = SINGLE  # this process's place in a torchrun evaluation (``evaluation.distributed``)
-    decode: str = "workers"  # auto | workers | device (``cirbench.decoding``); `cirbench eval` passes auto
+    decode: str = "workers"  # workers | auto | device (``cirbench.decoding``); workers is every default
 
 
 @dataclass

@@ -7,6 +7,7 @@ under which protocol, so a val run is never silently ranked against a published 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,8 +117,9 @@ def entry_from_result(result: RunResult) -> Entry:
         recall = (result.run_settings.get("index") or {}).get("recall@50")
         protocol += (f"{index['name']} (recall@50 {recall:.2f})" if recall is not None else str(index["name"]),)
     decoder = result.key_fields.get("decode")
-    if decoder:  # JPEGs decoded on the device: pixels round differently from PIL's (a separate row, marked)
-        protocol += (f"JPEGs decoded by {decoder}",)
+    on_device = ((result.run_settings.get("decode") or {}).get("images") or {}).get("device")
+    if decoder and on_device != 0:  # JPEGs decoded on the device: pixels round differently from PIL's (marked);
+        protocol += (f"JPEGs decoded by {decoder}",)  # none decoded there: every feature is bitwise the workers'
     return Entry(
         benchmark=bench.name,
         split=bench.split,
@@ -135,6 +137,16 @@ def entry_from_result(result: RunResult) -> Entry:
         run_key=result.run_key,
         created_at=result.created_at,
     )
+
+
+def _with_seed(entry: Entry, result: RunResult) -> Entry:
+    """The row with its seed facts; its seed group also holds the protocol marks, so runs that differ in one (device
+    decoding, --limit, --index) are never averaged as seeds."""
+    from cirbench.leaderboard.seeds import seed_group, train_record, training_seed
+
+    group = seed_group(result)
+    group = f"{group}|{json.dumps(entry.protocol)}" if group else ""
+    return dataclasses.replace(entry, seed=training_seed(result), seed_group=group, train_record=train_record(result))
 
 
 def _row_citation(row: Mapping[str, Any], benchmark: str) -> str:
@@ -214,17 +226,11 @@ def _is_metric_block(value: Any) -> bool:
 def collect_entries(results_dir: Path | None, reported: Path | None, aggregate: bool = True) -> list[Entry]:
     """Every run under ``results_dir/runs`` plus the reported rows (either may be None); runs that differ only in
     their training seed become one row (mean ± sample std) unless ``aggregate`` is False."""
-    from cirbench.leaderboard.seeds import aggregate_seeds, seed_group, train_record, training_seed
+    from cirbench.leaderboard.seeds import aggregate_seeds
 
     results = iter_results(results_dir) if results_dir is not None else []
     # Test-split runs without public labels have no metrics: they feed `cirbench submit`, not the tables.
-    entries = [
-        dataclasses.replace(
-            entry_from_result(r), seed=training_seed(r), seed_group=seed_group(r), train_record=train_record(r)
-        )
-        for r in results
-        if r.metrics
-    ]
+    entries = [_with_seed(entry_from_result(r), r) for r in results if r.metrics]
     if aggregate:
         entries = aggregate_seeds(entries)
     if reported is not None:

@@ -96,6 +96,8 @@ class TrainConfig:
         """A config from options (a card's ``train:``, ``--set``, flags); unknown names and values of the wrong
         type are a ``TrainError`` naming the option."""
         types = {f.name: f.type for f in dataclasses.fields(cls)}
+        if data.get("varlen_attention") is False:  # YAML (cards, --set) reads the documented value `off` as false
+            data = {**data, "varlen_attention": "off"}
         unknown = sorted(set(data) - set(types))
         if unknown:
             raise TrainError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(types))}")

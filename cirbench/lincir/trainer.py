@@ -186,9 +186,10 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.phi_ddp = DistributedDataParallel(self.phi, device_ids=ids)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.targets = self._target_cache()
         packed = cfg.pack and supports_packing(self.model)
+        # before the target cache is created in the run directory: a refused lever must leave nothing a rerun trips on
         self.speed = levers.resolve(cfg, self.device, packed, self.model.transformer.get_cast_dtype())
+        self.targets = self._target_cache()
         lazy = cfg.host_sync == "log"
         self.assemble = Assembler(
             self.masks,

@@ -27,6 +27,10 @@ CHOICES = ("off", "auto", "reference", "flash")  # the ``varlen_attention`` opti
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
     """Causal SDPA row by row on the packed tensors (reads the spans on the host: a test kernel, not a fast one)."""
     bounds = cu.tolist()
+    spans = [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    # flash's contract, checked here so that CPU tests of this kernel also prove the arguments flash gets are right
+    if cu.dtype != torch.int32 or bounds[0] != 0 or bounds[-1] != q.shape[0] or max(spans) > max_len:
+        raise ValueError(f"varlen arguments break flash's contract: cu_seqlens {cu.dtype} {bounds}, max_len {max_len}")
     pieces = []
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
         rows = [t[start:end].transpose(0, 1) for t in (q, k, v)]  # (H, n, Dh)
