@@ -30,6 +30,7 @@ from cirbench.text_encoding import encode_tokens, tokenize_with_placeholder
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 RANDOM_TAG = "random"
 PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # Paper spellings -> open_clip ids (HARNESS_DESIGN.md §3).
 ALIASES = {

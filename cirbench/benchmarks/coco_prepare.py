@@ -19,7 +19,6 @@ to name the draw in every result; a rerun with the same identity resumes (masked
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from PIL import Image
 
 from cirbench.benchmarks.annotations import field, file_name, items, missing_fields, read_annotation_json
 from cirbench.errors import AnnotationError, DataError, UsageError
+from cirbench.identity import file_sha256
 from cirbench.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 FIX = "use COCO's annotations/instances_val2017.json (https://cocodataset.org/#download)"
@@ -167,14 +167,6 @@ def masked_image(source: Path, query: CocoQuery) -> Image.Image:
         raise DataError(f"{source}: cannot save a masked image of {pixels.dtype} {pixels.shape} ({error})") from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def prepare_coco(
     root: Path,
     instances: Path | None = None,
@@ -191,7 +183,7 @@ def prepare_coco(
     images_dir, masked_dir = root / "val2017", root / "val2017_masked"
     if not images_dir.is_dir():
         raise DataError(f"{images_dir} not found: the COCO val2017 images (https://cocodataset.org/#download)")
-    identity = {"seed": seed, "instances_sha256": _sha256(instances), "maker": "cirbench data prepare-coco"}
+    identity = {"seed": seed, "instances_sha256": file_sha256(instances), "maker": "cirbench data prepare-coco"}
     record_path, csv_path = root / RECORD, root / CSV_NAME
     _claim(root, record_path, csv_path, masked_dir, identity, overwrite)
     queries = draw_queries(load_instances(instances), seed)
@@ -214,7 +206,7 @@ def prepare_coco(
         "queries": len(queries),
         "masked_written": written,
         "masked_kept": kept,
-        "csv_sha256": _sha256(csv_path),
+        "csv_sha256": file_sha256(csv_path),
     }
     atomic_write_json(record_path, record)
     return record
@@ -240,6 +232,6 @@ def draw_record(csv_path: Path) -> dict[str, Any] | None:
         record = read_json(record_path)
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("csv_sha256") != _sha256(csv_path):
+    if not isinstance(record, dict) or record.get("csv_sha256") != file_sha256(csv_path):
         return None
     return record

@@ -22,17 +22,17 @@ from typing import Any
 
 import torch
 
+from cirbench.backbones import PRECISION_DTYPES
 from cirbench.errors import TrainError
 from cirbench.lincir import varlen
 from cirbench.lincir.objective import SpeedOptions
 
 HOST_SYNC = ("step", "log")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def check(cfg: Any, device: torch.device, precision: str) -> None:
     """What can be refused before anything is loaded: unknown values, and levers this device cannot run."""
-    varlen.resolve(cfg.varlen_attention, cfg.pack, device, _DTYPES.get(precision, torch.float32))
+    varlen.resolve(cfg.varlen_attention, cfg.pack, device, PRECISION_DTYPES.get(precision, torch.float32))
     if cfg.host_sync not in HOST_SYNC:
         raise TrainError(
             f"host_sync={cfg.host_sync!r} is not one of {', '.join(HOST_SYNC)}; pass --host-sync step or log"

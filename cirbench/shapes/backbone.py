@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import BACKBONES, Backbone, BackboneProvider, quiet_open_clip, register_configs
+from cirbench.backbones import (
+    BACKBONES,
+    PRECISION_DTYPES,
+    Backbone,
+    BackboneProvider,
+    quiet_open_clip,
+    register_configs,
+)
 from cirbench.errors import BackboneError
 from cirbench.identity import file_sha256
 from cirbench.io import atomic_write, atomic_write_text
@@ -118,9 +125,6 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
         raise BackboneError(f"{path} does not match {MODEL_NAME}: missing {missing}, unexpected {unexpected}")
     model.eval().requires_grad_(False)
     return model, meta
-
-
-PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def weights_identity(precision: str = "fp32", weights_dir: Path = ASSET_DIR) -> str:
