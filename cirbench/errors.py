@@ -86,3 +86,60 @@ class DistributedError(UserError, RuntimeError):
 
 class SearchIndexError(UserError, ValueError):
     """An unknown ``--index``, a bad index parameter, faiss not installed, or a run the chosen index cannot rank."""
+
+
+class IntegrityError(UserError, ValueError):
+    """A file cirbench wrote earlier whose digest no longer matches: damaged, truncated or edited since."""
+
+
+class NonFiniteError(UserError, ValueError):
+    """A NaN or infinite value in weights, features, scores, a loss or parameters; names the component and file."""
+
+
+class ContainmentError(UserError, ValueError):
+    """A path that resolves (symlinks followed) outside the root it must stay in."""
+
+
+class BusyError(UserError, RuntimeError):
+    """Another process is writing the same run folder or result; a second writer is refused."""
+
+
+class LimitError(UserError, ValueError):
+    """An input that would make cirbench work or allocate without bound (an alias bomb, an image over the pixel
+    budget)."""
+
+
+SHOWN_CHARS = 80
+
+
+def shown(value: object, limit: int = SHOWN_CHARS, _depth: int = 0) -> str:
+    """A value as an error message may print it: ``repr`` cut to ``limit`` characters, whatever its size.
+
+    Why: an error must stay one short line even for a huge value (a YAML alias bomb expands to gigabytes), so the
+    value is never fully rendered: containers are summarised by type and length before any ``repr`` is taken.
+    """
+    if isinstance(value, (list, tuple, dict, set, frozenset)) and (len(value) > 8 or _depth >= 2):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
+        value = value[: 4 * limit]
+    try:
+        text = (
+            repr(value)
+            if not isinstance(value, (list, tuple, dict, set, frozenset))
+            else _shallow(value, limit, _depth)
+        )
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still named by its type
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shallow(value: object, limit: int, depth: int) -> str:
+    """A container's repr built from bounded item reprs (a nested alias bomb never expands)."""
+    if isinstance(value, dict):
+        inner = ", ".join(
+            f"{shown(k, limit, depth + 1)}: {shown(v, limit, depth + 1)}" for k, v in list(value.items())[:8]
+        )
+        return "{" + inner + "}"
+    items = ", ".join(shown(v, limit, depth + 1) for v in list(value)[:8])  # type: ignore[call-overload]
+    return f"[{items}]" if isinstance(value, list) else f"({items})"

@@ -16,28 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_support import one_line_error, run
 from PIL import Image
-from typer.testing import CliRunner
 
-from cirbench.cli import app
 from cirbench.io import read_json
 from cirbench.results import iter_results, rankings_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(out, *fragments: str, code: int = 2) -> None:
-    assert out.exit_code == code, out.output
-    text = out.output.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    for fragment in fragments:
-        assert fragment in text, (fragment, text)
 
 
 def eval_cirr(root: Path, results: Path, *extra):
