@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,12 @@ from typing import Any
 import torch
 
 from cirbench.errors import BackboneError, RegistryError
+from cirbench.finite import require_finite_module
 from cirbench.identity import file_sha256
 from cirbench.network import downloads_allowed, hub_access
 from cirbench.registry import Registry
 from cirbench.text_encoding import encode_tokens, tokenize_with_placeholder
+from cirbench.weight_errors import library_errors
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 RANDOM_TAG = "random"
@@ -287,6 +288,15 @@ def backbone_identity(backbone_id: str, quick_gelu: bool | None = None, precisio
 
 
 # --- loading -----------------------------------------------------------------------------------------------
+def expected_widths(model: str) -> str:
+    """What a weights file for open_clip ``model`` must hold, for error messages."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model) or {}
+    text, image = (cfg.get(key, {}).get("width") for key in ("text_cfg", "vision_cfg"))
+    return f"{model} (embed dim {cfg.get('embed_dim')}, text width {text}, image width {image})"
+
+
 def _hf_hub_download(**kwargs: Any) -> str:
     from huggingface_hub import hf_hub_download
 
@@ -369,20 +379,13 @@ def load_backbone(
         for key in ("interpolation", "resize_mode"):
             if cfg.get(key):
                 kwargs[f"image_{key}"] = cfg[key]
-    try:
-        with torch.random.fork_rng(devices=[]), quiet_open_clip():
-            torch.manual_seed(0)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.model, pretrained=weights_file, force_quick_gelu=resolved.quick_gelu, **kwargs
-            )
-    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as error:
-        if weights_file is None:
-            raise
-        detail = " ".join(str(error).split())  # whole: a cut reason hides what to fix (eval --all prints it)
-        raise BackboneError(
-            f"cannot load {spec.model} weights from {weights_file} ({type(error).__name__}: {detail}); the file is "
-            "truncated, not a checkpoint, or of another architecture: check the id or download it again"
-        ) from error
+    errors = library_errors(BackboneError, f"{spec.model} weights", weights_file, expected_widths(spec.model))
+    with errors if weights_file else contextlib.nullcontext(), torch.random.fork_rng(devices=[]), quiet_open_clip():
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.model, pretrained=weights_file, force_quick_gelu=resolved.quick_gelu, **kwargs
+        )
+    require_finite_module(model, f"backbone {spec.model} weights", weights_file or "random init")
     model.eval().requires_grad_(False)
     return Backbone(
         id=spec.id,

@@ -15,9 +15,10 @@ import cirbench.commands.results  # noqa: E402
 import cirbench.commands.shapes  # noqa: E402
 import cirbench.commands.stats  # noqa: E402
 import cirbench.commands.train  # noqa: E402, F401 - each module registers its commands on the app
+import cirbench.commands.verify  # noqa: E402, F401
 from cirbench.commands import app  # noqa: E402
 
 
 def main() -> None:
-    """Run the CLI (user errors print one line and exit 2; see ``cirbench.commands``)."""
+    """Run the CLI: every error ends as one line and an exit code (``cirbench.commands.boundary``)."""
     app()

@@ -32,7 +32,8 @@ import torch
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import Benchmark, ImageRef
-from cirbench.errors import DataError, OptionError
+from cirbench.errors import DataError, LimitError, OptionError
+from cirbench.image_limits import over_budget
 from cirbench.images import open_rgb
 from cirbench.methods.preprocessing import PREPROCESS_KINDS, TARGET_RATIO, TargetPad
 
@@ -55,8 +56,11 @@ def decoder_id(device: str | torch.device) -> str:
     return f"decode_jpeg:{str(device).split(':')[0]}"
 
 
-def unreadable(problem: str) -> DataError:
-    """The one-line error of an image neither path can decode (the same whichever path found it)."""
+def unreadable(problem: str) -> DataError | LimitError:
+    """The one-line error of an image neither path can decode (the same whichever path found it). An image over the
+    pixel budget (refused by ``image_limits`` in the workers' opener) is a ``LimitError``."""
+    if "LimitError: " in problem:
+        return LimitError(f"{problem}; `cirbench data check` lists every image over the budget")
     return DataError(
         f"{problem}; run `cirbench data check --deep` to list every unreadable image, then fix or remove "
         "them (--skip-missing leaves out missing and non-image files)"
@@ -227,8 +231,10 @@ def device_decoder(mode: str, backbone: Backbone, preprocess: str) -> tuple[Devi
 
 # --------------------------------------------------------------------------------------------- reading, encoding
 def device_decodable(data: bytes) -> bool:
-    """True for an 8-bit, 3-component baseline or progressive JPEG (its header walked up to the frame marker);
-    anything else (PNG, greyscale, CMYK, 12-bit, arithmetic coding, a damaged header) takes the CPU path."""
+    """True for an 8-bit, 3-component baseline or progressive JPEG (its header walked up to the frame marker)
+    within the pixel budget; anything else (PNG, greyscale, CMYK, 12-bit, arithmetic coding, a damaged header, a
+    size over the budget) takes the CPU path, whose opener refuses the last with the same line as ``--decode
+    workers`` (``decode_jpeg`` has no pixel limit of its own)."""
     if data[:3] != b"\xff\xd8\xff":
         return False
     i = 2
@@ -243,7 +249,10 @@ def device_decodable(data: bytes) -> bool:
             i += 2
             continue
         if marker in _SOF_OK:
-            return i + 10 <= len(data) and data[i + 4] == 8 and data[i + 9] == 3
+            if i + 10 > len(data) or data[i + 4] != 8 or data[i + 9] != 3:
+                return False
+            height, width = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+            return over_budget(width, height) is None
         if marker in _SOF_OTHER or marker in (0xDA, 0xD9):  # another coding, or scan data before any frame
             return False
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")

@@ -7,8 +7,9 @@ files or another dataset with the same file names never reuse stale features. Fe
 *unnormalised* projected embeddings (phi / IM2TEXT consume those), stored float32. Encoding writes chunks atomically,
 so an interrupted run (even ``kill -9``) resumes at the first missing chunk; a finished entry is one memory-mappable
 ``features.npy`` plus ``ids.json`` and a readable ``manifest.json``. Every chunk and every finished entry is checked
-(row count, width, dtype) before use; a bad one is encoded again, with a one-line note. Finishing an entry holds a
-file lock, so two evaluations of the same gallery never race.
+(row count, width, dtype, and its bytes against the sha256 recorded when it was written: ``cache_integrity``) before
+use; a bad one is encoded again, with a one-line note. Finishing an entry holds a file lock, so two evaluations of
+the same gallery never race.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from PIL import Image
 
 from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
+from cirbench.cache_integrity import read_chunk, read_entry, seal_entry, write_chunk
 from cirbench.decoding import WORKERS, DeviceDecoder, encode_chunk_on_device, unreadable
 from cirbench.images import check_images, identity_hash, open_rgb
 from cirbench.io import atomic_write_json, atomic_write_npy
@@ -101,28 +103,6 @@ class FeatureSet:
         return torch.from_numpy(np.asarray(self.features[[self.index[k] for k in keys]], dtype=np.float32))
 
 
-def _valid(path: Path, rows: int, width: int | None, quiet: bool = False) -> np.ndarray | None:
-    """The array at ``path`` if it is complete float32 features of ``rows`` x ``width`` (width None: any), else
-    None with a one-line note (a truncated or foreign file is encoded again)."""
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as error:
-        if not quiet:
-            log.warning("cirbench: %s is damaged (%s); encoding it again", path, " ".join(str(error).split())[:120])
-        return None
-    if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] != rows or (width and array.shape[1] != width):
-        if not quiet:
-            log.warning(
-                "cirbench: %s holds %s %s, not %d rows of float32 features; encoding it again",
-                path,
-                array.dtype,
-                tuple(array.shape),
-                rows,
-            )
-        return None
-    return array
-
-
 def encode_images(
     backbone: Backbone,
     refs: Sequence[ImageRef],
@@ -153,7 +133,7 @@ def encode_images(
     width = backbone.image_embed_dim
     if use_cache and final.is_file():
         with FileLock(folder / ".lock"):
-            cached = _valid(final, len(refs), None)
+            cached = read_entry(folder, len(refs))
         if cached is not None:
             return FeatureSet(keys, cached, time.perf_counter() - start, True, _entry_counts(folder, len(refs)))
         final.unlink(missing_ok=True)
@@ -166,7 +146,7 @@ def encode_images(
     for chunk_start in range(0, len(refs), CHUNK):
         chunk_refs = refs[chunk_start : chunk_start + CHUNK]
         chunk_path = folder / f"chunk_{chunk_start // CHUNK:06d}.npy"
-        stored = _valid(chunk_path, len(chunk_refs), width) if use_cache and chunk_path.is_file() else None
+        stored = read_chunk(chunk_path, len(chunk_refs), width) if use_cache else None
         chunk_counts = _chunk_counts(chunk_path, len(chunk_refs), decoder) if stored is not None else None
         if chunk_counts is not None:
             chunks.append(np.asarray(stored))
@@ -180,7 +160,7 @@ def encode_images(
             if use_cache:
                 if decoder is not None:  # before the chunk: a chunk on disk always has its counts
                     atomic_write_json(chunk_path.with_suffix(".json"), chunk_counts)
-                atomic_write_npy(chunk_path, chunks[-1])
+                write_chunk(chunk_path, chunks[-1])
         for name, n in chunk_counts.items():
             counts[name] = counts.get(name, 0) + n
         done += len(chunk_refs)
@@ -245,12 +225,10 @@ def _finish(folder: Path, keys: list[str], features: np.ndarray, counts: dict[st
     """Make an entry whole (ids, then the memory-mappable features) under the entry's lock; drop its chunks. A
     device decoder's entry records in its manifest how many images each path decoded."""
     with FileLock(folder / ".lock"):
-        if counts is not None:
-            manifest = json.loads((folder / "manifest.json").read_text())
-            atomic_write_json(folder / "manifest.json", {**manifest, "images_decoded": counts})
         atomic_write_json(folder / "ids.json", keys)
         atomic_write_npy(folder / "features.npy", features)
-        for chunk_path in [*folder.glob("chunk_*.npy"), *folder.glob("chunk_*.json")]:
+        seal_entry(folder, {"images_decoded": counts} if counts is not None else None)
+        for chunk_path in [*folder.glob("chunk_*.npy"), *folder.glob("chunk_*.json"), *folder.glob("digest_*.txt")]:
             chunk_path.unlink(missing_ok=True)
 
 
@@ -264,7 +242,7 @@ def cached_features(
     if not (folder / "features.npy").is_file():
         return None
     with FileLock(folder / ".lock"):
-        cached = _valid(folder / "features.npy", len(refs), None)
+        cached = read_entry(folder, len(refs))
     if cached is None:
         return None
     return FeatureSet(
@@ -364,7 +342,8 @@ def list_entries() -> list[dict]:
             info = {"note": "unreadable manifest"}
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         final = folder / "features.npy"
-        complete = final.is_file() and _valid(final, int(info.get("n_images", -1)), None, quiet=True) is not None
+        rows = int(info.get("n_images", -1))
+        complete = final.is_file() and read_entry(folder, rows, quiet=True, check_bytes=False) is not None
         entries.append({"key": folder.name, "complete": complete, "bytes": size, **info})
     return entries
 

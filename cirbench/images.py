@@ -3,7 +3,9 @@
 Nothing is dropped silently: ``check_images`` lists every missing, empty and (at ``header`` or ``deep`` level)
 undecodable file, and the caller either fails with the count, the first paths and the expected layout, or
 (``--skip-missing``) proceeds and records the counts. Each present image's identity (resolved path, size, mtime)
-is kept, so the feature cache and the result know exactly which files were read.
+is kept, so the feature cache and the result know exactly which files were read. Every open goes through
+``image_limits`` (one pixel budget before decoding; the end marker at ``header`` level, so a truncated JPEG or PNG
+is found without decoding it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
+
+from cirbench.image_limits import OverBudget, end_marker_problem, open_image, open_within_budget
 
 if TYPE_CHECKING:
     from cirbench.benchmarks.base import ImageRef
@@ -53,15 +57,21 @@ class ImageCheck:
 
 
 def _problem(path: os.PathLike, size: int, level: Level) -> str | None:
-    """Why a present file is no usable image (None when it is), at the given depth."""
+    """Why a present file is no usable image (None when it is), at the given depth: ``header`` checks a JPEG's or
+    PNG's end marker (a file cut short is named as such), then opens it (format, size within the pixel budget);
+    ``deep`` also decodes it."""
     if size == 0:
         return "empty file"
     if level == "exists":
         return None
     try:
-        with Image.open(path) as handle:
+        if (cut := end_marker_problem(path, size)) is not None:
+            return cut
+        with open_within_budget(path) as handle:
             if level == "deep":
                 handle.load()
+    except OverBudget as over:
+        return str(over)
     except Exception as error:  # noqa: BLE001 - every decoder failure is one reason string
         return " ".join(f"{type(error).__name__}: {error}".split())[:160]
     return None
@@ -70,14 +80,15 @@ def _problem(path: os.PathLike, size: int, level: Level) -> str | None:
 def check_images(
     refs: Iterable[ImageRef], level: Level = "exists", progress: Callable[[int, int], None] | None = None
 ) -> ImageCheck:
-    """Check every image: ``exists`` (present, not empty), ``header`` (the format is recognised) or ``deep`` (it
-    decodes fully: finds truncated files)."""
+    """Check every image: ``exists`` (present, not empty: one ``stat``), ``header`` (the format is recognised, the
+    size is within the pixel budget and a JPEG or PNG has its end marker: the first and last bytes read) or ``deep``
+    (it also decodes fully: finds a corrupt middle)."""
     refs = list(refs)
     result = ImageCheck(level=level)
     for i, ref in enumerate(refs, 1):
         try:
             info = os.stat(ref.path) if ref.path is not None else None
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in a plugin's path
             info = None
         if info is None or not stat.S_ISREG(info.st_mode):
             result.missing.append(ref)
@@ -111,8 +122,8 @@ def content_hash(paths: Iterable[os.PathLike]) -> str:
 
 
 def open_rgb(ref: ImageRef) -> Image.Image:
-    """Open an image as RGB."""
+    """Open an image as RGB (the pixel budget applied before decoding)."""
     if ref.path is None:
         raise FileNotFoundError(f"image {ref.key!r} has no path: pass --root with the benchmark's image folder")
-    with Image.open(ref.path) as handle:
+    with open_image(ref.path) as handle:
         return handle.convert("RGB")

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -40,12 +41,32 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _naming(error: OSError, path: Path, operation: str, temp: Path | None = None) -> OSError:
+    """``error`` naming the file the user asked for (not the temporary one, nor none: ``write()`` names no file)
+    and the operation, so the CLI's one line says ``cannot write PATH: No space left on device``."""
+    name = os.fsdecode(error.filename) if error.filename is not None else None
+    if error.errno is not None and (name is None or (temp is not None and name.startswith(str(temp)))):
+        final = str(path) if name is None else str(path) + name[len(str(temp)) :]
+        error = OSError(error.errno, error.strerror, final)  # the same errno subclass (ENOSPC, EROFS, ...)
+    elif name != str(path):
+        return error  # another file (a folder above, a file the caller read): its own name and operation stand
+    if getattr(error, "cirbench_operation", None) is None:
+        error.cirbench_operation = operation  # type: ignore[attr-defined]
+    return error
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | Writer) -> Path:
-    """Write ``data`` (bytes, or a function that writes to a binary handle) to ``path`` atomically."""
+    """Write ``data`` (bytes, or a function that writes to a binary handle) to ``path`` atomically.
+
+    An ``OSError`` (no space, read-only, permission, a folder in the way) names ``path`` and nothing half-written
+    stays behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() gives
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() gives
+    except OSError as error:
+        raise _naming(error, path, "write", tmp) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             if isinstance(data, (bytes, bytearray, memoryview)):
@@ -55,12 +76,27 @@ def atomic_write(path: str | os.PathLike, data: bytes | Writer) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as error:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise _naming(error, path, "write", tmp) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Preflight before long work (training, pretraining): ``folder`` exists and takes a file, or the ``OSError``
+    names it (no space, read-only, permission, a file in the way), so nothing is computed only to be lost."""
+    folder = Path(folder)
+    try:
+        atomic_write(folder / ".cirbench-write-test", b"").unlink()
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise _naming(OSError(error.errno, error.strerror), folder, "write") from None
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -83,12 +119,15 @@ def append_line(path: str | os.PathLike, line: str) -> Path:
     short line lands whole, and a reader skips a last line cut short by a killed process. The mode follows the umask.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     try:
-        os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise _naming(error, path, "write") from None
     return path
 
 
@@ -117,9 +156,12 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     On error the temporary folder is removed. Its mode follows the umask (``mkdtemp`` would make it 0700).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(final)
-    os.mkdir(tmp, 0o777)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(tmp, 0o777)
+    except OSError as error:
+        raise _naming(error, final, "write", tmp) from None
     try:
         yield tmp
         try:
@@ -129,16 +171,28 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
                 raise
         else:
             _fsync_dir(final.parent)
+    except OSError as error:  # a file written inside is named by its final path
+        raise _naming(error, final, "write", tmp) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file (``.gz`` transparently)."""
+    """Parse a JSON file (``.gz`` transparently).
+
+    A file that cannot be parsed (cut short, damaged, not UTF-8) is a ``ValueError`` saying so, whatever layer
+    found it (gzip's ``EOFError`` and ``zlib.error`` included); an ``OSError`` names the file."""
     path = Path(path)
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return json.load(handle)
+        with open(path, encoding="utf-8") as handle:
             return json.load(handle)
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(f"truncated or damaged gzip data ({error or type(error).__name__})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise _naming(error, path, "read") from None

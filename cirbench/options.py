@@ -11,14 +11,15 @@ differently (reference removal, caption joining, prompt variants): ``cirbench se
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cirbench.errors import OptionError, RegistryError
+from cirbench.errors import OptionError, RegistryError, UserError, shown
 
 Kind = Literal["bool", "int", "float", "str", "choice", "choices", "path"]
 TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -35,7 +36,10 @@ class Option:
     default: Any
     help: str = ""
     choices: tuple[str, ...] = ()
-    minimum: float | None = None
+    minimum: float | None = None  # inclusive bounds (see ``range_problem``)
+    maximum: float | None = None
+    exclusive_minimum: float | None = None  # e.g. a learning rate: more than 0
+    exclusive_maximum: float | None = None  # e.g. a dropout probability: less than 1
     keyed: bool = True
     varies: bool = False  # papers choose this differently: `cirbench sensitivity` tries every other value
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
@@ -45,13 +49,16 @@ class Option:
         kind = "|".join(self.choices) if self.choices else self.kind
         if self.kind == "choices":
             kind = f"list of {kind}"
-        return f"{self.name}: {kind} (default {_show(self.default)})"
+        bounds = bounds_text(self.minimum, self.maximum, self.exclusive_minimum, self.exclusive_maximum)
+        return f"{self.name}: {kind} (default {_show(self.default)}){', ' + bounds if bounds else ''}"
 
     def parse(self, value: Any, owner: str) -> Any:
         """The typed value of ``value``; an ``OptionError`` naming the option, the value and what is allowed."""
         parsed = _PARSERS[self.kind](self, value, owner)
-        if self.minimum is not None and parsed is not None and parsed < self.minimum:
-            raise self.error(owner, value, f"at least {_show(self.minimum)}")
+        if self.kind in ("int", "float") and parsed is not None:
+            problem = range_problem(parsed, self.minimum, self.maximum, self.exclusive_minimum, self.exclusive_maximum)
+            if problem:
+                raise self.error(owner, value, problem)
         if self.check is not None and parsed is not None:
             problem = self.check(parsed)
             if problem:
@@ -62,10 +69,20 @@ class Option:
         return OptionError(f"{owner}: option {self.name}={_show(value)} is not valid; expected {wanted}")
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy and torch's seeds: every seed option and the training seed share the range
+
+
+def seed_option(help: str, name: str = "seed") -> Option:
+    """A seed: an integer in [0, 2**32 - 1] (a negative or huge seed is refused here, not by numpy mid-run)."""
+    return Option(name, "int", 0, help, minimum=0, maximum=SEED_MAX)
+
+
 def _show(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return repr(value) if isinstance(value, str) else str(value)
+    """A value as messages print it: a short list as ``a,b``, anything else through ``shown`` (bounded, one line)."""
+    if isinstance(value, (list, tuple)) and len(value) <= 8 and all(isinstance(v, (str, int, float)) for v in value):
+        text = " ".join(",".join(map(str, value)).split())
+        return text if len(text) <= 80 else text[:77] + "..."
+    return shown(value)
 
 
 def _parse_bool(option: Option, value: Any, owner: str) -> bool:
@@ -162,17 +179,110 @@ _PARSERS: dict[str, Callable[[Option, Any, str], Any]] = {
 
 
 def parse_options(declared: Sequence[Option], given: Mapping[str, Any] | None, owner: str) -> dict[str, Any]:
-    """Every declared option, typed: defaults overlaid with ``given``. Unknown keys are one error naming them all
-    and the known ones."""
+    """Every declared option, typed: defaults overlaid with ``given``. Unknown keys are one error naming them, the
+    known ones and the closest match."""
     by_name = {option.name: option for option in declared}
     given = dict(given or {})
-    unknown = sorted(set(given) - set(by_name))
-    if unknown:
-        known = ", ".join(sorted(by_name)) or "none"
-        raise OptionError(f"{owner}: unknown option(s) {', '.join(unknown)}; known: {known}")
+    refuse_unknown(given, by_name, owner)
     out = {}
     for name, option in by_name.items():
         out[name] = option.parse(given[name], owner) if name in given else _copy(option.default)
+    return out
+
+
+# --- the strictness every configuration surface shares (options, cards, training settings, KEY=VALUE flags) -----
+
+
+def did_you_mean(word: object, known: Iterable[str], hints: Mapping[str, str] | None = None) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``word`` (or a hint: ``protocol`` -> ``options``),
+    else ``""``."""
+    if not isinstance(word, str):
+        return ""
+    close = [hints[word]] if hints and word in hints else difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def refuse_unknown(
+    given: Iterable[Any],
+    known: Iterable[str],
+    owner: str,
+    *,
+    noun: str = "option",
+    error: type[UserError] = OptionError,
+    hints: Mapping[str, str] | None = None,
+) -> None:
+    """One ``error`` naming the unknown keys of ``given`` (at most five), every known one and the closest match."""
+    known = sorted(known)
+    unknown = sorted({k for k in given if not (isinstance(k, str) and k in known)}, key=str)
+    if not unknown:
+        return
+    names = ", ".join(_name(k) for k in unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+    raise error(
+        f"{owner}: unknown {noun}(s) {names}; known: {', '.join(known) or 'none'}"
+        f"{did_you_mean(unknown[0], known, hints)}"
+    )
+
+
+def _name(key: Any) -> str:
+    """A key as messages print it: bare when it is a short plain name, else bounded by ``shown``."""
+    if isinstance(key, str) and key.isprintable() and " " not in key and 0 < len(key) <= 40:
+        return key
+    return shown(key, 40)
+
+
+def range_problem(
+    value: float,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    exclusive_maximum: float | None = None,
+) -> str | None:
+    """None when ``value`` is inside the bounds, else what is expected (``at least 1``, ``more than 0``, ``a value
+    in [0, 1)``). NaN is outside every bound."""
+    low, low_open = (exclusive_minimum, True) if exclusive_minimum is not None else (minimum, False)
+    high, high_open = (exclusive_maximum, True) if exclusive_maximum is not None else (maximum, False)
+    inside = (low is None or (value > low if low_open else value >= low)) and (
+        high is None or (value < high if high_open else value <= high)
+    )
+    if inside and value == value:
+        return None
+    return bounds_text(minimum, maximum, exclusive_minimum, exclusive_maximum) or "a number"
+
+
+def bounds_text(
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    exclusive_maximum: float | None = None,
+) -> str:
+    """The bounds in words (``at least 1``, ``a value in [0, 1)``); ``""`` when there are none."""
+    low, low_open = (exclusive_minimum, True) if exclusive_minimum is not None else (minimum, False)
+    high, high_open = (exclusive_maximum, True) if exclusive_maximum is not None else (maximum, False)
+    if low is not None and high is not None:
+        return f"a value in {'(' if low_open else '['}{_show(low)}, {_show(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'more than' if low_open else 'at least'} {_show(low)}"
+    if high is not None:
+        return f"{'less than' if high_open else 'at most'} {_show(high)}"
+    return ""
+
+
+def require_bounds(flag: str, value: float | None, **bounds: float) -> None:
+    """A numeric command-line flag inside its bounds (``--batch-size 0`` is one line, not a library error)."""
+    problem = None if value is None else range_problem(value, **bounds)
+    if problem:
+        raise OptionError(f"{flag} {_show(value)}: expected {problem}")
+
+
+def unique_pairs(pairs: Iterable[tuple[Any, Any]], owner: str, error: type[UserError] = OptionError) -> dict[Any, Any]:
+    """``(key, value)`` pairs to a dict; a key given twice is one ``error`` (never silently the last)."""
+    out: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise error(
+                f"{owner}: {_name(key)} is given twice ({_show(out[key])}, then {_show(value)}); give each key once"
+            )
+        out[key] = value
     return out
 
 
@@ -199,15 +309,17 @@ def keyed_options(declared: Sequence[Option], values: Mapping[str, Any]) -> dict
     return {option.name: values[option.name] for option in declared if option.keyed and option.name in values}
 
 
-def split_pairs(pairs: Sequence[str] | None) -> dict[str, str]:
-    """``KEY=VALUE`` strings (CLI) to a dict of raw strings, typed later by :func:`parse_options`."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise OptionError(f"expected KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value
-    return out
+def split_pairs(pairs: Sequence[str] | None, owner: str = "KEY=VALUE flags") -> dict[str, str]:
+    """``KEY=VALUE`` strings (CLI ``-o``, ``-p``, ``--index-param``) to a dict of raw strings, typed later by
+    :func:`parse_options`; a key given twice is an error."""
+    return unique_pairs((_split_pair(pair) for pair in pairs or []), owner)
+
+
+def _split_pair(pair: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+        raise OptionError(f"expected KEY=VALUE, got {shown(pair)}")
+    return key.strip(), value
 
 
 def _copy(value: Any) -> Any:

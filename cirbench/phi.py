@@ -24,12 +24,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from cirbench.errors import MethodError
+from cirbench.errors import MethodError, shown
+from cirbench.finite import require_finite_state_dict
 from cirbench.identity import tensors_sha256
 from cirbench.io import atomic_write, atomic_write_torch
+from cirbench.weight_errors import library_errors
 
 SAFETENSORS_FORMAT = "cirbench-lincir-phi/1"
 OFFICIAL_KEY = "Phi"
+OFFICIAL_LAYOUT = '{"Phi": state dict} as train_phi.py saves it, or a phi state dict'
+LOAD_FIX = "the file is truncated or not a LinCIR phi checkpoint: pass a run directory, its .safetensors or a .pt"
+PHI_FIX = "the run that wrote it diverged or the file is damaged: use another checkpoint (a run keeps earlier ones)"
 
 
 class PhiCheckpointError(MethodError):
@@ -82,6 +87,10 @@ def dims_from_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[int, int, i
         raise PhiCheckpointError(
             f"not a LinCIR phi state dict: missing {error.args[0]!r} (keys: {', '.join(list(state)[:8])})"
         ) from error
+    for name, weight in (("layers.0.weight", w0), ("layers.6.weight", w6)):
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+            found = f"{weight.ndim}-d tensor" if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise PhiCheckpointError(f"not a LinCIR phi state dict: {name} is a {found}, not a matrix")
     return int(w0.shape[1]), int(w0.shape[0]), int(w6.shape[0])
 
 
@@ -113,10 +122,9 @@ def phi_from_state_dict(
             f"D={embed_dim} and token width W={token_dim}: this checkpoint was trained for another backbone"
         )
     phi = Phi(d_in, hidden, d_out, dropout)
-    try:
+    expected = f"phi {d_in}-{hidden}-{hidden}-{d_out} (layers.0/3/6 weight and bias)"
+    with library_errors(PhiCheckpointError, "phi", source, expected, "is it a LinCIR phi checkpoint?"):
         phi.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise PhiCheckpointError(f"phi in {source} does not load: {error}") from error
     return phi
 
 
@@ -128,16 +136,16 @@ def save_official(phi: Phi, path: str | os.PathLike, step: int = 0) -> Path:
 
 def load_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The phi state dict of an official ``.pt`` (``weights_only=True``: no pickled code is run)."""
-    try:
+    with library_errors(PhiCheckpointError, "a LinCIR phi", path, OFFICIAL_LAYOUT, LOAD_FIX, "read"):
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - unpickling errors of every kind become one message
-        raise PhiCheckpointError(f"cannot read {path} as a LinCIR .pt checkpoint: {error}") from error
-    if isinstance(obj, Mapping) and OFFICIAL_KEY in obj:
+    if isinstance(obj, Mapping) and isinstance(obj.get(OFFICIAL_KEY), Mapping):
         return dict(obj[OFFICIAL_KEY])
     if isinstance(obj, Mapping) and "layers.0.weight" in _strip_prefix(obj):
         return dict(obj)
-    keys = ", ".join(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
-    raise PhiCheckpointError(f"{path} has no {OFFICIAL_KEY!r} entry (found: {keys}); is it a LinCIR phi checkpoint?")
+    keys = shown(list(map(str, obj))) if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
+    raise PhiCheckpointError(
+        f"{path} has no {OFFICIAL_KEY!r} entry holding a state dict (found: {keys}); expected {OFFICIAL_LAYOUT}"
+    )
 
 
 def save_safetensors(
@@ -170,12 +178,10 @@ def save_safetensors(
 def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
-    try:
+    with library_errors(PhiCheckpointError, "a LinCIR phi", path, "a safetensors file", LOAD_FIX, "read"):
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
             state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # noqa: BLE001
-        raise PhiCheckpointError(f"cannot read {path} as safetensors: {error}") from error
     return state, metadata
 
 
@@ -185,8 +191,14 @@ def read_phi_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     if not path.is_file():
         raise PhiCheckpointError(f"phi checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_safetensors(path)
-    return load_official(path), {"format": "official"}
+        state, metadata = load_safetensors(path)
+    else:
+        state, metadata = load_official(path), {"format": "official"}
+    strays = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if strays:
+        raise PhiCheckpointError(f"{path} is not a LinCIR phi checkpoint: {shown(strays)} hold no tensor")
+    require_finite_state_dict(state, "LinCIR phi weights", path, PHI_FIX)
+    return state, metadata
 
 
 def phi_weights_id(path: str | os.PathLike) -> str:

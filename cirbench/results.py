@@ -6,12 +6,20 @@ Layout (under the results folder, ``./results`` by default)::
     runs/<benchmark>/<split>/<method>--<backbone>--<key>.rankings.json.gz  top-50 per query (+ CIRR subset)
 
 A result stores ``key_fields``, the exact payload its run key hashes (user options and identities only), beside the
-facts and settings that are recorded but not hashed. Schema 2 is written; schema 1 files (cirbench 0.1, whose keys
-also hashed derived facts) are read by ``read_result`` and rewritten as schema 2 by ``cirbench results migrate``.
+facts and settings that are recorded but not hashed.
+
+Schemas. Schema 3 is written: schema 2 plus ``rankings_sha256`` (the sha256 of the rankings file's bytes) and
+``digest`` (``cirbench.integrity.seal_json``: the sha256 of the result's canonical JSON without that field). Both are
+checked on every read (``read_result``, ``load_rankings``), so every command (eval reuse, leaderboard, stats,
+compare, inspect, submit, verify) refuses a damaged or edited file in one line (``IntegrityError``) naming it.
+Schema 2 files (unsealed) and schema 1 files (cirbench 0.1, whose keys also hashed derived facts) are read as legacy,
+unverified, with a one-line note; ``cirbench results migrate`` seals schema 2 in place (same key, only the two
+fields added) and rewrites schema 1 as schema 3 under its new key.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import re
 import subprocess
@@ -23,11 +31,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cirbench import __version__
-from cirbench.errors import ResultError
+from cirbench.errors import IntegrityError, ResultError, shown
+from cirbench.integrity import check_file, check_sealed, file_sha256, seal_json
 from cirbench.io import atomic_write_json, atomic_write_json_gz, read_json
 from cirbench.runkey import make_key_fields, run_key
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+LEGACY_SCHEMAS = (1, 2)  # read unverified (no digest), with a note; `cirbench results migrate` seals them
+SEAL_FIELDS = ("rankings_sha256", "digest")  # what schema 3 adds to schema 2
+RESULT_FIX = "restore it from a copy, or delete it and evaluate again (eval --overwrite)"
+RANKINGS_FIX = "restore it from a copy, or evaluate again with --overwrite"
+log = logging.getLogger("cirbench")
+_NOTED: set[str] = set()  # legacy files already noted in this process
 DEFAULT_RESULTS_DIR = Path("results")
 
 
@@ -84,11 +99,11 @@ class BenchmarkRecord(_Record):
 
 
 class RunResult(BaseModel):
-    """One evaluation's record (schema 2)."""
+    """One evaluation's record (schema 3)."""
 
     model_config = ConfigDict(extra="allow")
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     run_key: str
     key_fields: dict[str, Any]
     created_at: str
@@ -105,6 +120,8 @@ class RunResult(BaseModel):
     env: dict[str, Any] = {}
     rankings_file: str | None = None
     migrated_from: dict[str, Any] | None = None
+    rankings_sha256: str | None = None  # sha256 of the rankings file's bytes (None: no rankings, or a legacy file)
+    digest: str | None = None  # ``integrity.seal_json`` of everything else (None only for a legacy file read)
     path: Path | None = Field(default=None, exclude=True)  # the file it was read from (not stored)
 
     @property
@@ -171,42 +188,72 @@ def now() -> str:
 
 
 def save_result(result: RunResult, path: Path, rankings: dict[str, Any] | None) -> RunResult:
-    """Rankings first, then the result: a result file on disk always has its rankings beside it."""
+    """Rankings first, then the result (sealed with the rankings' sha256 and its own digest): a result file on disk
+    always has its rankings beside it. ``rankings=None`` keeps the rankings already named by ``result``."""
+    path = Path(path)
     if rankings is not None:
         atomic_write_json_gz(rankings_path(path), rankings)
         result.rankings_file = rankings_path(path).name
-    atomic_write_json(path, result.model_dump(mode="json"))
-    result.path = Path(path)
+        result.rankings_sha256 = file_sha256(rankings_path(path))
+    elif result.rankings_file and result.rankings_sha256 is None:  # a legacy record rewritten: seal what is there
+        result.rankings_sha256 = file_sha256(_rankings_file(result, path))
+    result.schema_version = SCHEMA_VERSION
+    record = seal_json(result.model_dump(mode="json"))
+    atomic_write_json(path, record)
+    result.digest, result.path = record["digest"], path
     return result
 
 
-def read_raw(path: Path, fix: str = "delete it or rerun with --overwrite") -> Any:
-    """The parsed JSON of a result file; an unreadable one is a ``ResultError`` naming it."""
+def read_raw(path: Path, fix: str = RESULT_FIX) -> Any:
+    """The parsed JSON of a result file; an unreadable one is an ``IntegrityError`` naming it."""
     try:
         return read_json(path)
     except (OSError, ValueError) as error:
-        raise ResultError(f"{path}: cannot read the result file ({error}); {fix}") from error
+        why = " ".join(str(error).split())[:160]
+        raise IntegrityError(f"{path}: cannot read the result file ({why}); {fix}") from error
 
 
-def read_result(path: Path) -> RunResult:
-    """A result file of any schema written so far (schema 1 is converted in memory, keeping its old run key)."""
-    path = Path(path)
-    raw = read_raw(path)
+def checked_raw(path: Path, raw: Any, note: bool = True) -> dict[str, Any]:
+    """A result's raw record, verified: schema 3 must match its digest; a legacy schema (1, 2) is noted once
+    (``note``) and returned as is. Anything else is refused in one line naming the file."""
     if not isinstance(raw, dict) or "schema_version" not in raw:
         raise ResultError(f"{path} is not a cirbench result file (no schema_version)")
     version = raw["schema_version"]
-    if version == 1:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ResultError(f"{path} has schema_version {shown(version)}; it was not written by cirbench")
+    if version == SCHEMA_VERSION:
+        check_sealed(raw, path, RESULT_FIX)
+        return raw
+    if version in LEGACY_SCHEMAS and not any(f in raw for f in SEAL_FIELDS):
+        if note and str(path) not in _NOTED:
+            _NOTED.add(str(path))
+            log.warning(
+                "cirbench: %s is a schema-%s result without a digest: read unverified; "
+                "run `cirbench results migrate` to seal it",
+                path,
+                version,
+            )
+        return raw
+    if version in LEGACY_SCHEMAS:
+        raise IntegrityError(f"{path}: schema_version {version} with digest fields: the file was edited; {RESULT_FIX}")
+    fix = "upgrade cirbench to read it" if version > SCHEMA_VERSION else "it was not written by cirbench"
+    raise ResultError(f"{path} has schema_version {version}; {fix}")
+
+
+def read_result(path: Path) -> RunResult:
+    """A result file of any schema written so far, verified when sealed (schema 1 is converted in memory, keeping
+    its old run key)."""
+    path = Path(path)
+    raw = checked_raw(path, read_raw(path))
+    if raw["schema_version"] == 1:
         raw = upgrade_v1(raw, keep_key=True)
-    elif version != SCHEMA_VERSION:
-        newer = isinstance(version, int) and version > SCHEMA_VERSION
-        fix = "upgrade cirbench to read it" if newer else "it was not written by cirbench"
-        raise ResultError(f"{path} has schema_version {version!r}; {fix}")
+    raw = {**raw, "schema_version": SCHEMA_VERSION}  # legacy records keep digest None: unsealed in memory
     try:
         result = RunResult.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ResultError(f"{path}: field {where}: {first['msg']}; the file is damaged or edited") from error
+        raise IntegrityError(f"{path}: field {where}: {first['msg']}; the file is damaged or edited") from error
     result.path = path
     return result
 
@@ -284,14 +331,30 @@ def upgrade_v1(raw: dict[str, Any], keep_key: bool = False) -> dict[str, Any]:
     return out
 
 
+def _rankings_file(result: RunResult, path: Path | None = None) -> Path:
+    """The rankings file beside a result; its recorded name must be a plain file name (no folder)."""
+    name = str(result.rankings_file)
+    base = Path(path if path is not None else result.path)  # type: ignore[arg-type]
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise IntegrityError(f"{base}: rankings_file {name!r} is not a file name beside the result; {RESULT_FIX}")
+    return base.with_name(name)
+
+
 def load_rankings(result: RunResult) -> dict[str, Any]:
+    """A result's stored rankings, verified against the sha256 the result records (legacy results: read as is)."""
     if result.path is None or not result.rankings_file:
         raise ResultError(f"run {result.run_key} has no stored rankings; re-run the evaluation")
-    path = result.path.with_name(result.rankings_file)
+    path = _rankings_file(result)
+    if result.rankings_sha256 is not None:
+        check_file(path, result.rankings_sha256, f"stored rankings of run {result.run_key}", RANKINGS_FIX)
     try:
-        return read_json(path)
+        raw = read_json(path)
     except (OSError, ValueError) as error:
-        raise ResultError(f"{path}: cannot read the stored rankings ({error}); re-run with --overwrite") from error
+        why = " ".join(str(error).split())[:160]
+        raise IntegrityError(f"{path}: cannot read the stored rankings ({why}); {RANKINGS_FIX}") from error
+    if not isinstance(raw, dict) or not isinstance(raw.get("top"), dict):
+        raise IntegrityError(f"{path}: the stored rankings have no 'top' mapping; {RANKINGS_FIX}")
+    return raw
 
 
 def result_files(results_dir: Path) -> list[Path]:

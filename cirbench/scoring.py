@@ -12,10 +12,13 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
-from cirbench.errors import ScoringError
+from cirbench.errors import ResultError, ScoringError
+
+if TYPE_CHECKING:
+    from cirbench.results import RunResult
 
 Kind = Literal["top", "subset"]
 
@@ -143,3 +146,59 @@ def score(
         "warnings": warnings,
         "options": dict(data.options),
     }
+
+
+# --------------------------------------------------------------------------------------------- stored runs
+
+
+def stored_rankings(raw: Mapping[str, Any]) -> Rankings:
+    """The ``Rankings`` of a stored rankings record (``results.load_rankings``), full-ranking positions included."""
+    from cirbench.benchmarks.ranks import RankingsWithPositives
+
+    if raw.get("positive_ranks"):
+        return RankingsWithPositives(top=raw["top"], subset=raw.get("subset"), positive_ranks=raw["positive_ranks"])
+    return Rankings(top=raw["top"], subset=raw.get("subset"))
+
+
+def rescore(result: RunResult, root: Path | None = None) -> dict[str, float]:
+    """The metrics of a stored run scored again from its stored rankings and its split's annotations, read as the
+    evaluation read them: the recorded benchmark, split, data folder (``root`` overrides it) and protocol options,
+    the same ``--limit`` queries, and (``--skip-missing``) only the queries it ranked. Raises ``ResultError`` when the
+    run cannot be checked here (no local labels, no rankings), the split's own error when its data is not found, and
+    ``IntegrityError`` when the result or its rankings are damaged."""
+    import dataclasses
+
+    from cirbench.benchmarks import get_benchmark
+    from cirbench.evaluation.evaluator import load_split
+    from cirbench.evaluation.prepare import limit_queries
+    from cirbench.results import load_rankings
+
+    if not result.metrics:
+        where = f"{result.benchmark.name}/{result.benchmark.split}"
+        raise ResultError(f"no local labels ({where}): only its evaluation server scores it")
+    bench = get_benchmark(result.benchmark.name)
+    recorded = result.benchmark.options
+    options = {o.name: recorded[o.name] for o in bench.options if o.name in recorded}
+    folder = root if root is not None else (Path(result.benchmark.root) if result.benchmark.root else None)
+    data = load_split(bench, result.benchmark.split, folder, options)
+    if not data.has_labels:
+        raise ResultError(f"{data.benchmark} {data.split} has no public labels here: only its server scores it")
+    rankings = stored_rankings(load_rankings(result))
+    limit = result.key_fields.get("limit")
+    data = limit_queries(data, int(limit)) if isinstance(limit, int) else data
+    if result.skipped.queries_dropped:  # a --skip-missing run ranked only the queries it kept
+        parts = [dataclasses.replace(p, queries=[q for q in p.queries if q.qid in rankings.top]) for p in data.parts]
+        data = dataclasses.replace(data, parts=parts)
+    return score(bench, data, rankings)["metrics"]
+
+
+def differing_metrics(stored: Mapping[str, float], rescored: Mapping[str, float], tol: float = 1e-5) -> list[str]:
+    """Stored metrics the rescoring does not give back (results store 6 decimals): ``name stored X, rescored Y``."""
+    out = []
+    for name, value in stored.items():
+        again = rescored.get(name)
+        if again is None:
+            out.append(f"{name} stored {value:.4f}, not rescored")
+        elif not abs(float(again) - float(value)) <= tol:
+            out.append(f"{name} stored {value:.4f}, rescored {float(again):.4f}")
+    return out

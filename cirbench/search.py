@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cirbench.errors import SearchIndexError
+from cirbench.finite import require_finite_tensor
 from cirbench.options import Option, keyed_options, parse_options
 from cirbench.retrieval import topk_chunked
 
@@ -123,6 +124,7 @@ def search_gallery(
     if index.name == "exact":
         idx, vals = topk_chunked(queries, gallery, k, exclude=exclude)
         return Searched(idx.tolist(), vals.tolist())
+    require_finite_tensor([queries, gallery], f"features searched with --index {index.name}")  # faiss never checks
     xq = np.ascontiguousarray(queries.detach().float().cpu().numpy())
     xb = np.ascontiguousarray(gallery.detach().float().cpu().numpy())
     start = time.perf_counter()

@@ -3,7 +3,10 @@ evaluation (``evaluation.distributed``): one definition, so both read ranks the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+from cirbench.errors import DistributedError, UserError
 
 
 @dataclass(frozen=True)
@@ -22,3 +25,92 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world > 1
+
+
+def check_environment(world: int, command: str) -> None:
+    """A ``WORLD_SIZE`` > 1 without the rest of torchrun's variables is one line (not torch's ValueError)."""
+    missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise DistributedError(
+            f"WORLD_SIZE={world} is set but {', '.join(missing)} is not; start a distributed run with "
+            f"`torchrun --nproc_per_node N -m cirbench {command} ...`, or unset WORLD_SIZE"
+        )
+
+
+# --- one failing rank stops every rank with one line ---------------------------------------------------------------
+# Why: when one rank raises, the others are blocked in a collective and later get a backend error (gloo's "connection
+# closed by peer") or torchrun's SIGTERM. The failing rank writes one key to the group's store (torchrun's agent
+# hosts it, so it outlives every worker) before it exits; a rank whose collective then fails reads it and says which
+# rank stopped it, instead of printing the backend's traceback. Both ends go through the CLI boundary
+# (``cirbench.commands.boundary``); nothing here imports torch unless a process group already exists.
+
+_FAILED = "cirbench/failed/{rank}"
+
+
+def from_env() -> Dist | None:
+    """This process's place when it runs under torchrun (``WORLD_SIZE`` > 1 and ``RANK`` set), else None."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("RANK", ""))
+    except ValueError:
+        return None
+    return Dist(rank, world, int(os.environ.get("LOCAL_RANK", "0") or 0)) if world > 1 else None
+
+
+def store():  # type: ignore[no-untyped-def]
+    """The default process group's key-value store, or None (no torch imported, no group joined)."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # noqa: BLE001 - a group being torn down has no store: nothing to tell
+        return None
+
+
+def announce_failure(rank: int, summary: str) -> None:
+    """Tell the other ranks that ``rank`` failed (call before this process exits and its connections close)."""
+    kv = store()
+    if kv is None:
+        return
+    try:
+        kv.set(_FAILED.format(rank=rank), summary.encode("utf-8")[:2000])
+    except Exception:  # noqa: BLE001 - the store is gone too: the others will report lost contact
+        pass
+
+
+def failed_ranks(me: Dist) -> list[int]:
+    """The other ranks that announced a failure (empty when none did, or the store cannot be reached)."""
+    kv = store()
+    if kv is None:
+        return []
+    found = []
+    for rank in range(me.world):
+        if rank == me.rank:
+            continue
+        try:
+            if kv.check([_FAILED.format(rank=rank)]):
+                found.append(rank)
+        except Exception:  # noqa: BLE001 - the store's host is gone: nothing more to learn
+            break
+    return found
+
+
+def is_backend_failure(error: BaseException) -> bool:
+    """True for an error raised inside ``torch.distributed`` (a collective whose peer died or timed out)."""
+    if any(cls.__name__ == "DistError" for cls in type(error).__mro__):
+        return True
+    if not isinstance(error, RuntimeError) or isinstance(error, UserError):
+        return False
+    tb, last = error.__traceback__, None
+    while tb is not None:
+        last, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    if last is not None and "torch/distributed/" in last.replace("\\", "/"):
+        return True
+    # DDP's gradient all-reduce fails inside autograd's C++ engine: recognise the backends' own words there
+    text = str(error).lower()
+    return store() is not None and any(word in text for word in _BACKEND_WORDS)
+
+
+_BACKEND_WORDS = ("gloo", "nccl", "connection closed by peer", "connection reset by peer", "broken pipe", "timed out")

@@ -110,7 +110,9 @@ def test_demo_over_seeds_reuses_finished_work_and_the_leaderboard_averages_the_s
     # The same phi trained elsewhere (a fresh clone's committed result): the rerun records this machine's training.
     meta_file = tmp_path / "runs" / "seed-0" / "lincir" / "train_meta.json"
     meta = json.loads(meta_file.read_text())
-    meta_file.write_text(json.dumps({**meta, "wall_time_s": 1234.5}))
+    from cirbench.run_digests import write_bytes  # a run folder's files are recorded (issue 19): rewrite it so
+
+    write_bytes(meta_file.parent, meta_file.name, json.dumps({**meta, "wall_time_s": 1234.5}).encode())
     third = CliRunner().invoke(app, args)
     assert "its training record now describes the phi trained here" in third.output
     lincir_runs = [r for r in iter_results(tmp_path / "results") if r.method.name == "lincir"]

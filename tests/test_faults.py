@@ -121,21 +121,19 @@ def test_bad_image_files_are_found_named_and_skippable(tmp_path, cirr_split):
     bad = _break_images(cirr_split)
     check = run("data", "check", "--benchmark", "cirr", "--root", cirr_split, "--json")
     report = json.loads(check.output)
-    assert check.exit_code == 1 and report["n_unreadable"] == 2 and report["check"] == "header"
-    assert {Path(line.split(":")[0]) for line in report["unreadable_first"]} == {bad["empty"], bad["not_an_image"]}
+    assert check.exit_code == 1 and report["n_unreadable"] == 3 and report["check"] == "header"
+    assert {Path(line.split(":")[0]) for line in report["unreadable_first"]} == set(bad.values())
+    assert any("truncated: no end marker" in line for line in report["unreadable_first"])
     deep = json.loads(run("data", "check", "--benchmark", "cirr", "--root", cirr_split, "--deep", "--json").output)
     assert deep["n_unreadable"] == 3 and any(str(bad["truncated"]) in line for line in deep["unreadable_first"])
     one_line_error(eval_cirr(cirr_split, tmp_path / "r"), "1 of 12 images unreadable", "empty file", "--skip-missing")
     bad["empty"].unlink()
     one_line_error(eval_cirr(cirr_split, tmp_path / "r"), "1 of 12 images missing")
-    # --skip-missing leaves out the missing and the non-image file (counted), and names the truncated one.
-    out = eval_cirr(cirr_split, tmp_path / "r", "--skip-missing")
-    one_line_error(out, "cannot decode image 'dev-7-0-img1'", "data check --deep")
-    bad["truncated"].unlink()
+    # --skip-missing leaves out the missing, the non-image and the truncated file (no end marker), and counts them.
     out = eval_cirr(cirr_split, tmp_path / "r", "--skip-missing")
     assert out.exit_code == 0, out.output
     (result,) = iter_results(tmp_path / "r")
-    assert (result.skipped.images_missing, result.skipped.images_unreadable) == (2, 1)
+    assert (result.skipped.images_missing, result.skipped.images_unreadable) == (1, 2)
     assert result.key_fields["missing_images"] is not None
 
 

@@ -466,6 +466,9 @@ def test_a_run_started_before_the_levers_existed_resumes_bit_exactly(tmp_path, c
     train(config(corpus, tmp_path / "old", steps=6, checkpoint_every=2), stop_after=3)
     stored = tmp_path / "old" / "config.json"
     stored.write_text(json.dumps({k: v for k, v in json.loads(stored.read_text()).items() if k not in new}))
+    (tmp_path / "old" / "run_digests.json").unlink()  # an older cirbench recorded no digests (issue 19: legacy)
+    meta = tmp_path / "old" / "train_meta.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "digests"}))
     cfg = load_run_config(tmp_path / "old")
     assert (cfg.fused_adamw, cfg.varlen_attention, cfg.cuda_graphs, cfg.host_sync, cfg.prefetch) == (
         False,

@@ -284,6 +284,9 @@ def test_a_run_started_before_packing_existed_resumes_bit_exactly(tmp_path, corp
     stored = tmp_path / "old" / "config.json"
     older = {k: v for k, v in json.loads(stored.read_text()).items() if k != "pack"}
     stored.write_text(json.dumps(older))
+    (tmp_path / "old" / "run_digests.json").unlink()  # an older cirbench recorded no digests (issue 19: legacy)
+    meta = tmp_path / "old" / "train_meta.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "digests"}))
     cfg = load_run_config(tmp_path / "old")
     assert cfg.pack is False
     recipe = cfg.recipe()

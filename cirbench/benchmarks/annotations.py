@@ -8,11 +8,11 @@ id or key, and a path that leaves the data root are refused, never converted wit
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cirbench.containment import DataRoot, contained
 from cirbench.errors import AnnotationError
 
 _KINDS = {
@@ -92,18 +92,18 @@ def file_name(value: Any, what: str, fix: str, path: Path, index: int | None = N
     return value
 
 
-def inside(root: Path, relative: Any, what: str, fix: str, path: Path, index: int | str | None = None) -> Path:
-    """``root / relative``, refused when ``relative`` is absolute or leaves ``root`` (``../../x.png``)."""
-    where = f"record {index}: " if index is not None else ""
-    if not isinstance(relative, str) or not relative:
-        raise AnnotationError(f"{path}: {where}{what} must be a relative path, got {_shown(relative)}; {fix}")
-    if os.path.isabs(relative) or relative.startswith(("/", "\\")) or ":" in relative.split("/")[0]:
-        raise AnnotationError(
-            f"{path}: {where}{what} {relative!r} is an absolute path; annotation paths must stay inside the data "
-            f"root {root}; {fix}"
-        )
-    joined = os.path.normpath(os.path.join(root, relative))
-    base = os.path.normpath(root)
-    if joined != base and not joined.startswith(base.rstrip(os.sep) + os.sep):
-        raise AnnotationError(f"{path}: {where}{what} {relative!r} leaves the data root {root}; {fix}")
-    return Path(joined)
+def inside(
+    root: DataRoot | Path,
+    relative: Any,
+    what: str,
+    fix: str,
+    path: Path,
+    index: int | str | None = None,
+    key: str | None = None,
+) -> Path:
+    """``root / relative``: the one way a loader turns a recorded path into a file path. Refused (naming ``path``
+    and the record) when ``relative`` is absolute, leaves ``root`` (``../../x.png``) or resolves outside it through
+    a symlink (``cirbench.containment``), or when another ``key`` already named the same file. Pass one
+    ``DataRoot`` for a whole split: its folders are resolved once and its files' keys remembered."""
+    where = f"{path}: " + (f"record {index}: " if isinstance(index, int) else f"{index}: " if index else "")
+    return contained(root, relative, what, where, fix, key)

@@ -20,6 +20,7 @@ import numpy as np
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import (
+    DataRoot,
     bad_record,
     field,
     inside,
@@ -98,7 +99,7 @@ class CIRCO(Benchmark):
         if not isinstance(records, list):
             raise AnnotationError(f"{ann_path}: expected a JSON list of queries; {FIX}")
         labelled = split == "val"
-        img_dir = data_root / "COCO2017_unlabeled" / "unlabeled2017"
+        img_dir = DataRoot(data_root / "COCO2017_unlabeled" / "unlabeled2017")  # may be a symlink itself
         info_path = Path(options["image_info"] or data_root / IMAGE_INFO)
         images: dict[str, ImageRef] = {}
         gallery: list[str] = []
@@ -115,7 +116,7 @@ class CIRCO(Benchmark):
                 if key in images:
                     raise bad_record(FIX, info_path, i, f"image id {key} is listed twice")
                 gallery.append(key)
-                images[key] = ImageRef(key, inside(img_dir, im["file_name"], "file_name", FIX, info_path, i))
+                images[key] = ImageRef(key, inside(img_dir, im["file_name"], "file_name", FIX, info_path, i, key))
             files.append(info_path)
             if len(gallery) != GALLERY_SIZE:
                 warnings.append(f"gallery has {len(gallery)} images, expected {GALLERY_SIZE}")
@@ -147,7 +148,7 @@ class CIRCO(Benchmark):
             queries.append(Query(qid, ref, (text,), target=target, gt=gt, extra=extra))
             for key in (ref, *(gt or ())):
                 if key not in images:
-                    images[key] = ImageRef(key, img_dir / f"{int(key):012d}.jpg")
+                    images[key] = ImageRef(key, inside(img_dir, f"{int(key):012d}.jpg", "image", FIX, ann_path, i, key))
         part = Part("all", queries, gallery, remove_reference=options["remove_reference"])
         facts = {
             "image_info": str(info_path),

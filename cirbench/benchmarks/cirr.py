@@ -12,6 +12,7 @@ after the two header keys, ``json.dumps`` default separators, no trailing newlin
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import (
+    DataRoot,
     bad_record,
     field,
     file_name,
@@ -38,7 +40,7 @@ from cirbench.benchmarks.base import (
     image_stem,
 )
 from cirbench.benchmarks.server_files import TOP_K, check_keys, check_lists, check_size, examples, problems_error
-from cirbench.errors import AnnotationError, ScoringError, SubmissionError
+from cirbench.errors import AnnotationError, ScoringError, SubmissionError, shown
 from cirbench.io import atomic_write_bytes
 from cirbench.options import Option
 from cirbench.query_scores import QueryScores
@@ -194,17 +196,18 @@ def _read_split_file(path: Path, img_root: Path, layout: str) -> dict[str, Image
     names = read_annotation_json(path, FIX)
     if not isinstance(names, dict):
         raise AnnotationError(f"{path}: expected a JSON object name -> relative path; {FIX}")
-    images = {}
+    images, root = {}, DataRoot(img_root)
     for name, rel in names.items():
         file_name(name, "image name", FIX, path)
         if not isinstance(rel, str):
-            raise AnnotationError(f"{path}: image {name!r}: the path must be a string, got {rel!r}; {FIX}")
-        rel = rel.removeprefix("./")
-        location = inside(img_root, rel, f"the path of image {name!r}", FIX, path)
-        # Pic2Word's layout keeps the split folder (dev/, test1/) but stores every image as <name>.png in it.
-        images[name] = ImageRef(
-            name, img_root / f"{rel.split('/')[0]}/{name}.png" if layout == "pic2word" else location
-        )
+            raise AnnotationError(f"{path}: image {name!r}: the path must be a string, got {shown(rel)}; {FIX}")
+        what = f"the path of image {name!r}"
+        pic2word = layout == "pic2word"
+        location = inside(root, rel.removeprefix("./"), what, FIX, path, key=None if pic2word else name)
+        if pic2word:  # Pic2Word keeps the split folder (dev/, test1/) but names each image <name>.png
+            parts = location.relative_to(os.path.normpath(root.path)).parts
+            location = inside(root, f"{parts[0] if len(parts) > 1 else '.'}/{name}.png", what, FIX, path, key=name)
+        images[name] = ImageRef(name, location)
     return images
 
 

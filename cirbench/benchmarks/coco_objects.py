@@ -28,7 +28,7 @@ from typing import Any
 from PIL import Image
 
 from cirbench.benchmarks import BENCHMARKS
-from cirbench.benchmarks.annotations import file_name
+from cirbench.benchmarks.annotations import DataRoot, file_name, inside
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.coco_prepare import draw_record
 from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
@@ -115,19 +115,21 @@ class Pic2WordCOCO(Benchmark):
         path = find_csv(root)
         base = path.parent
         images_dir, masked_dir = base / "val2017", base / "val2017_masked"
+        images_root, masked_root = DataRoot(images_dir), DataRoot(masked_dir)
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames != HEADER:
                 raise AnnotationError(f"{path}: the header must be {','.join(HEADER)}, got {reader.fieldnames}; {FIX}")
-            rows = [_row(path, number, row) for number, row in enumerate(reader, 2)]
+            rows = [(number, *_row(path, number, row)) for number, row in enumerate(reader, 2)]
         queries, images, gallery = [], {}, []
-        for name, box, query_class, others in rows:
+        for number, name, box, query_class, others in rows:
             image_id = str(int(name[:-4]))
             if image_id in images:
                 raise AnnotationError(f"{path}: {name} has two rows; Pic2Word draws one object per image; {FIX}")
             region = f"region:{image_id}"
-            images[image_id] = ImageRef(image_id, images_dir / name)
-            images[region] = ImageRef(region, masked_dir / name, tuple(float(v) for v in box))
+            images[image_id] = ImageRef(image_id, inside(images_root, name, "id", FIX, path, f"row {number}"))
+            masked = inside(masked_root, name, "id", FIX, path, f"row {number}")
+            images[region] = ImageRef(region, masked, tuple(float(v) for v in box))
             gallery.append(image_id)
             joined = " and ".join(others)
             queries.append(

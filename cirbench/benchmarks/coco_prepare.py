@@ -28,9 +28,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cirbench.benchmarks.annotations import field, file_name, items, missing_fields, read_annotation_json
+from cirbench.benchmarks.annotations import (
+    DataRoot,
+    field,
+    file_name,
+    inside,
+    items,
+    missing_fields,
+    read_annotation_json,
+)
 from cirbench.errors import AnnotationError, DataError, UsageError
 from cirbench.identity import file_sha256
+from cirbench.image_limits import open_image
 from cirbench.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 FIX = "use COCO's annotations/instances_val2017.json (https://cocodataset.org/#download)"
@@ -149,7 +158,7 @@ def instance_mask(annotation: dict[str, Any], height: int, width: int) -> np.nda
 def masked_image(source: Path, query: CocoQuery) -> Image.Image:
     """The image with every pixel outside the drawn instance set to 255 (the image's own mode kept)."""
     try:
-        with Image.open(source) as handle:
+        with open_image(source) as handle:  # the pixel budget first (a LimitError names the file)
             pixels = np.array(handle)
     except OSError as error:
         raise DataError(f"cannot read {source} ({' '.join(str(error).split())}); it is a COCO val2017 image") from None
@@ -187,6 +196,7 @@ def prepare_coco(
     record_path, csv_path = root / RECORD, root / CSV_NAME
     _claim(root, record_path, csv_path, masked_dir, identity, overwrite)
     queries = draw_queries(load_instances(instances), seed)
+    sources = DataRoot(images_dir)
     atomic_write_json(record_path, {**identity, "status": "running"})
     written = kept = 0
     for i, query in enumerate(queries, 1):
@@ -194,7 +204,7 @@ def prepare_coco(
         if target.is_file() and not overwrite:
             kept += 1  # written by an interrupted run of the same draw (writes are atomic)
         else:
-            image = masked_image(images_dir / query.file_name, query)
+            image = masked_image(inside(sources, query.file_name, "file_name", FIX, instances), query)
             atomic_write(target, lambda handle, image=image: image.save(handle, format="JPEG"))
             written += 1
         if progress is not None:

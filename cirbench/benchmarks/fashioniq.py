@@ -15,8 +15,10 @@ from typing import Any
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import (
+    DataRoot,
     bad_record,
     file_name,
+    inside,
     items,
     missing_fields,
     read_annotation_json,
@@ -91,6 +93,7 @@ class FashionIQ(Benchmark):
         layout = detect_layout(root, cats[0], split)
         cap_dir, img_pattern = LAYOUTS[layout]
         parts, images, files = [], {}, []
+        image_roots: dict[str, DataRoot] = {}
         for cat in cats:
             cap_path = root / cap_dir / f"cap.{cat}.{split}.json"
             split_path = root / "image_splits" / f"split.{cat}.{split}.json"
@@ -126,8 +129,13 @@ class FashionIQ(Benchmark):
                 gt = (target,) if labelled else None
                 extra = {"category": cat, "record": r}
                 queries.append(Query(f"{cat}/{i}", r["candidate"], tuple(caps), target, gt, extra=extra))
-            for asin in gallery:
-                images.setdefault(asin, ImageRef(asin, root / img_pattern.format(cat=cat, asin=asin)))
+            folder, _, leaf = img_pattern.format(cat=cat, asin="{asin}").rpartition("/")
+            where = image_roots.setdefault(folder, DataRoot(root / folder))  # images/ may be a symlink itself
+            for i, asin in enumerate(gallery):
+                if asin not in images:
+                    images[asin] = ImageRef(
+                        asin, inside(where, leaf.format(asin=asin), "ASIN", FIX, split_path, i, asin)
+                    )
             parts.append(Part(cat, queries, list(gallery), remove_reference=False))
             files += [cap_path, split_path]
         facts = {"remove_reference": False, "gallery_sizes": {p.name: len(p.gallery or []) for p in parts}}

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from cirbench import metrics_domain as MD
 from cirbench.benchmarks import BENCHMARKS
-from cirbench.benchmarks.annotations import inside
+from cirbench.benchmarks.annotations import DataRoot, inside
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.imagenet_r import DOMAINS as PIC2WORD_DOMAINS
 from cirbench.benchmarks.imagenet_r import REAL, TARGET_FILE, read_list
@@ -118,9 +118,10 @@ class FreeDomSuite(Benchmark):
         if root is None:
             raise AnnotationError(f"{self.name} needs --root: FreeDom's data/ folder (holding {self.dataset}/)")
         queries, database, files, data_root, layout = self.lists(root)
-        images = {p: ImageRef(p, inside(data_root, p, "image", FIX, files[-1])) for p, _, _ in database}
+        where = DataRoot(data_root)
+        images = {p: ImageRef(p, inside(where, p, "image", FIX, files[-1], key=p)) for p, _, _ in database}
         for p, _, _ in queries:
-            images.setdefault(p, ImageRef(p, inside(data_root, p, "image", FIX, files[0])))
+            images.setdefault(p, ImageRef(p, inside(where, p, "image", FIX, files[0], key=p)))
         gallery = [p for p, _, _ in database]
         relevant: dict[tuple[str, str], list[str]] = {}
         for p, domain, cls in database:

@@ -17,8 +17,10 @@ from PIL import Image
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import (
+    DataRoot,
     bad_record,
     field,
+    inside,
     missing_fields,
     read_annotation_json,
 )
@@ -30,6 +32,7 @@ from cirbench.benchmarks.base import (
     Query,
     Rankings,
 )
+from cirbench.containment import OutsideRootError
 from cirbench.errors import AnnotationError, ScoringError
 from cirbench.images import open_rgb
 from cirbench.options import Option
@@ -51,13 +54,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def image_key(task: str, img: Any, coco_root: Path | None, vg_root: Path | None) -> ImageRef:
-    """The ``ImageRef`` of one image record: ``{"val_image_id"}`` or ``{"image_id", "instance_bbox"}``."""
+def image_key(task: str, img: Any, coco_root: DataRoot | None, vg_root: DataRoot | None, where: str) -> ImageRef:
+    """The ``ImageRef`` of one image record: ``{"val_image_id"}`` or ``{"image_id", "instance_bbox"}``; its file
+    must stay inside the image root (``where`` names the record in the error)."""
     if task in OBJECT_TASKS:
         if not _is_int(img["val_image_id"]):
             raise ValueError(f"'val_image_id' must be an integer, got {img['val_image_id']!r}")
         cid = img["val_image_id"]
-        return ImageRef(f"coco:{cid}", coco_root / f"{cid:012d}.jpg" if coco_root else None)
+        path = inside(coco_root, f"{cid:012d}.jpg", "COCO image", FIX, where) if coco_root else None
+        return ImageRef(f"coco:{cid}", path)
     vg_id = img["image_id"]  # an int, or a string of digits in VAW-style files (BENCHMARKS.md §4.2)
     if not (_is_int(vg_id) or (isinstance(vg_id, str) and vg_id.isdigit())):
         raise ValueError(f"'image_id' must be a Visual Genome id (digits), got {vg_id!r}")
@@ -66,7 +71,8 @@ def image_key(task: str, img: Any, coco_root: Path | None, vg_root: Path | None)
     if not numbers or len(box) != 4:
         raise ValueError(f"'instance_bbox' must be [x, y, w, h], got {box!r}")
     key = f"vg:{vid}:{','.join(_num(v) for v in box)}"
-    return ImageRef(key, vg_root / f"{vid}.jpg" if vg_root else None, tuple(float(v) for v in box))
+    path = inside(vg_root, f"{vid}.jpg", "Visual Genome image", FIX, where) if vg_root else None
+    return ImageRef(key, path, tuple(float(v) for v in box))
 
 
 def crop_box(
@@ -138,8 +144,8 @@ class GeneCIS(Benchmark):
         if root is None:
             raise AnnotationError("GeneCIS needs a root folder holding <task>.json (or genecis/<task>.json)")
         tasks = list(options["tasks"])
-        coco = Path(options["coco_root"]) if options["coco_root"] else None
-        vg = Path(options["vg_root"]) if options["vg_root"] else None
+        coco = DataRoot(options["coco_root"]) if options["coco_root"] else None
+        vg = DataRoot(options["vg_root"]) if options["vg_root"] else None
         paths = [self._task_file(root, t) for t in tasks]
         parts, images = [], {}
         for task, path in zip(tasks, paths, strict=True):
@@ -153,8 +159,11 @@ class GeneCIS(Benchmark):
                     raise bad_record(FIX, path, i, f"missing {', '.join(repr(f) for f in missing)}")
                 condition = field(r, "condition", "str", FIX, path, i)
                 gallery_entries = field(r, "gallery", "list", FIX, path, i)
+                entries = [r["reference"], r["target"], *gallery_entries]
                 try:
-                    refs = [image_key(task, x, coco, vg) for x in [r["reference"], r["target"], *gallery_entries]]
+                    refs = [image_key(task, x, coco, vg, f"{path}: record {i}") for x in entries]
+                except OutsideRootError:
+                    raise
                 except (KeyError, TypeError, ValueError) as e:
                     raise AnnotationError(
                         f"{path}: record {i}: bad image entry for task {task} (missing or invalid {e}); "

@@ -28,7 +28,7 @@ from typing import Any
 
 from cirbench import metrics_domain as MD
 from cirbench.benchmarks import BENCHMARKS
-from cirbench.benchmarks.annotations import inside
+from cirbench.benchmarks.annotations import DataRoot, inside
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
 from cirbench.benchmarks.ranks import known_depth, part_ranks
@@ -154,7 +154,7 @@ class Pic2WordImageNetR(Benchmark):
         if root is None:
             raise AnnotationError("pic2word-imagenet-r needs --root: Pic2Word's data/ folder (holding imgnet/)")
         folder, layout = find_lists(root)
-        data_root = Path(options["image_root"]) if options["image_root"] else folder.parent
+        data_root = DataRoot(Path(options["image_root"]) if options["image_root"] else folder.parent)
         files = [folder / QUERY_FILE, folder / TARGET_FILE]
         photos, targets = read_list(files[0], queries=True), read_list(files[1], queries=False)
         check_classes({files[0]: photos, files[1]: targets})
@@ -163,9 +163,11 @@ class Pic2WordImageNetR(Benchmark):
             twice = next(stem for stem, n in stems.items() if n > 1)
             raise AnnotationError(f"{files[0]}: two photos are named {twice} (query ids must be unique); {FIX}")
         gallery = [t.path for t in targets]
-        images = {t.path: ImageRef(t.path, inside(data_root, t.path, "image", FIX, files[1])) for t in targets}
+        images = {
+            t.path: ImageRef(t.path, inside(data_root, t.path, "image", FIX, files[1], key=t.path)) for t in targets
+        }
         for p in photos:
-            images.setdefault(p.path, ImageRef(p.path, inside(data_root, p.path, "image", FIX, files[0])))
+            images.setdefault(p.path, ImageRef(p.path, inside(data_root, p.path, "image", FIX, files[0], key=p.path)))
         by_label: dict[tuple[int, int], list[str]] = {}
         for t in targets:
             by_label.setdefault((t.class_id, t.domain), []).append(t.path)

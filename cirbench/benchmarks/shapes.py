@@ -24,9 +24,10 @@ import numpy as np
 
 from cirbench import metrics as M
 from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks.annotations import DataRoot, inside
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.io import atomic_directory
-from cirbench.options import Option
+from cirbench.options import Option, seed_option
 from cirbench.query_scores import MEAN, RATE, QueryScores
 from cirbench.shapes.captions import modification_text
 from cirbench.shapes.world import (
@@ -113,13 +114,14 @@ class Shapes(Benchmark):
     description = "synthetic shapes world (no download): mAP@K, R@K per wording style"
     splits = ("test", "val")
     options = (
-        Option("seed", "int", 0, "seed of the queries and renderings"),
+        seed_option("seed of the queries and renderings"),
         Option("renders", "int", 2, "renderings per attribute combination", minimum=1),
         Option("queries_per_style", "int", 400, "queries per wording style", minimum=1),
         Option("remove_reference", "bool", True, "drop the reference image from its ranking", varies=True),
     )
     main_metric = "mAP@10"
     toy = True
+    images_generated = True  # rendered from spec.json (hashed in the run key): identified by that recipe at reuse
     metric_names = _BASE_METRICS + tuple(f"{s}_{m}" for s in STYLES for m in _BASE_METRICS)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
@@ -141,7 +143,9 @@ class Shapes(Benchmark):
         _render_folder(folder, split_id, seed, renders, spec)
 
         gallery = [key for key, _, _ in _gallery(renders)]
-        images = {key: ImageRef(key, folder / f"{key}.png") for key in gallery}
+        where, fix = DataRoot(folder), f"cirbench renders this folder: remove {folder} to render it again"
+        spec_path = folder / "spec.json"
+        images = {key: ImageRef(key, inside(where, f"{key}.png", "image", fix, spec_path)) for key in gallery}
         parts = []
         for style in STYLES:
             queries = [

@@ -1,7 +1,8 @@
 """The Typer apps every command module registers on; ``cirbench.cli`` imports the modules.
 
 Command modules keep heavy imports (torch, open_clip) inside command bodies so ``cirbench --help`` is fast. Every
-``UserError`` raised below the CLI is printed here as one line (``error: ...``) with exit code 2.
+error raised below the CLI is printed here as one line (``error: ...``): user and OS errors exit 2, the rest as
+``commands.boundary`` says.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
-
-from cirbench.errors import UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}  # inherited by every subcommand
 
@@ -35,19 +34,27 @@ def _help_width() -> Iterator[None]:
 
 
 class _UserErrorGroup(TyperGroup):
-    """Show user errors (missing data, bad ids, wrong checkpoints) as one line and exit 2, without a traceback."""
+    """Every error that leaves a command is one line and an exit code (``commands.boundary``), no traceback."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        with _help_width():
+        from cirbench.commands.boundary import sigterm_raises
+
+        with _help_width(), sigterm_raises():
             return super().main(*args, **kwargs)
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        from cirbench.commands.boundary import ending, say, show_traceback
+
         try:
             return super().invoke(ctx)
-        except UserError as error:
-            message = " ".join(str(error).split()) or type(error).__name__
-            typer.secho(f"error: {message}", err=True, fg="red")
-            raise typer.Exit(2) from error
+        except BaseException as error:  # noqa: BLE001 - the one boundary: everything ends here as one line
+            end = ending(error, ctx.invoked_subcommand or ctx.info_name or "")
+            if end is None:
+                raise
+            if show_traceback(error):
+                raise
+            say(end)
+            raise typer.Exit(end.code) from None
 
 
 app = typer.Typer(

@@ -174,11 +174,13 @@ def eval_command(
     from cirbench.decoding import parse_decode
     from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
     from cirbench.evaluation.distributed import joined
-    from cirbench.options import split_pairs
+    from cirbench.options import require_bounds, split_pairs
     from cirbench.search import parse_index
 
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit}: give a positive number of queries (e.g. --limit 20)")
+    require_bounds("--batch-size", batch_size, minimum=1)
+    require_bounds("--workers", workers, minimum=0)
     index_params = split_pairs(index_param)
     parse_index(index, index_params)  # a bad --index (or --decode) is one line before anything loads
     parse_decode(decode)
@@ -319,13 +321,15 @@ def data_check_command(
     split: SplitOpt = None,
     protocol: ProtocolOpt = None,
     deep: Annotated[
-        bool, typer.Option("--deep", help="Decode every image fully (finds truncated files; slower).")
+        bool,
+        typer.Option("--deep", help="Decode every image fully (also finds a corrupt middle; slower)."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Report query/gallery/image counts and every problem; exit 1 when an image is missing or unreadable.
 
-    Every image is opened (its header read); --deep decodes it fully."""
+    Every image is opened: its header read (format, size within the pixel budget) and, for JPEG and PNG, its last
+    bytes (a file cut short has no end marker); --deep decodes it fully."""
     from cirbench.evaluation.readiness import data_report
     from cirbench.options import split_pairs
     from cirbench.progress import stage_progress

@@ -37,7 +37,11 @@ def demo_command(
     """Train LinCIR on the shapes grammar and evaluate it with the baselines (87 s measured on 2 busy CPU cores,
     docs/PERFORMANCE.md); a rerun reuses everything."""
     from cirbench.demo import DemoConfig, run_demo
+    from cirbench.io import ensure_writable
 
+    folders = [out, results_dir] + ([] if no_leaderboard else [leaderboard.parent, chart.parent])
+    for folder in dict.fromkeys(folders):  # a full or read-only disk is found now, not after the training
+        ensure_writable(folder)
     run_demo(
         DemoConfig(
             out=out,

@@ -51,9 +51,13 @@ def leaderboard(
         raise UsageError(f"--format must be md or csv, not {fmt!r}")
     if no_reported and reported is not None:
         raise UsageError("--reported and --no-reported contradict each other")
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UsageError(f"--results-dir {results_dir} is a file: give the folder that holds runs/")
     if reported is None and not no_reported:
         default = results_dir / "reported.yaml"
         reported = default if default.is_file() else None
+    elif reported is not None and reported.is_dir():
+        raise UsageError(f"--reported {reported} is a folder: give the YAML file of published rows (reported.yaml)")
     elif reported is not None and not reported.is_file():
         raise UsageError(f"reported results file not found: {reported}")
     name = benchmark.strip().lower() if benchmark else None

@@ -1,4 +1,4 @@
-"""``cirbench results migrate``: rewrite result files of an older schema under the current one."""
+"""``cirbench results migrate``: bring result files of an older schema to the current one (sealed with digests)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ def migrate_command(
     results_dir: Annotated[Path, typer.Option("--results-dir", help="Folder holding runs/.")] = Path("results"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would change.")] = False,
 ) -> None:
-    """Rewrite schema-1 results (cirbench 0.1) as schema 2, each under its new run key (rankings moved along)."""
+    """Seal schema-2 results in place (add their digests) and rewrite schema-1 results (cirbench 0.1) as schema 3,
+    each under its new run key (rankings moved along)."""
     from cirbench.results_migrate import migrate
 
     done = migrate(results_dir, dry_run=dry_run)
     for item in done:
-        typer.echo(f"{'would migrate' if dry_run else 'migrated'} {item.old} -> {item.new.name}")
+        if item.sealed_only:
+            typer.echo(f"{'would seal' if dry_run else 'sealed'} {item.old}")
+        else:
+            typer.echo(f"{'would migrate' if dry_run else 'migrated'} {item.old} -> {item.new.name}")
     typer.echo(f"{len(done)} result file(s) {'to migrate' if dry_run else 'migrated'} under {results_dir / 'runs'}")

@@ -32,8 +32,10 @@ def pretrain_command(
 ) -> None:
     """Pretrain the tiny shapes CLIP contrastively on rendered image-caption pairs (the shipped shapes-clip:v2:
     --out cirbench/assets/shapes_clip_v2 with the defaults; 30 minutes on 2 busy CPU cores)."""
+    from cirbench.io import ensure_writable
     from cirbench.shapes.pretrain import pretrain_shapes_clip
 
+    ensure_writable(out)  # a full or read-only disk is found now, not after the training
     pretrain_shapes_clip(
         out,
         steps=steps,

@@ -13,18 +13,18 @@ from typing import Annotated, Any
 import typer
 
 from cirbench.commands import train_app
-from cirbench.errors import UsageError
+from cirbench.errors import UsageError, shown
 
 
 def _read_config(path: Path) -> dict[str, Any]:
     """Training options from ``--config``: a method card's ``train:`` section (paths relative to the card, its
-    backbone included), or a plain YAML mapping of training options."""
+    backbone included), or a plain YAML mapping of training options (both read strictly: ``cards``, ``yaml_io``)."""
     from cirbench.cards import load_method_card, read_card_mapping
 
     data = read_card_mapping(path)
     if "train" in data or "method" in data:  # a method card
         if data.get("method", "lincir") != "lincir":
-            raise UsageError(f"{path} is a card for method {data.get('method')!r}, not lincir")
+            raise UsageError(f"{path} is a card for method {shown(data.get('method'))}, not lincir")
         return dict(load_method_card(path).train or {}) if "train" in data else _card_backbone(data)
     return data
 
@@ -34,18 +34,37 @@ def _card_backbone(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pairs(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` values, each read as strict, bounded YAML; a key given twice is an error."""
     import yaml
 
-    out: dict[str, Any] = {}
+    from cirbench import yaml_io
+    from cirbench.options import unique_pairs
+
+    out: list[tuple[str, Any]] = []
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"expected KEY=VALUE, got {pair!r}")
+        if not sep or not key.strip():
+            raise UsageError(f"expected KEY=VALUE, got {shown(pair)}")
+        name = key.strip().replace("-", "_")
         try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            out.append((name, yaml_io.load(value, f"--set {shown(pair)}")))
         except yaml.YAMLError as error:
-            raise UsageError(f"--set {pair!r}: the value is not valid YAML ({' '.join(str(error).split())})") from error
-    return out
+            detail = " ".join(str(error).split())[:200]
+            raise UsageError(f"--set {shown(pair)}: the value is not valid YAML ({detail})") from error
+    return unique_pairs(out, "--set", error=UsageError)
+
+
+def _check_layer(source: str, layer: dict[str, Any]) -> None:
+    """One source of settings (``--config``, ``--set``, the flags) checked alone; its errors name the source."""
+    from cirbench.errors import TrainError
+    from cirbench.lincir.config import TrainConfig
+
+    try:
+        TrainConfig.from_dict(layer)
+    except TrainError as error:
+        if not source:
+            raise
+        raise TrainError(f"{source}: {error}") from None
 
 
 def _log_line(out: Path, log: dict[str, Any]) -> str:
@@ -173,16 +192,19 @@ def train_lincir(
         "progress": False if quiet else None,
     }
     given = {k: v for k, v in flags.items() if v is not None}
+    layers = [_read_config(config) if config else {}, _pairs(set_), given]
+    for source, layer in zip((f"--config {config}", "--set", ""), layers, strict=True):
+        _check_layer(source, layer)  # each source is valid on its own: a later one never hides a bad earlier value
     if resume is not None:
         base = load_run_config(resume).to_dict()
-        changes = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
+        changes = {**layers[0], **layers[1], **layers[2]}
         changes.pop("out", None)
         fixed = {k for k, v in changes.items() if k not in RESUMABLE_OVERRIDES and base.get(k) != v}
         if fixed:
             raise UsageError(f"--resume cannot change {', '.join(sorted(fixed))} (they change what a step computes)")
         cfg = TrainConfig.from_dict({**base, **changes, "out": str(resume)})
     else:
-        merged: dict[str, Any] = {**(_read_config(config) if config else {}), **_pairs(set_), **given}
+        merged: dict[str, Any] = {**layers[0], **layers[1], **layers[2]}
         cfg = TrainConfig.from_dict(merged)
         if not cfg.corpora and not cfg.masks:
             raise UsageError(

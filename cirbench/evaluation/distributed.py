@@ -26,7 +26,7 @@ from cirbench.decoding import WORKERS, DeviceDecoder
 from cirbench.errors import DistributedError
 from cirbench.features import FeatureSet, batch_starts, cached_features, encode_rows, store_features
 from cirbench.images import check_images, identity_hash
-from cirbench.torchrun import Dist
+from cirbench.torchrun import Dist, check_environment
 
 _OBJECTS: Any = None  # the gloo group the object collectives use under NCCL (None: the default group)
 
@@ -44,12 +44,7 @@ def joined(device: str) -> Iterator[tuple[Group, str]]:
     if world <= 1:
         yield SINGLE, device
         return
-    missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
-    if missing:
-        raise DistributedError(
-            f"WORLD_SIZE={world} is set but {', '.join(missing)} is not; start a distributed evaluation with "
-            "`torchrun --nproc_per_node N -m cirbench eval ...`, or unset WORLD_SIZE"
-        )
+    check_environment(world, "eval")
     import torch.distributed as dist
 
     local = int(os.environ["LOCAL_RANK"])
@@ -64,10 +59,15 @@ def joined(device: str) -> Iterator[tuple[Group, str]]:
     _OBJECTS = dist.new_group(backend="gloo") if cuda else None
     try:
         yield Group(dist.get_rank(), dist.get_world_size(), local), device
-    finally:
+    except BaseException:
+        # Keep the group (and its store) alive while this error travels to the CLI boundary, which tells the other
+        # ranks which rank failed before this process exits; tearing it down here would only break their collectives
+        # sooner, with no reason given (and NCCL's teardown can block on a peer that is gone).
         _OBJECTS = None
-        if created:
-            dist.destroy_process_group()
+        raise
+    _OBJECTS = None
+    if created:
+        dist.destroy_process_group()
 
 
 def broadcast(group: Group, obj: Any) -> Any:

@@ -27,6 +27,7 @@ from cirbench.decoding import DeviceDecoder
 from cirbench.errors import SearchIndexError
 from cirbench.evaluation.distributed import SINGLE, Group, encode_images_sharded, encode_queries_sharded
 from cirbench.features import FeatureSet, encode_images
+from cirbench.finite import require_finite_features, require_finite_tensor
 from cirbench.methods.base import Method, fuses_scores
 from cirbench.retrieval import rank_candidate_scores, rank_candidates, rank_with_positives, topk_scored
 from cirbench.search import EXACT, IndexSpec, search_gallery
@@ -88,6 +89,7 @@ def run_engine(
         feats = encode_images_sharded(group, backbone, refs, **common)
     else:
         feats = encode_images(backbone, refs, **common)
+    require_finite_features(feats, backbone.id)
     timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)} if feats else {}
     query_s = rank_s = 0.0
     placeholder = getattr(method, "placeholder", None)
@@ -105,11 +107,13 @@ def run_engine(
         encoded = _encode_part(method, part, texts, feats, batch_size * 4, device, fused, group)
         if encoded is None:  # a torchrun rank other than 0: it encoded its slice, rank 0 ranks
             continue
+        what = f"method {method.info.name} on {data.benchmark}/{data.split}"
+        require_finite_tensor(encoded, f"query features of {what}", method.info.checkpoint)
         if fused:
-            scorer = _Scorer(image=encoded[0].to(device), text=encoded[1].to(device), fuse=method.fuse)
+            scorer = _Scorer(image=encoded[0].to(device), text=encoded[1].to(device), fuse=method.fuse, what=what)
         else:
             queries = encoded.to(device)
-            scorer = _Scorer(embed=queries)
+            scorer = _Scorer(embed=queries, what=what)
         query_s += time.perf_counter() - start
         start = time.perf_counter()
         if fused or positives is not None:
@@ -255,6 +259,11 @@ class _Scorer:
     image: torch.Tensor | None = None
     text: torch.Tensor | None = None
     fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    what: str = "queries"  # whose scores these are (named when one is not finite)
+
+    @property
+    def scores(self) -> str:
+        return f"scores of {self.what}" if self.embed is not None else f"fused scores of {self.what}"
 
     def block(self, start: int, stop: int, gallery: torch.Tensor) -> torch.Tensor:
         """Queries ``start:stop`` x ``gallery`` rows (the product ``topk_chunked`` computes)."""
@@ -277,7 +286,7 @@ def _rank_part_scored(part, scorer: _Scorer, feats, top_k, out, positives, devic
         for i, q in enumerate(part.queries):
             cands = F.normalize(feats.rows(list(q.candidates)).to(device), dim=-1)
             values = scorer.one(i, cands)
-            order = rank_candidate_scores(values)
+            order = rank_candidate_scores(values, scorer.scores)
             top[q.qid] = [q.candidates[j] for j in order]
             scores[q.qid] = [float(values[j]) for j in order]
             if positives is not None:
@@ -293,15 +302,17 @@ def _rank_part_scored(part, scorer: _Scorer, feats, top_k, out, positives, devic
         return scorer.block(start, stop, gallery)
 
     if positives is None:
-        idx, vals = topk_scored(rows, n, len(part.gallery), top_k, exclude=exclude)
+        idx, vals = topk_scored(rows, n, len(part.gallery), top_k, exclude=exclude, what=scorer.scores)
     else:
         wanted = [[position[g] for g in q.gt or () if g in position] for q in part.queries]
-        idx, vals, ranks = rank_with_positives(rows, n, len(part.gallery), top_k, wanted, exclude=exclude)
+        idx, vals, ranks = rank_with_positives(
+            rows, n, len(part.gallery), top_k, wanted, exclude=exclude, what=scorer.scores
+        )
         positives.update({q.qid: r for q, r in zip(part.queries, ranks, strict=True)})
     for i, (q, row_idx, row_vals) in enumerate(zip(part.queries, idx.tolist(), vals.tolist(), strict=True)):
         top[q.qid] = [part.gallery[j] for j in row_idx]
         scores[q.qid] = [round(v, 6) for v in row_vals]
         if q.subset is not None:
             members = [m for m in q.subset if m in position]
-            order = rank_candidate_scores(scorer.one(i, gallery[[position[m] for m in members]]))
+            order = rank_candidate_scores(scorer.one(i, gallery[[position[m] for m in members]]), scorer.scores)
             subset[q.qid] = [members[j] for j in order]

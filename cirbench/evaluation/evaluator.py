@@ -7,6 +7,11 @@ result returns without paying a backbone or checkpoint load. Backbones are kept 
 checked once however many methods run on it. Under torchrun (``EvalSettings.group``) rank 0 decides reuse, ranks,
 scores and writes; every rank returns rank 0's result, so ``eval --all`` moves in step on every rank.
 
+A stored result is reused only when it reads back whole (its digest: ``results.read_result``) and every identity it
+depends on still matches, the images included (``evaluation.reuse``); a stale one is computed again and replaced,
+with one line saying which identity changed. Computing holds the result's lock, so a second process asking for the
+same result is refused in one line (``BusyError``) instead of interleaving its writes.
+
 Device JPEG decoding (``settings.decode``, ``cirbench.decoding``) enters the run key as ``decode`` (the decoder's
 name, e.g. ``decode_jpeg:cuda``) whenever it runs, and only then. Why: its pixels differ from PIL's by rounding, so
 its numbers can differ slightly (features within cosine 0.99), and a result of one decoder must never be returned
@@ -34,9 +39,9 @@ from cirbench.decoding import device_decoder, planned_decoder
 from cirbench.errors import BackboneError, ResultError
 from cirbench.evaluation.distributed import SINGLE, Group, broadcast
 from cirbench.evaluation.engine import Progress, run_engine
-from cirbench.evaluation.prepare import image_check, limit_queries, missing_images_hash, prepare_split, refuse_blocked
+from cirbench.evaluation.prepare import limit_queries, missing_images_hash, prepare_split, refuse_blocked
+from cirbench.evaluation.reuse import images_identity, one_writer, reusable
 from cirbench.evaluation.spec import RunSpec, key_fields
-from cirbench.images import content_hash, identity_hash
 from cirbench.io import atomic_write_bytes
 from cirbench.methods.base import Method
 from cirbench.progress import stage_progress
@@ -155,14 +160,56 @@ def evaluate(
     refuse_blocked(data)
     missing = missing_images_hash(data, settings.skip_missing) if settings.skip_missing else None
     base = key_fields(spec, data.layout, data.annotations_sha256, missing)
-    fields, key, path, found = _lookup(spec, settings, base, planned)
+    fields, key, path, found = _lookup(spec, settings, base, planned, data)
     if found is not None:
         return Outcome(found, path, reused=True)
+    seen = _stamp(path)
     prepared, skipped = prepare_split(data, settings.skip_missing)
     prepared = limit_queries(prepared, spec.limit)
     if path is not None and group.main:
         writable(path.parent)
-    images_sha256 = images_identity(data, prepared, settings) if group.main else None
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(one_writer(path, group))
+        if broadcast(group, group.main and _stamp(path) != seen):  # another process wrote it meanwhile
+            fields, key, path, found = _lookup(spec, settings, base, planned, data)
+            if found is not None:
+                return Outcome(found, path, reused=True)
+        return _compute(
+            spec,
+            settings,
+            data,
+            prepared,
+            skipped,
+            base,
+            planned,
+            why_workers,
+            (fields, key, path),
+            locks,
+            method,
+            backbone,
+            progress,
+        )
+
+
+def _compute(
+    spec: RunSpec,
+    settings: EvalSettings,
+    data: BenchmarkSplit,
+    prepared: BenchmarkSplit,
+    skipped: Any,
+    base: dict[str, Any],
+    planned: str | None,
+    why_workers: str | None,
+    target: tuple[dict[str, Any], str, Path | None],
+    locks: contextlib.ExitStack,
+    method: Method | None,
+    backbone: Backbone | None,
+    progress: Progress | None,
+) -> Outcome:
+    """Encode, rank, score and write one result (its path locked by the caller)."""
+    group = settings.group
+    fields, key, path = target
+    images_sha256 = images_identity(data, prepared, settings.skip_missing, settings.verify) if group.main else None
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
     method = method or build(spec, backbone)
@@ -170,9 +217,12 @@ def evaluate(
     if planned is not None:
         decoder, why_workers = device_decoder(settings.decode, backbone, method.preprocess)
         if decoder is None:  # auto, and the backbone's preprocessing has no tensor form: the workers' key
-            fields, key, path, found = _lookup(spec, settings, base, None)
+            fields, key, workers_path, found = _lookup(spec, settings, base, None, data)
             if found is not None:
-                return Outcome(found, path, reused=True)
+                return Outcome(found, workers_path, reused=True)
+            if workers_path != path:
+                locks.enter_context(one_writer(workers_path, group))
+                path = workers_path
     label = f"{spec.method.name} {spec.benchmark.name}/{spec.split}"
     with stage_progress(label, settings.show_progress and group.main and progress is None) as bar:
         output = run_engine(
@@ -262,10 +312,12 @@ def evaluate(
 
 
 def _lookup(
-    spec: RunSpec, settings: EvalSettings, base: dict[str, Any], decoder: str | None
+    spec: RunSpec, settings: EvalSettings, base: dict[str, Any], decoder: str | None, data: BenchmarkSplit
 ) -> tuple[dict[str, Any], str, Path | None, RunResult | None]:
     """The run key's fields (``base`` plus the device decoder when one runs), the key, the result's path and the
-    finished result to reuse there (rank 0 decides: the ranks of another node may not see its results)."""
+    finished result to reuse there: read and verified (a damaged file is a one-line error), and only when every
+    identity it depends on still matches (``evaluation.reuse``; a stale one is computed again and replaced). Rank 0
+    decides: the ranks of another node may not see its results."""
     fields = {**base, "decode": decoder} if decoder is not None else base
     key = run_key(fields)
     if settings.results_dir is None:
@@ -273,7 +325,19 @@ def _lookup(
     path = result_path(settings.results_dir, spec.benchmark.name, spec.split, spec.method.name, spec.backbone.id, key)
     group = settings.group
     found = read_result(path) if group.main and path.is_file() and not settings.overwrite else None
+    checks = {"limit": spec.limit, "skip_missing": settings.skip_missing}
+    if found is not None and not reusable(found, fields, data, spec.benchmark, **checks):
+        found = None
     return fields, key, path, broadcast(group, found)
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """(size, mtime) of a result file, None when absent: whether another process wrote it since we looked."""
+    try:
+        info = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns) if info is not None else None
 
 
 def writable(folder: Path) -> None:
@@ -286,14 +350,6 @@ def writable(folder: Path) -> None:
             f"cannot write results under {folder} ({error.strerror or error}); choose another "
             "--results-dir or free space there"
         ) from error
-
-
-def images_identity(data: BenchmarkSplit, prepared: BenchmarkSplit, settings: EvalSettings) -> str:
-    """Which image files this run reads: their identities, or (``--verify``) their bytes."""
-    keys = list(prepared.images)
-    if settings.verify:
-        return content_hash(prepared.images[k].path for k in keys)
-    return identity_hash(image_check(data, settings.skip_missing), keys)
 
 
 def rankings_record(rankings: Rankings) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 Nothing is dropped silently. Missing and empty images are an error naming the count, the first paths and the layout,
 or, with ``--skip-missing``, they are left out and every count goes into the result (and which images were left out
-into its run key, so adding them later gives a new run instead of a stale reuse). With ``--skip-missing`` each file
-is also opened (its header read) before encoding, so files that are no image are left out the same way; a file
-whose header reads but whose pixels do not decode (truncated) stops the evaluation naming the file, because leaving
-it out after the run key was made would change what the key promised (``cirbench data check --deep`` lists them).
+into its run key, so adding them later gives a new run instead of a stale reuse). Without ``--skip-missing`` the
+check is one ``stat`` per image (plus the ``realpath`` of its identity). With ``--skip-missing`` each file is also
+opened (its header and last bytes read: ``images.check_images`` at ``header`` level) before encoding, so files that
+are no image, JPEGs and PNGs cut short (no end marker) and images over the pixel budget are left out the same way;
+a file that passes that but whose pixels do not decode (a corrupt middle) stops the evaluation naming the file,
+because leaving it out after the run key was made would change what the key promised (``cirbench data check
+--deep`` lists them). An image over the pixel budget that reaches encoding is a ``LimitError`` naming it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def refuse_blocked(data: BenchmarkSplit) -> None:
 
 
 def image_check(data: BenchmarkSplit, skip_missing: bool) -> ImageCheck:
-    """The check an evaluation relies on: existence, plus the header when unreadable files may be left out."""
+    """The check an evaluation relies on: existence (stat only), plus the header, pixel budget and end marker when
+    unreadable files may be left out."""
     return data.check_images("header" if skip_missing else "exists")
 
 

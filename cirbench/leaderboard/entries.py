@@ -173,9 +173,11 @@ def load_reported(path: Path) -> list[Entry]:
     """
     import yaml
 
+    from cirbench import yaml_io
+
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        data = yaml_io.read(path)  # strict and bounded: a key twice, an alias bomb or a huge file is one line
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise LeaderboardError(f"cannot read reported results {path}: {' '.join(str(e).split())}") from e
     if isinstance(data, list):
         data = {"rows": data}

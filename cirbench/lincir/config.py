@@ -8,7 +8,10 @@ Every ``TrainConfig`` field declares one role in its metadata, and everything el
 - ``location``: paths (the run, a mask cache, validation data); not stored, not hashed, may change on resume;
 - ``runtime``: how this process runs (threads, device, logging); not stored, not hashed, may change on resume.
 
-One declaration, so a new option cannot be listed as resumable but hashed, or stored but forgotten.
+One declaration, so a new option cannot be listed as resumable but hashed, or stored but forgotten. A field also
+declares its bounds and allowed values; every config (``from_dict``: cards, ``--set``, flags, a resumed run; or built
+in code) is checked through the shared strictness of ``cirbench.options``: an unknown name with a "did you mean", a
+value of the wrong type, out of range (``lr=0``, ``steps=0``, ``phi_dropout=1``) or not allowed is one ``TrainError``.
 """
 
 from __future__ import annotations
@@ -16,28 +19,56 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from cirbench.errors import TrainError
+from cirbench.backbones import PRECISIONS
+from cirbench.errors import TrainError, shown
 from cirbench.lincir.distributed import Dist
+from cirbench.lincir.levers import HOST_SYNC
+from cirbench.lincir.masking import MODES as MASK_MODES
 from cirbench.lincir.objective import SpeedOptions
+from cirbench.lincir.varlen import CHOICES as VARLEN_CHOICES
+from cirbench.options import SEED_MAX, range_problem, refuse_unknown
 
 Role = Literal["recipe", "schedule", "location", "runtime"]
 ROLES: tuple[Role, ...] = ("recipe", "schedule", "location", "runtime")
 STORED_ROLES = frozenset({"recipe", "schedule"})  # what ``TrainConfig.recipe()`` keeps
 
 
-def option(role: Role, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A ``TrainConfig`` field with its role (see the module docstring)."""
+def option(
+    role: Role,
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    choices: tuple[str, ...] = (),
+    check: Callable[[Any], str | None] | None = None,
+    **bounds: float,
+) -> Any:
+    """A ``TrainConfig`` field with its role (see the module docstring), its allowed values and its bounds
+    (``minimum``, ``maximum``, ``exclusive_minimum``, ``exclusive_maximum``, as ``cirbench.options.Option``);
+    ``check(value)`` returns what is wrong with a value, or None."""
     if role not in ROLES:
         raise ValueError(f"unknown option role {role!r}; known: {', '.join(ROLES)}")
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={"role": role})
+    metadata = {"role": role, "choices": choices, "bounds": bounds, "check": check}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def _device_problem(name: str) -> str | None:
+    """``auto`` or a name torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    if name == "auto":
+        return None
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return "is not a device; expected auto, cpu, cuda or cuda:N"
+    return None
 
 
 @dataclass
@@ -51,60 +82,71 @@ class TrainConfig:
     masks: str | None = option("location", None)
     column: str | None = option("recipe", None)
     out: str = option("location", "runs/lincir")
-    steps: int = option("schedule", 20_000)
-    global_batch: int = option("recipe", 512)
-    accum: int = option("recipe", 1)
-    lr: float = option("recipe", 1e-4)
-    weight_decay: float = option("recipe", 0.01)
-    phi_dropout: float = option("recipe", 0.5)
-    noise_scale: float = option("recipe", 1.0)
+    steps: int = option("schedule", 20_000, minimum=1)
+    global_batch: int = option("recipe", 512, minimum=1)
+    accum: int = option("recipe", 1, minimum=1)
+    lr: float = option("recipe", 1e-4, exclusive_minimum=0)
+    weight_decay: float = option("recipe", 0.01, minimum=0)
+    phi_dropout: float = option("recipe", 0.5, minimum=0, exclusive_maximum=1)
+    noise_scale: float = option("recipe", 1.0, minimum=0)
     l2_normalize: bool = option("recipe", False)
-    seed: int = option("recipe", 12345)
-    mask_mode: str = option("recipe", "upstream")
+    seed: int = option("recipe", 12345, minimum=0, maximum=SEED_MAX)
+    mask_mode: str = option("recipe", "upstream", choices=MASK_MODES)
     spacy_model: str = option("recipe", "en_core_web_sm")
-    spacy_processes: int = option("runtime", 1)
-    precision: str = option("recipe", "auto")  # auto: fp16 towers on CUDA (as upstream), fp32 on CPU; phi fp32
-    device: str = option("runtime", "auto")
+    spacy_processes: int = option("runtime", 1, minimum=1)
+    precision: str = option(
+        "recipe", "auto", choices=("auto", *PRECISIONS)
+    )  # auto: fp16 towers on CUDA (as upstream), fp32 on CPU; phi fp32
+    device: str = option("runtime", "auto", check=_device_problem)
     truncate: bool = option("recipe", True)
-    buckets: int = option("recipe", 1)
+    buckets: int = option("recipe", 1, minimum=1)
     causal_sdpa: bool = option("recipe", True)
     pack: bool = option("recipe", True)  # the tower runs on real tokens only (exact; supersedes truncate, buckets)
     target_cache: bool = option("recipe", True)
     compile: bool = option("recipe", False)
     # Levers for the hardware limit (``levers.py``); each exact, off by default.
     fused_adamw: bool = option("recipe", False)  # single-kernel AdamW (float rounding differs: a recipe option)
-    varlen_attention: str = option("recipe", "off")  # off | auto | reference | flash: packed attention kernel
+    varlen_attention: str = option(
+        "recipe", "off", choices=VARLEN_CHOICES
+    )  # off | auto | reference | flash: packed attention kernel
     cuda_graphs: bool = option("recipe", False)  # CUDA graphs of the packed tower over bucketed shapes (CUDA only)
-    host_sync: str = option("runtime", "step")  # step | log: when the host waits for the device (bit-identical)
+    host_sync: str = option(
+        "runtime", "step", choices=HOST_SYNC
+    )  # step | log: when the host waits for the device (bit-identical)
     prefetch: bool = option("runtime", False)  # assemble step s+1's batch in a thread during step s (bit-identical)
-    checkpoint_every: int = option("schedule", 1000)
+    checkpoint_every: int = option("schedule", 1000, minimum=1)
     keep_checkpoints: bool = option("schedule", True)
     val_benchmark: str = option("schedule", "cirr")
     val_split: str = option("schedule", "val")
     val_root: str | None = option("location", None)
     val_metric: str = option("schedule", "R@1")
-    val_every: int = option("schedule", 1000)
-    val_first: int | None = option("schedule", 50)
-    val_batch_size: int = option("schedule", 64)
-    log_every: int = option("runtime", 10)
+    val_every: int = option("schedule", 1000, minimum=0)  # 0: never
+    val_first: int | None = option("schedule", 50, minimum=0)
+    val_batch_size: int = option("schedule", 64, minimum=1)
+    log_every: int = option("runtime", 10, minimum=1)
     progress: bool = option("runtime", True)
     allow_download: bool = option("runtime", False)
-    threads: int | None = option("runtime", None)  # torch intra-op threads (None: leave torch's setting)
+    threads: int | None = option("runtime", None, minimum=1)  # torch intra-op threads (None: leave torch's setting)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """A config from options (a card's ``train:``, ``--set``, flags); unknown names and values of the wrong
-        type are a ``TrainError`` naming the option."""
+        """A config from options (a card's ``train:``, ``--set``, flags, a saved run); an unknown name (with a "did
+        you mean"), a value of the wrong type, out of range or not allowed is a ``TrainError`` naming the option."""
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         if data.get("varlen_attention") is False:  # YAML (cards, --set) reads the documented value `off` as false
             data = {**data, "varlen_attention": "off"}
-        unknown = sorted(set(data) - set(types))
-        if unknown:
-            raise TrainError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(types))}")
+        refuse_unknown(data, types, "train lincir", noun="training option", error=TrainError)
         for name, value in data.items():
             if not _fits(value, str(types[name])):
-                raise TrainError(f"training option {name}={value!r} is not valid; expected {types[name]}")
+                raise TrainError(f"training option {name}={shown(value)} is not valid; expected {types[name]}")
         return cls(**dict(data))
+
+    def __post_init__(self) -> None:
+        """Every config, however built, is inside its declared bounds and allowed values."""
+        for f in dataclasses.fields(self):
+            problem = _value_problem(getattr(self, f.name), f.metadata)
+            if problem:
+                raise TrainError(f"training option {f.name}={shown(getattr(self, f.name))} {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +175,21 @@ _CHECKS = {
     "None": lambda v: v is None,
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
 }
+
+
+def _value_problem(value: Any, metadata: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``value``, when it is outside the field's bounds or choices (wrong types: ``_fits``)."""
+    choices, check = metadata.get("choices") or (), metadata.get("check")
+    if choices and isinstance(value, str) and value not in choices:
+        return f"is not one of {', '.join(choices)}"
+    if check is not None and isinstance(value, str):
+        return check(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not valid; expected a finite number"
+    problem = range_problem(value, **(metadata.get("bounds") or {}))
+    return f"is not valid; expected {problem}" if problem else None
 
 
 def _fits(value: Any, annotation: str) -> bool:

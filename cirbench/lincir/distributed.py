@@ -1,6 +1,8 @@
 """The training process group (torchrun, DDP) and the few collectives the loop needs.
 
-Every helper is a no-op for a single process, so the loop reads the same with or without ``torchrun``.
+Every helper is a no-op for a single process, so the loop reads the same with or without ``torchrun``. When one
+rank fails, the CLI boundary (``cirbench.commands.boundary``) tells the others through the group's store and each
+rank ends with one line; the group is left to the process's exit (a teardown while a peer is gone can block).
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from typing import Any
 
 import torch
 
-from cirbench.torchrun import Dist
+from cirbench.torchrun import Dist, check_environment
 
 
 def init_distributed(device_type: str) -> Dist:
     """Join the torchrun process group (NCCL on GPU, gloo on CPU); a single process needs none."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return Dist()
+    check_environment(world, "train lincir")
     import torch.distributed as dist
 
     if not dist.is_initialized():

@@ -10,12 +10,19 @@ Keyed by corpus hash + masking mode + spaCy pipeline (package, version, spaCy ve
   upstream's indicator (0 for the ``a photo of $`` last resort).
 
 Building runs the cleaning, spaCy (``nlp.pipe``) and tokenization in ``processes`` worker processes.
+
+Integrity: ``meta.json`` is sealed (``integrity.seal_json``) and records each array file's sha256 (``sha256``);
+opening a cache checks both, so a damaged or edited file is never trained on. ``build_mask_cache`` builds a damaged
+cache again with a one-line note (same key, same masks); a prepared ``--masks`` folder that fails is refused
+(``rundir.open_prepared_masks``). A cache written before caches carried digests is ``legacy``: the default location
+builds it again, a prepared folder is used with a note (it cannot be rebuilt without its corpus).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from cirbench.io import atomic_directory
+from cirbench.errors import IntegrityError
+from cirbench.integrity import check_file, check_sealed, file_sha256, is_sealed, seal_json
+from cirbench.io import atomic_directory, atomic_write_json, atomic_write_npy
 from cirbench.lincir import tokenizer as tk
 from cirbench.lincir.corpus import Corpus
 from cirbench.lincir.masking import (
@@ -40,6 +49,7 @@ from cirbench.lincir.masking import (
 )
 from cirbench.progress import stage_progress
 
+log = logging.getLogger("cirbench")
 FORMAT_VERSION = 1
 TOKENIZER_ID = "hf-CLIPTokenizer-4.36(sdxl tokenizer_2,+[$]->259)"
 _FILES = ("orig_ids", "orig_offsets", "var_offsets", "masked_ids", "masked_offsets", "masked_indicator")
@@ -138,9 +148,17 @@ def _chunks(texts: Iterator[str | None], size: int) -> Iterator[list[str | None]
 class MaskCache:
     """Read-only view of a built mask cache; ``batch`` assembles padded (B, 77) id tensors."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fix: str = "build it again with `cirbench lincir prepare`"):
         self.path = Path(path)
         self.meta = json.loads((self.path / "meta.json").read_text())
+        self.legacy = not is_sealed(self.meta)  # written before mask caches carried digests: not checked
+        if not self.legacy:
+            check_sealed(self.meta, self.path / "meta.json", fix)
+            digests = self.meta.get("sha256")
+            if not isinstance(digests, dict) or set(digests) != set(_FILES):
+                raise IntegrityError(f"{self.path / 'meta.json'}: no digest for every array file; {fix}")
+            for name in _FILES:
+                check_file(self.path / f"{name}.npy", str(digests[name]), "mask cache array", fix)
         arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in _FILES}
         self.orig_ids, self.orig_offsets = arrays["orig_ids"], arrays["orig_offsets"]
         self.var_offsets = arrays["var_offsets"]
@@ -216,14 +234,28 @@ def _write(path: Path, chunks: list[_Chunk], meta: dict[str, Any]) -> None:
         "masked_indicator": cat("indicators", np.uint8),
     }
     for name, array in arrays.items():
-        np.save(path / f"{name}.npy", array)
-    (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        atomic_write_npy(path / f"{name}.npy", array)
+    digests = {name: file_sha256(path / f"{name}.npy") for name in arrays}
+    atomic_write_json(path / "meta.json", seal_json({**meta, "sha256": digests}), sort_keys=True)
 
 
 def mask_cache_root() -> Path:
     from cirbench.paths import cache_root
 
     return cache_root() / "lincir" / "masks"
+
+
+def _open_built(final: Path) -> MaskCache | None:
+    """The cache in ``final`` when it verifies; None, with a one-line note, when it must be built again."""
+    try:
+        cache = MaskCache(final)
+    except (OSError, ValueError, KeyError) as error:  # IntegrityError is a ValueError
+        log.warning("cirbench: mask cache %s is damaged (%s); building it again", final, " ".join(str(error).split()))
+        return None
+    if cache.legacy:
+        log.warning("cirbench: mask cache %s has no digests (an older cirbench); building it again", final)
+        return None
+    return cache
 
 
 def build_mask_cache(
@@ -244,7 +276,10 @@ def build_mask_cache(
     root = Path(root) if root else mask_cache_root()
     final = root / key
     if (final / "meta.json").is_file() and not rebuild:
-        return MaskCache(final)
+        cache = _open_built(final)
+        if cache is not None:
+            return cache
+        rebuild = True
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     chunks: list[_Chunk] = []
@@ -283,7 +318,7 @@ def build_mask_cache(
         "processes": processes,
     }
     if rebuild and final.exists():
-        shutil.rmtree(final)
+        shutil.rmtree(final, ignore_errors=True)
     with atomic_directory(final) as tmp:
         _write(tmp, chunks, meta)
     return MaskCache(final)

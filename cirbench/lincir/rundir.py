@@ -4,12 +4,17 @@ Files: ``config.json`` (the resolved config), ``state.pt`` (resume state), ``phi
 ``phi_best.safetensors`` (when validating), ``checkpoints/phi_<step>.safetensors``, ``target_cache/`` (written by
 ``cirbench.lincir.targets``), ``train_meta.json``, and the log: ``metrics.jsonl`` and ``loss_curve.png``
 (``cirbench.lincir.trainlog``). Every write goes through ``cirbench.io``'s atomic writer, so an
-interrupted run never leaves half a file that a resume or an evaluation would read.
+interrupted run never leaves half a file that a resume or an evaluation would read, and the run's files are recorded
+in ``run_digests.json`` (``cirbench.run_digests``) as they are written and checked before a resume reads them. The
+target cache's filled rows are sealed into each ``state.pt`` (``TargetCache.seal``). One process at a time writes a
+run folder (``runlock``: held from ``claim`` until ``train`` returns).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import logging
 import random
 import resource
@@ -20,13 +25,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cirbench.errors import TrainError
-from cirbench.io import atomic_write_json, atomic_write_torch
-from cirbench.lincir import levers, optim
+from cirbench import run_digests
+from cirbench.errors import IntegrityError, TrainError
+from cirbench.lincir import levers, optim, runlock
 from cirbench.lincir.config import CONFIG_FILE, TrainConfig, recipe_hash
+from cirbench.lincir.distributed import barrier
 from cirbench.lincir.packed import supports_packing
 from cirbench.lincir.trainlog import LOSS_CURVE, METRICS_FILE, summarise
 from cirbench.phi import save_safetensors
+from cirbench.torchrun import Dist
 
 if TYPE_CHECKING:
     from cirbench.lincir.maskcache import MaskCache
@@ -52,16 +59,33 @@ RUN_FILES = (
     TARGET_CACHE,
     METRICS_FILE,
     LOSS_CURVE,
+    run_digests.MANIFEST,
 )
 
 
-def claim(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
+def claim(out: Path, resume: bool, overwrite: bool, dist: Dist) -> None:
     """Make sure a new run never lands on an old one: ``--out`` holding a run is refused unless the run is resumed,
-    or removed whole first with ``--overwrite`` (only the run's own files; anything else in the folder stays)."""
+    or removed whole first with ``--overwrite`` (only the run's own files; anything else in the folder stays).
+
+    Takes the folder's writer lock first (``runlock``; ``trainer.train`` releases it). A resumed run's config and
+    state are checked against their digests here, before masks or weights are loaded; a legacy folder (no digests)
+    has its files recorded as found."""
+    if resume and overwrite:
+        raise TrainError("--resume and --overwrite contradict each other: continue the run, or start it again")
+    runlock.acquire(out, dist)
     found = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
-        if overwrite:
-            raise TrainError("--resume and --overwrite contradict each other: continue the run, or start it again")
+        if run_digests.is_legacy(out):
+            if dist.main and found:
+                log.warning(
+                    "cirbench: %s was written before run folders recorded digests (legacy); its files are recorded "
+                    "as found and checked from now on",
+                    out,
+                )
+                run_digests.adopt(out)
+        else:
+            for name in (CONFIG_FILE, STATE_FILE):
+                run_digests.verify(out, name)
         return
     if not found:
         return
@@ -70,7 +94,7 @@ def claim(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
             f"{out} already holds a training run ({', '.join(found)}): continue it with --resume {out}, start it "
             "again with --overwrite (removes that run), or choose another --out"
         )
-    if main:
+    if dist.main:
         for name in found:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -78,7 +102,12 @@ def claim(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
 
 def write_config(out: Path, cfg: TrainConfig) -> None:
     """The resolved config, written once when a run starts (``load_run_config`` reads it on resume)."""
-    atomic_write_json(out / CONFIG_FILE, cfg.to_dict())
+    _write_json(out, CONFIG_FILE, cfg.to_dict())
+
+
+def _write_json(out: Path, name: str, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False)
+    run_digests.write_bytes(out, name, (text + "\n").encode("utf-8"))
 
 
 # --- resume state ------------------------------------------------------------------------------------------------
@@ -101,6 +130,8 @@ def state_dict(trainer: Trainer, step: int, clock: dict[str, float], losses: lis
         "config_hash": recipe_hash(t.cfg.recipe()),
         "masks_key": t.masks.key,
     }
+    if t.targets is not None:
+        state["target_cache"] = t.targets.seal()
     if t.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(t.device)
     return state
@@ -150,6 +181,10 @@ def load_state(trainer: Trainer) -> tuple[int, dict[str, float], list[float]]:
     py = state["python_rng"]
     random.setstate((3, tuple(py[0]), py[1]))
     t.selector.load_state_dict(state["selector"])
+    if t.targets is not None and "target_cache" in state:  # older states: the cache is used as it is (legacy)
+        if t.dist.local_rank == 0:
+            t.targets.restore(state["target_cache"])
+        barrier(t.dist)
     return int(state["step"]), dict(state["clock"]), list(state["losses"])
 
 
@@ -160,7 +195,10 @@ def save_phi(trainer: Trainer, path: Path, step: int) -> None:
     info = t.corpus_info or {}
     recipe = {**t.cfg.recipe(), "corpora": info.get("corpora")}
     extra = {"corpus_hash": str(info.get("hash", "")), "masks": t.masks.key}
-    save_safetensors(t.phi, path, t.cfg.backbone, step, recipe, extra)
+    rel = path.relative_to(t.out).as_posix()
+    run_digests.write_staged(
+        t.out, rel, lambda staged: save_safetensors(t.phi, staged, t.cfg.backbone, step, recipe, extra)
+    )
 
 
 def save_best(trainer: Trainer, step: int) -> None:
@@ -177,7 +215,9 @@ def save(trainer: Trainer, step: int, clock: dict[str, float], losses: list[floa
         save_phi(t, t.out / CHECKPOINTS / f"phi_{step:09d}.safetensors", step)
     if t.targets is not None:
         t.targets.flush()
-    atomic_write_torch(t.out / STATE_FILE, state_dict(t, step, clock, losses))
+    buffer = io.BytesIO()
+    torch.save(state_dict(t, step, clock, losses), buffer)
+    run_digests.write_bytes(t.out, STATE_FILE, buffer.getvalue())
     write_meta(t, step, clock, status)
 
 
@@ -227,8 +267,9 @@ def write_meta(trainer: Trainer, step: int, clock: dict[str, float], status: str
         "config": cfg.to_dict(),
         "segments": clock.get("segments", 1),
         "log": summarise(t.out),  # final/min loss, steps logged; writes the loss curve
+        "digests": run_digests.MANIFEST,  # this run records its files' digests there
     }
-    atomic_write_json(t.out / META_FILE, meta)
+    _write_json(t.out, META_FILE, meta)
     return meta
 
 
@@ -263,9 +304,13 @@ def open_prepared_masks(cfg: TrainConfig) -> MaskCache:
     if cfg.corpora:
         raise TrainError("--masks and --corpus are alternatives: the mask cache already fixes the captions")
     try:
-        cache = MaskCache(path)
+        cache = MaskCache(path, fix=f"rebuild it ({how})")
+    except IntegrityError:
+        raise
     except (OSError, ValueError, KeyError) as error:
         raise TrainError(f"--masks {path}: unreadable mask cache ({error}); rebuild it ({how})") from error
+    if cache.legacy:
+        log.warning("cirbench: --masks %s has no digests (an older cirbench) and is used unchecked; %s", path, how)
     meta = cache.meta
     if meta.get("format") != FORMAT_VERSION or meta.get("tokenizer") != TOKENIZER_ID:
         raise TrainError(

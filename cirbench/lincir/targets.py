@@ -5,11 +5,20 @@ shared by the ranks of a node; later visits (epochs 2+) read it back. Values are
 (bf16 -> fp32 is exact), so a cached target equals the one the first visit used, bit for bit. The cache lives in the
 run directory and survives interruption, which keeps ``--resume`` bit-exact. ``lookup`` (host reads, no model) and
 ``complete`` (the missing rows) are separate so that a prefetch thread can read step s+1's rows during step s.
+
+Integrity: each checkpoint's ``state.pt`` carries ``seal()``: which rows were filled and the sha256 of their values.
+A resume ``restore``s that: rows filled after the checkpoint are cleared (they are computed again, the same bits),
+and when the sealed rows no longer match (a damaged or edited file) the cache is started again with a one-line note.
+The files are allocated in full when created, so a full disk is an ``OSError`` then, never a crash mid-training.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cirbench.errors import TrainError
 from cirbench.io import atomic_write_json
 
 
@@ -33,6 +43,8 @@ class CachedRows:
         return CachedRows(self.indices, values.to(device, non_blocking=non_blocking), self.missing)
 
 
+log = logging.getLogger("cirbench")
+_ROWS = 1 << 14  # rows hashed per read
 _STORAGE = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
 
 
@@ -48,10 +60,10 @@ class TargetCache:
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
             if not self._intact(meta_path, meta):  # another key, or files cut short: start the cache again
-                for name in ("values.bin", "filled.bin"):
-                    (self.folder / name).unlink(missing_ok=True)
-                np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="w+", shape=(n, dim)).flush()
-                np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="w+", shape=(n,)).flush()
+                meta_path.unlink(missing_ok=True)
+                itemsize = np.dtype(_STORAGE[dtype]).itemsize
+                for name, size in (("values.bin", n * dim * itemsize), ("filled.bin", n)):
+                    _allocate(self.folder / name, size)
                 atomic_write_json(meta_path, meta)
         self.values = np.memmap(self.folder / "values.bin", dtype=_STORAGE[dtype], mode="r+", shape=(n, dim))
         self.filled = np.memmap(self.folder / "filled.bin", dtype=np.uint8, mode="r+", shape=(n,))
@@ -114,6 +126,36 @@ class TargetCache:
                 values[torch.from_numpy(missing).to(device)] = fresh.detach().to(device, self.dtype)
         return values.float()
 
+    def _digest(self, filled: np.ndarray) -> str:
+        """sha256 of the filled flags and the values of the rows they mark (other rows are never read)."""
+        digest = hashlib.sha256(np.packbits(filled != 0).tobytes())
+        for start in range(0, self.n, _ROWS):
+            rows = filled[start : start + _ROWS] != 0
+            digest.update(np.ascontiguousarray(self.values[start : start + _ROWS][rows]).tobytes())
+        return digest.hexdigest()
+
+    def seal(self) -> dict:
+        """What a checkpoint records: the filled rows (packed bits) and their digest. The flags are copied before
+        the values are read, so a row another rank fills meanwhile is either whole in the seal or not in it."""
+        self.flush()
+        filled = np.array(self.filled, dtype=np.uint8)
+        return {"filled": torch.from_numpy(np.packbits(filled != 0)), "sha256": self._digest(filled), "n": self.n}
+
+    def restore(self, sealed: dict) -> bool:
+        """Back to a checkpoint's cache: rows filled since are cleared; a cache that no longer matches the seal is
+        started again (a one-line note). Returns whether the sealed rows were intact."""
+        filled = np.unpackbits(sealed["filled"].numpy(), count=self.n) if sealed.get("n") == self.n else None
+        intact = filled is not None and self._digest(filled) == sealed.get("sha256")
+        if not intact:
+            log.warning(
+                "cirbench: %s does not match its checkpoint (damaged or edited); computing its targets again",
+                self.folder,
+            )
+            filled = np.zeros(self.n, dtype=np.uint8)
+        self.filled[:] = filled
+        self.filled.flush()
+        return intact
+
     @property
     def hit_rate(self) -> float:
         return float(np.count_nonzero(self.filled)) / max(self.n, 1)
@@ -121,3 +163,25 @@ class TargetCache:
     def flush(self) -> None:
         self.values.flush()
         self.filled.flush()
+
+
+def _allocate(path: Path, size: int) -> None:
+    """A zero-filled file of ``size`` bytes whose blocks are reserved now: writing through the memory map later
+    cannot hit a full disk (that would end the process with SIGBUS, not an error)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.ftruncate(fd, size)
+        if size and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # unsupported here: the sparse file stays
+                    raise
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        raise TrainError(
+            f"cannot create the target cache file {path} ({size:,} bytes): {error.strerror or error}; free space "
+            "there, or train with --no-target-cache"
+        ) from error
+    finally:
+        os.close(fd)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cirbench.errors import TrainError
+from cirbench.finite import LossWatch, require_finite_module
 from cirbench.lincir import levers, optim, rundir
 from cirbench.lincir.batches import Assembler, MicroBatch, batches
 from cirbench.lincir.config import TrainConfig, TrainResult, resolve_device, resolve_precision
@@ -38,10 +39,12 @@ from cirbench.lincir.packed import supports_packing
 from cirbench.lincir.trainlog import TrainLog
 from cirbench.phi import Phi
 from cirbench.progress import StepProgress
+from cirbench.weight_errors import library_errors
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchPlan", "Trainer", "train"]
+RESUME_FIX = "start the run again with --overwrite, or copy a good state.pt back"
 
 
 # --- data order --------------------------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class Trainer:
         torch.manual_seed(config.seed + self.dist.rank)
         np.random.seed((config.seed + self.dist.rank) % 2**32)
         random.seed(config.seed + self.dist.rank)
-        rundir.claim(self.out, resume, overwrite, self.dist.main)
+        rundir.claim(self.out, resume, overwrite, self.dist)  # takes the run folder's writer lock
         barrier(self.dist)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -285,8 +288,13 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg, d = self.cfg, self.dist
         step, clock, losses = 0, {"wall_s": 0.0, "total_train_s": 0.0, "val_s": 0.0, "segments": 1}, []
+        self.watch = LossWatch(
+            self.device, self.out, f"the run diverged: lower --lr (now {cfg.lr:g}) or check the corpus"
+        )
         if self.resume:
-            step, clock, losses = rundir.load_state(self)
+            with library_errors(TrainError, "the resume state", self.out / rundir.STATE_FILE, fix=RESUME_FIX):
+                step, clock, losses = rundir.load_state(self)  # a state.pt of another shape is one line too
+            require_finite_module(self.phi, f"phi parameters resumed at step {step}", self.out / rundir.STATE_FILE)
             clock["segments"] = clock.get("segments", 1) + 1
         elif d.main:
             rundir.write_config(self.out, cfg)
@@ -304,6 +312,7 @@ class Trainer:
                     mark = time.perf_counter()
                 loss = self.step(step, source)
                 step += 1
+                self.watch.record(loss, step)  # on the device: read back at the next check below
                 done_here += 1
                 logged = step % cfg.log_every == 0 or step == cfg.steps
                 due = logged or step % cfg.checkpoint_every == 0 or (self.selector.enabled and self.selector.due(step))
@@ -311,6 +320,8 @@ class Trainer:
                 if value is not None:
                     losses.append(value)
                 halt = stop["stop"] or (self.stop_after is not None and done_here >= self.stop_after)
+                if not lazy or due or (halt and not d.enabled):  # where the host syncs; before any checkpoint
+                    self.watch.verify(step, self.phi.parameters())
                 if not lazy or due or halt:  # a sync point: the step's time is known here
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -372,4 +383,7 @@ def train(
 ) -> TrainResult:
     """Run (or resume) a LinCIR training run; see ``Trainer``. A new run refuses an ``out`` that holds one, unless
     ``overwrite`` removes it first."""
-    return Trainer(config, resume=resume, stop_after=stop_after, overwrite=overwrite).run()
+    try:
+        return Trainer(config, resume=resume, stop_after=stop_after, overwrite=overwrite).run()
+    finally:
+        rundir.runlock.release(Path(config.out))  # held since ``rundir.claim``

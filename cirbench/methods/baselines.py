@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from cirbench.benchmarks.base import Query
 from cirbench.methods import METHODS
 from cirbench.methods.base import BATCH_SIZE, CAPTION_JOIN, MethodEntry, MethodInfo, average_variants, batched
-from cirbench.options import Option
+from cirbench.options import seed_option
 
 
 class _Baseline:
@@ -77,6 +77,6 @@ for _name, _cls, _text, _options in (
     ("image-only", ImageOnly, "reference image feature alone", ()),
     ("text-only", TextOnly, "modification text feature alone", (CAPTION_JOIN, BATCH_SIZE)),
     ("image+text", ImageText, "sum of the normalised image and text features", (CAPTION_JOIN, BATCH_SIZE)),
-    ("random", Random, "random query features (sanity floor)", (Option("seed", "int", 0, "seed of the vectors"),)),
+    ("random", Random, "random query features (sanity floor)", (seed_option("seed of the vectors"),)),
 ):
     METHODS.register(MethodEntry(name=_name, factory=_factory(_cls, _name), description=_text, options=_options))

@@ -26,6 +26,7 @@ from cirbench.methods.base import BATCH_SIZE, CAPTION_JOIN, MethodEntry, MethodI
 from cirbench.methods.pseudo_token import PseudoTokenMethod
 from cirbench.options import Option, parse_options
 from cirbench.phi import dims_from_state_dict, load_phi, phi_weights_id, read_phi_file
+from cirbench.run_digests import checked_checkpoint
 
 LINCIR_TEMPLATE = "a photo of $ that {caption}"
 PLACEHOLDER, PLACEHOLDER_ID = "$", 259
@@ -75,11 +76,11 @@ def resolve_checkpoint(path: Path | str) -> Path:
     if path.is_dir():
         for name in CHECKPOINT_NAMES:
             if (path / name).is_file():
-                return path / name
+                return checked_checkpoint(path / name)  # against its run's digests (cirbench.run_digests)
         raise MethodError(f"run directory {path} holds no {' or '.join(CHECKPOINT_NAMES)} (has training finished?)")
     if not path.is_file():
         raise MethodError(f"lincir checkpoint {path} does not exist")
-    return path
+    return checked_checkpoint(path)
 
 
 def read_train_meta(checkpoint: Path) -> dict[str, Any] | None:

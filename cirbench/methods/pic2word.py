@@ -23,6 +23,7 @@ from torch import nn
 
 from cirbench.checkpoints import check_dims, load_checkpoint, load_mapper, released_state_dict, require_tensor
 from cirbench.errors import MethodError
+from cirbench.finite import require_finite_state_dict
 from cirbench.methods import METHODS
 from cirbench.methods.base import BATCH_SIZE, MethodEntry, preprocess_option, released_checkpoint_info
 from cirbench.methods.preprocessing import TARGET_RATIO
@@ -32,6 +33,7 @@ from cirbench.methods.searle import PLACEHOLDER as SEARLE_PLACEHOLDER
 from cirbench.methods.searle import PLACEHOLDER_ID as SEARLE_PLACEHOLDER_ID
 from cirbench.methods.searle import TEMPLATE as SEARLE_TEMPLATE
 from cirbench.options import Option
+from cirbench.weight_errors import library_errors
 
 PIC2WORD_TEMPLATE = "a photo of * , {caption}"
 PIC2WORD_PLACEHOLDER, PIC2WORD_PLACEHOLDER_ID = "*", 265
@@ -70,8 +72,10 @@ class IM2TEXT(nn.Module):
 
 
 def read_img2text(path: Path | str) -> dict[str, Any]:
-    """``state_dict_img2text`` of a Pic2Word checkpoint, ``module.`` stripped when present."""
-    return released_state_dict(load_checkpoint(path, "Pic2Word", CHECKPOINT_KEY), CHECKPOINT_KEY, path, "Pic2Word")
+    """``state_dict_img2text`` of a Pic2Word checkpoint, ``module.`` stripped when present; its weights finite."""
+    state = released_state_dict(load_checkpoint(path, "Pic2Word", CHECKPOINT_KEY), CHECKPOINT_KEY, path, "Pic2Word")
+    require_finite_state_dict(state, "Pic2Word IM2TEXT weights", path)
+    return state
 
 
 def im2text_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<state dict>") -> IM2TEXT:
@@ -82,8 +86,9 @@ def im2text_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<
     first = require_tensor(state_dict, "layers.0.0.weight", 2, path, "Pic2Word IM2TEXT")
     out = require_tensor(state_dict, "fc_out.weight", 2, path, "Pic2Word IM2TEXT")
     middle, embed = first.shape
-    mapper = IM2TEXT(int(embed), int(middle), int(out.shape[0]), n_layer=n_layer, dropout=0.1)
-    return load_mapper(mapper, state_dict, path, "Pic2Word IM2TEXT")
+    with library_errors(MethodError, "Pic2Word IM2TEXT", path, f"IM2TEXT {embed}-{middle}-{out.shape[0]}"):
+        mapper = IM2TEXT(int(embed), int(middle), int(out.shape[0]), n_layer=n_layer, dropout=0.1)
+        return load_mapper(mapper, state_dict, path, "Pic2Word IM2TEXT")
 
 
 def infer_backbone(checkpoint_path: Path | str) -> str:

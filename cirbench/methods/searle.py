@@ -14,11 +14,13 @@ from typing import Any
 
 from cirbench.checkpoints import check_dims, load_checkpoint, load_mapper, released_state_dict, require_tensor
 from cirbench.errors import MethodError
+from cirbench.finite import require_finite_state_dict
 from cirbench.methods import METHODS
 from cirbench.methods.base import BATCH_SIZE, MethodEntry, preprocess_option, released_checkpoint_info
 from cirbench.methods.preprocessing import TARGET_RATIO
 from cirbench.methods.pseudo_token import PseudoTokenMethod
 from cirbench.phi import Phi
+from cirbench.weight_errors import library_errors
 
 TEMPLATE = "a photo of $ that {caption}"
 PLACEHOLDER, PLACEHOLDER_ID = "$", 259
@@ -31,8 +33,10 @@ TRAINING_DATA = "ImageNet1K test images (unlabelled), phi distilled from OTI tok
 
 
 def read_phi(path: Path | str) -> dict[str, Any]:
-    """The ``Phi`` state dict of a released (or trained) SEARLE checkpoint."""
-    return released_state_dict(load_checkpoint(path, "SEARLE", "Phi"), "Phi", path, "SEARLE")
+    """The ``Phi`` state dict of a released (or trained) SEARLE checkpoint; its weights finite."""
+    state = released_state_dict(load_checkpoint(path, "SEARLE", "Phi"), "Phi", path, "SEARLE")
+    require_finite_state_dict(state, "SEARLE phi weights", path)
+    return state
 
 
 def phi_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<state dict>") -> Phi:
@@ -40,8 +44,9 @@ def phi_from_state_dict(state_dict: Mapping[str, Any], path: Path | str = "<stat
     first = require_tensor(state_dict, "layers.0.weight", 2, path, "SEARLE phi")
     last = require_tensor(state_dict, "layers.6.weight", 2, path, "SEARLE phi")
     hidden, in_dim = first.shape
-    phi = Phi(int(in_dim), int(hidden), int(last.shape[0]), dropout=0.5)
-    return load_mapper(phi, state_dict, path, "SEARLE phi")
+    with library_errors(MethodError, "SEARLE phi", path, f"phi {in_dim}-{hidden}-{hidden}-{last.shape[0]}"):
+        phi = Phi(int(in_dim), int(hidden), int(last.shape[0]), dropout=0.5)
+        return load_mapper(phi, state_dict, path, "SEARLE phi")
 
 
 def infer_backbone(checkpoint_path: Path | str) -> str:

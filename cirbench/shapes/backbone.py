@@ -26,12 +26,15 @@ from cirbench.backbones import (
     PRECISION_DTYPES,
     Backbone,
     BackboneProvider,
+    expected_widths,
     quiet_open_clip,
     register_configs,
 )
 from cirbench.errors import BackboneError
+from cirbench.finite import require_finite_module
 from cirbench.identity import file_sha256
 from cirbench.io import atomic_write, atomic_write_text
+from cirbench.weight_errors import library_errors
 
 MODEL_NAME = "shapes-clip"
 CONFIG_MODEL_FILE = Path(__file__).resolve().parents[1] / "model_configs" / f"{MODEL_NAME}.json"
@@ -105,24 +108,27 @@ def load_model(weights_dir: Path = ASSET_DIR) -> tuple[Any, dict[str, Any]]:
             f"shapes CLIP weights not found at {path}; regenerate with "
             f"`cirbench shapes pretrain --out {weights_dir}` (add --multi-positive for shapes-clip:v1)"
         )
+    fix = f"regenerate it with `cirbench shapes pretrain --out {weights_dir}` (add --multi-positive for v1)"
     try:
         meta = json.loads((weights_dir / META_FILE).read_text())
-        state = load_file(str(path))
-    except (OSError, ValueError) as error:  # a missing meta.json, a truncated or foreign weights file
+    except (OSError, ValueError) as error:  # a missing or damaged meta.json
         raise BackboneError(
             f"cannot read the shapes CLIP weights in {weights_dir} ({error}); it needs {WEIGHTS_FILE} and "
             f"{META_FILE} as `cirbench shapes pretrain --out {weights_dir}` writes them"
         ) from error
-    ids = state.pop("token_embedding.ids")
-    rows = state.pop("token_embedding.rows")
-    model = create_model(seed=0)
-    embedding = torch.zeros_like(model.token_embedding.weight)
-    embedding[ids] = rows.float()
-    state = {k: v.float() for k, v in state.items()}
-    state[EMBED_KEY] = embedding
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    with library_errors(BackboneError, f"{MODEL_NAME} weights", path, expected_widths(MODEL_NAME), fix):
+        state = load_file(str(path))
+        ids = state.pop("token_embedding.ids")
+        rows = state.pop("token_embedding.rows")
+        model = create_model(seed=0)
+        embedding = torch.zeros_like(model.token_embedding.weight)
+        embedding[ids] = rows.float()
+        state = {k: v.float() for k, v in state.items()}
+        state[EMBED_KEY] = embedding
+        missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if k != "attn_mask"]:
-        raise BackboneError(f"{path} does not match {MODEL_NAME}: missing {missing}, unexpected {unexpected}")
+        raise BackboneError(f"{path} does not match {MODEL_NAME}: missing {missing}, unexpected {unexpected}; {fix}")
+    require_finite_module(model, f"backbone {MODEL_NAME} weights", path, fix)
     model.eval().requires_grad_(False)
     return model, meta
 

@@ -16,6 +16,7 @@ from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
 from cirbench.benchmarks.ranks import RankingsWithPositives
 from cirbench.errors import ResultError
 from cirbench.evaluation.evaluator import load_split
+from cirbench.evaluation.prepare import limit_queries
 from cirbench.query_scores import QueryScores, official_metrics
 from cirbench.results import RunResult, find_result, load_rankings
 
@@ -27,6 +28,24 @@ class RunScores:
     data: BenchmarkSplit
     scores: QueryScores
     metrics: dict[str, float]  # every metric as recorded, derived ones (CIRR Avg) included
+    split_queries: int = 0  # queries in the whole split (a --limit run scores the first ``limit`` of them)
+
+    @property
+    def limit(self) -> int | None:
+        return run_limit(self.result)
+
+    def query_set(self) -> str:
+        """What a comparison refusal says about this run: ``a --limit 50 run (50 of 4181 queries)``."""
+        n = len(self.scores.query_ids)
+        if self.limit is not None:
+            return f"a --limit {self.limit} run ({n} of {self.split_queries} queries)"
+        return f"a full run ({n} queries)"
+
+
+def run_limit(result: RunResult) -> int | None:
+    """The ``--limit`` a run was made with (None: every query of its split)."""
+    limit = result.key_fields.get("limit", result.run_settings.get("limit"))
+    return int(limit) if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
 def run_scores(result: RunResult, root: Path | None = None) -> RunScores:
@@ -41,6 +60,8 @@ def run_scores(result: RunResult, root: Path | None = None) -> RunScores:
     recorded = result.benchmark.options
     options = {o.name: recorded[o.name] for o in bench.options if o.keyed and o.name in recorded}
     data = load_split(bench, result.benchmark.split, folder, options)  # read once inside keep_splits()
+    split_queries = sum(len(part.queries) for part in data.parts)
+    data = limit_queries(data, run_limit(result))  # a --limit run ranked the split's first N queries
     raw = load_rankings(result)
     rankings = Rankings(top=raw["top"], subset=raw.get("subset"))
     if raw.get("positive_ranks"):
@@ -58,7 +79,12 @@ def run_scores(result: RunResult, root: Path | None = None) -> RunScores:
         )
     # The values shown are the recorded ones (stored at 6 decimals; equal to the recomputed ones within 1e-5).
     return RunScores(
-        result, bench, data, scores, {**metrics, **{m: v for m, v in result.metrics.items() if m in metrics}}
+        result,
+        bench,
+        data,
+        scores,
+        {**metrics, **{m: v for m, v in result.metrics.items() if m in metrics}},
+        split_queries,
     )
 
 
@@ -86,6 +112,11 @@ def comparable(a: RunScores, b: RunScores) -> None:
         raise ResultError(
             f"{where} use different protocols ({o}={ra.options.get(o)} against {o}={rb.options.get(o)}): "
             "a paired test needs the same protocol"
+        )
+    if a.limit != b.limit:
+        raise ResultError(
+            f"{where}: A is {a.query_set()}, B {b.query_set()}; compare runs of the same query set (both full, "
+            "or both with the same --limit)"
         )
     if a.scores.query_ids != b.scores.query_ids:
         only = sorted(set(a.scores.query_ids) ^ set(b.scores.query_ids))
