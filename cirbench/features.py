@@ -32,6 +32,8 @@ from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
 from cirbench.cache_integrity import read_chunk, read_entry, seal_entry, write_chunk
 from cirbench.decoding import WORKERS, DeviceDecoder, encode_chunk_on_device, unreadable
+from cirbench.errors import UserError
+from cirbench.finite import NAN_FEATURES_FIX, require_finite_array
 from cirbench.images import check_images, identity_hash, open_rgb
 from cirbench.io import atomic_write_json, atomic_write_npy
 from cirbench.methods.preprocessing import build_preprocess
@@ -82,8 +84,11 @@ class _ImageDataset(torch.utils.data.Dataset):
         try:
             return self.transform(self.open_image(ref)), ""
         except Exception as error:  # noqa: BLE001 - reported with the file named, in the main process
+            placeholder = self.transform(Image.new("RGB", (8, 8)))
+            if isinstance(error, UserError):  # already names the file, the cause and the fix (the pixel budget)
+                return placeholder, " ".join(str(error).split())
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-            return self.transform(Image.new("RGB", (8, 8))), f"cannot decode image {ref.key!r} at {ref.path} ({reason})"
+            return placeholder, f"cannot decode image {ref.key!r} at {ref.path} ({reason})"
 
 
 @dataclass
@@ -157,7 +162,8 @@ def encode_images(
                     backbone, chunk_refs, transform, open_image, batch_size, num_workers, decoder, chunk_counts
                 )
             )
-            if use_cache:
+            require_finite_array(chunks[-1], f"image features of backbone {backbone.id}", fix=NAN_FEATURES_FIX)
+            if use_cache:  # only finite features are ever cached
                 if decoder is not None:  # before the chunk: a chunk on disk always has its counts
                     atomic_write_json(chunk_path.with_suffix(".json"), chunk_counts)
                 write_chunk(chunk_path, chunks[-1])

@@ -161,6 +161,9 @@ class FiniteFlag:
             raise _fail(component, source, fix or "check the model and method that produced them")
 
 
+NAN_FEATURES_FIX = "the backbone produced them: check its weights and precision (fp16 overflow?)"
+
+
 def require_finite_features(features: Any, backbone_id: str) -> None:
     """Image features (a ``features.FeatureSet``, freshly encoded or read back from the feature cache; None on a
     torchrun rank that holds none) are finite; a cached entry is named with the command that removes it."""
@@ -170,7 +173,7 @@ def require_finite_features(features: Any, backbone_id: str) -> None:
         source = "the feature cache"
         fix = f"remove the entry with `cirbench cache clear --backbone {backbone_id}` and check the backbone's weights"
     else:
-        source, fix = None, "the backbone produced them: check its weights and precision (fp16 overflow?)"
+        source, fix = None, NAN_FEATURES_FIX
     require_finite_array(features.features, f"image features of backbone {backbone_id}", source, fix)
 
 

@@ -340,13 +340,20 @@ def _rankings_file(result: RunResult, path: Path | None = None) -> Path:
     return base.with_name(name)
 
 
-def load_rankings(result: RunResult) -> dict[str, Any]:
-    """A result's stored rankings, verified against the sha256 the result records (legacy results: read as is)."""
+def check_rankings(result: RunResult) -> Path:
+    """The path of a result's rankings file after checking its bytes against the sha256 the result records (legacy
+    results: not checked); ``IntegrityError`` when it is missing, damaged or edited."""
     if result.path is None or not result.rankings_file:
         raise ResultError(f"run {result.run_key} has no stored rankings; re-run the evaluation")
     path = _rankings_file(result)
     if result.rankings_sha256 is not None:
         check_file(path, result.rankings_sha256, f"stored rankings of run {result.run_key}", RANKINGS_FIX)
+    return path
+
+
+def load_rankings(result: RunResult) -> dict[str, Any]:
+    """A result's stored rankings, verified against the sha256 the result records (legacy results: read as is)."""
+    path = check_rankings(result)
     try:
         raw = read_json(path)
     except (OSError, ValueError) as error:

@@ -154,9 +154,11 @@ def test_interrupts_and_unexpected_errors_are_one_line(stored, monkeypatch):
     assert isinstance(run("leaderboard", "--results-dir", stored).exception, ZeroDivisionError)
 
 
-def test_usage_errors_stay_typers_own():
-    out = run("leaderboard", "--no-such-flag")
-    assert out.exit_code == 2 and "No such option" in out.output and "internal error" not in out.output
+def test_usage_errors_are_one_line_naming_the_flag_and_the_help():
+    one_line_error(run("leaderboard", "--no-such-flag"), "No such option: --no-such-flag", "`cirbench leaderboard -h`")
+    one_line_error(run("stats", "abc", "--resamples", "5"), "'--resamples'", "greater than or equal to 100")
+    one_line_error(run("eval", "--batch-size", "many"), "'--batch-size'", "valid integer")
+    one_line_error(run("score", "--rankings", "r.json"), "Missing option '--benchmark'")
 
 
 @pytest.mark.parametrize("entry", [[sys.executable, "-m", "cirbench"], ["cirbench"]])

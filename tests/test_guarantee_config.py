@@ -447,3 +447,21 @@ def test_a_card_error_names_a_huge_value_briefly(tmp_path):
     with pytest.raises(CardError) as error:
         load_method_card(tmp_path / "m.yaml")
     assert len(one_line(error.value)) < 300
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="asserts the refusals of a machine without CUDA")
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["eval", "-m", "image-only", "-b", "cirbench-tiny:random", "--benchmark", "cirr", "--device", "tpu"],
+         "--device 'tpu' is not a device; expected auto, cpu, cuda or cuda:N"),
+        (["eval", "-m", "image-only", "-b", "cirbench-tiny:random", "--benchmark", "cirr", "--device", "cuda:1"],
+         "--device cuda:1: this machine has no such device (it has: cpu)"),
+        (["train", "lincir", "-b", "cirbench-tiny:random", "--corpus", "c.txt", "--device", "cuda", "--steps", "1"],
+         "--device cuda: this machine has no such device (it has: cpu)"),
+    ],
+)  # fmt: skip
+def test_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_path, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("a red car\nthe dog runs\n")
+    one_line_error(run(*args, "--root" if args[0] == "eval" else "--out", tmp_path / "x"), fragment)

@@ -159,3 +159,19 @@ def test_a_second_writer_of_one_result_is_refused(tmp_path, cirr_split, one_thre
         one_line_error(run(*eval_args(cirr_split, results)), str(path), "being computed by another process")
         assert not path.exists()
     assert "wrote" in run(*eval_args(cirr_split, results)).output
+
+
+def test_a_result_whose_rankings_were_damaged_is_computed_again_not_reused(tmp_path, cirr_split, one_thread, caplog):
+    results = tmp_path / "r"
+    assert run(*eval_args(cirr_split, results)).exit_code == 0
+    before = _only(results)
+    rankings = results / "runs" / "cirr" / "val" / before.rankings_file
+    data = json.loads(gzip.decompress(rankings.read_bytes()))
+    first = next(iter(data["top"]))
+    data["top"][first] = list(reversed(data["top"][first]))
+    rankings.write_bytes(gzip.compress(json.dumps(data).encode()))
+    again = run(*eval_args(cirr_split, results))
+    assert again.exit_code == 0 and "reused" not in again.output, again.output
+    assert "its stored rankings are damaged or missing" in caplog.text and before.run_key in caplog.text
+    after = _only(results)
+    assert after.metrics == before.metrics and after.rankings_sha256 == before.rankings_sha256

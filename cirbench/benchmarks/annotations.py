@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cirbench.containment import DataRoot, contained
-from cirbench.errors import AnnotationError
+from cirbench.errors import AnnotationError, LimitError, shown
 
 _KINDS = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
@@ -24,25 +24,69 @@ _KINDS = {
 }
 
 
+MAX_BYTES = 1 << 30  # 1 GiB: COCO's instances_train2017.json (448 MB) is the largest file a loader reads
+
+
 def _no_duplicate_keys(path: Path, fix: str):
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
-                raise AnnotationError(f"{path}: the key {key!r} appears twice in one object; {fix}")
+                raise AnnotationError(f"{path}: the key {shown(key)} appears twice in one object; {fix}")
             out[key] = value
         return out
 
     return hook
 
 
-def read_annotation_json(path: Path, fix: str) -> Any:
-    """Parse an annotation file; an unreadable one, or one with a key twice in an object, is an
-    ``AnnotationError`` naming the file and the fix (``json`` would silently keep the last value)."""
+def _no_constant(path: Path, fix: str):
+    def hook(word: str) -> Any:
+        raise AnnotationError(f"{path}: {word} is not a JSON number (only finite numbers are allowed); {fix}")
+
+    return hook
+
+
+def read_text(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> str:
+    """The text of an annotation or list file: every data file a loader reads comes through here. Refused in one
+    line naming the file: unreadable (missing, a folder, no permission), over ``max_bytes`` (checked before reading:
+    bounded work), not UTF-8. A UTF-8 byte-order mark (Windows editors write one) is dropped."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys(path, fix))
-    except (OSError, ValueError) as e:
-        raise AnnotationError(f"{path}: cannot read JSON ({' '.join(str(e).split())}); {fix}") from e
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise LimitError(
+                f"{path}: {size / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB a file of this kind may "
+                f"hold; is it the right file? {fix}"
+            )
+        data = path.read_bytes()
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read ({' '.join(str(e).split())}); {fix}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {e.start}); the file is damaged or not a text file, {fix}") from None
+
+
+def read_annotation_json(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> Any:
+    """Parse an annotation file (``read_text``); invalid JSON, a key twice in an object (``json`` would silently keep
+    the last value) or ``NaN`` / ``Infinity`` is an ``AnnotationError`` naming the file and the fix."""
+    text = read_text(path, fix, max_bytes)
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path, fix), parse_constant=_no_constant(path, fix))
+    except (ValueError, RecursionError) as e:
+        if isinstance(e, AnnotationError):
+            raise
+        raise AnnotationError(f"{path}: cannot read JSON ({' '.join(str(e).split())[:200]}); {fix}") from None
+
+
+def read_lines(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> list[tuple[int, str]]:
+    """The records of a line-based list file as ``(line number, line)``, blank lines left out (they hold no record;
+    ``\\r\\n`` endings and a byte-order mark are accepted). A list with no record is refused naming the file: an
+    empty query or gallery list is never a run."""
+    lines = [(n, line) for n, line in enumerate(read_text(path, fix, max_bytes).splitlines(), 1) if line.strip()]
+    if not lines:
+        raise AnnotationError(f"{path}: the list is empty (no line holds a record); {fix}")
+    return lines
 
 
 def bad_record(fix: str, path: Path, index: int, problem: str) -> AnnotationError:

@@ -172,6 +172,9 @@ class Benchmark:
     server_split: ClassVar[str | None] = None
     server_options: ClassVar[Mapping[str, Any]] = {}
     image_reader_id: ClassVar[str] = "rgb"
+    # Images rendered from the annotation files (shapes): their identity at reuse is that recipe, which the run key
+    # already hashes, not the files' stat (a fresh clone renders them again). See ``evaluation.reuse``.
+    images_generated: ClassVar[bool] = False
 
     # --- options and splits ------------------------------------------------------------------------------------
     @property

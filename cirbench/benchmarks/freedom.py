@@ -28,11 +28,12 @@ from typing import Any, ClassVar
 from cirbench import metrics_domain as MD
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import DataRoot, inside
+from cirbench.benchmarks.annotations import read_lines as list_lines
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.imagenet_r import DOMAINS as PIC2WORD_DOMAINS
 from cirbench.benchmarks.imagenet_r import REAL, TARGET_FILE, read_list
 from cirbench.benchmarks.ranks import part_ranks
-from cirbench.errors import AnnotationError, ScoringError
+from cirbench.errors import AnnotationError, ScoringError, shown
 from cirbench.query_scores import QueryScores
 
 FIX = "get it from https://github.com/NikosEfth/freedom (data/<dataset>/) and run its set_dataset.py"
@@ -41,19 +42,17 @@ Line = tuple[str, str, str]  # (path, domain folder name, class)
 
 def read_lines(path: Path, domains: Mapping[str, str]) -> list[Line]:
     """``<path> <domain> <class>`` per line; an unknown domain or a repeated path is an error naming the line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise AnnotationError(f"{path}: cannot read ({error}); {FIX}") from error
     out, seen = [], set()
-    for number, line in enumerate(lines, 1):
+    for number, line in list_lines(path, FIX):
         fields = line.strip().split(" ")
         if len(fields) != 3 or not all(fields):
-            raise AnnotationError(f"{path}: line {number}: expected '<path> <domain> <class>', got {line!r:.80}; {FIX}")
+            raise AnnotationError(f"{path}: line {number}: expected '<path> <domain> <class>', got {shown(line)}; {FIX}")
         if fields[1] not in domains:
-            raise AnnotationError(f"{path}: line {number}: domain {fields[1]!r} is not one of {', '.join(domains)}")
+            raise AnnotationError(
+                f"{path}: line {number}: domain {shown(fields[1])} is not one of {', '.join(domains)}; {FIX}"
+            )
         if fields[0] in seen:
-            raise AnnotationError(f"{path}: line {number}: {fields[0]} is listed twice; {FIX}")
+            raise AnnotationError(f"{path}: line {number}: {shown(fields[0])} is listed twice; {FIX}")
         seen.add(fields[0])
         out.append((fields[0], fields[1], fields[2]))
     return out
@@ -251,10 +250,14 @@ class FreeDomImageNetR(FreeDomSuite):
         if not path.is_file():
             return {}
         out = {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in list_lines(path, FIX):
             wnid, _, name = line.partition(",")
-            if not name or " " in name.strip():
-                raise AnnotationError(f"{path}: line {number}: expected 'wnid,name' with no space in the name")
+            if not name.strip() or " " in name.strip() or not wnid.strip():
+                raise AnnotationError(
+                    f"{path}: line {number}: expected 'wnid,name' with no space in the name, got {shown(line)}"
+                )
+            if wnid.strip() in out:
+                raise AnnotationError(f"{path}: line {number}: {shown(wnid.strip())} is named twice; {FIX}")
             out[wnid.strip()] = name.strip()
         return out
 

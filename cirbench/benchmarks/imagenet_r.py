@@ -28,11 +28,11 @@ from typing import Any
 
 from cirbench import metrics_domain as MD
 from cirbench.benchmarks import BENCHMARKS
-from cirbench.benchmarks.annotations import DataRoot, inside
+from cirbench.benchmarks.annotations import DataRoot, inside, read_lines
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
 from cirbench.benchmarks.ranks import known_depth, part_ranks
-from cirbench.errors import AnnotationError
+from cirbench.errors import AnnotationError, shown
 from cirbench.options import Option
 from cirbench.query_scores import QueryScores
 
@@ -59,15 +59,11 @@ class ListItem:
 
 def read_list(path: Path, queries: bool) -> list[ListItem]:
     """Parse one Pic2Word list; a line whose label disagrees with its folder or file name is an error."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise AnnotationError(f"{path}: cannot read ({error}); {FIX}") from error
     out, seen = [], set()
-    for number, line in enumerate(lines, 1):
+    for number, line in read_lines(path, FIX):
         fields = line.strip().split(" ")
-        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-            raise AnnotationError(f"{path}: line {number}: expected '<path> <int label>', got {line!r:.80}; {FIX}")
+        if len(fields) != 2 or not fields[1].isascii() or not fields[1].lstrip("-").isdigit():
+            raise AnnotationError(f"{path}: line {number}: expected '<path> <int label>', got {shown(line)}; {FIX}")
         key, label = fields[0], int(fields[1])
         class_id, domain = label % 1000, label // 1000
         real, rendition = _REAL.match(key), _RENDITION.match(key)

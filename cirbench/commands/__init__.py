@@ -19,18 +19,31 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}  # inherited by every subcomma
 
 @contextlib.contextmanager
 def _help_width() -> Iterator[None]:
-    """Typer draws help and usage errors with rich at 80 columns when stdout is not a terminal; give them room."""
+    """Typer draws help with rich at 80 columns when stdout is not a terminal: give it room. Its usage errors (an
+    unknown flag, a value of the wrong type, a missing option) become one line like every other error, instead of
+    a boxed panel with the usage above it."""
     from typer import rich_utils
 
     from cirbench.console import HELP_WIDTH, is_terminal
 
-    before = rich_utils.MAX_WIDTH
+    before, render = rich_utils.MAX_WIDTH, rich_utils.rich_format_error
     if before is None and not is_terminal():
         rich_utils.MAX_WIDTH = HELP_WIDTH
+    rich_utils.rich_format_error = usage_error_line
     try:
         yield
     finally:
-        rich_utils.MAX_WIDTH = before
+        rich_utils.MAX_WIDTH, rich_utils.rich_format_error = before, render
+
+
+def usage_error_line(error: Any) -> None:
+    """``error: <click's message>; see `cirbench CMD -h``` on one line (a bare ``cirbench`` still shows help)."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        return
+    ctx = getattr(error, "ctx", None)
+    hint = f"; see `{ctx.command_path} -h`" if ctx is not None else ""
+    message = " ".join(str(error.format_message()).split()).rstrip(".")
+    typer.secho(f"error: {message}{hint}", err=True, fg="red")
 
 
 class _UserErrorGroup(TyperGroup):

@@ -34,11 +34,9 @@ ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where result fi
 
 
 def pick_device(device: str) -> str:
-    import torch
+    from cirbench.devices import resolve_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve_device(device)
 
 
 @app.command("list")

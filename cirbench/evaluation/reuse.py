@@ -32,13 +32,13 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from cirbench.benchmarks.base import BenchmarkSplit
-from cirbench.errors import BusyError
+from cirbench.benchmarks.base import Benchmark, BenchmarkSplit
+from cirbench.errors import BusyError, UserError, shown
 from cirbench.evaluation.distributed import Group, broadcast
 from cirbench.evaluation.prepare import image_check, limit_queries, prepare_split
 from cirbench.identity import canonical_json
 from cirbench.images import content_hash, identity_hash
-from cirbench.results import RunResult
+from cirbench.results import RunResult, check_rankings
 
 log = logging.getLogger("cirbench")
 
@@ -51,16 +51,11 @@ def images_identity(data: BenchmarkSplit, prepared: BenchmarkSplit, skip_missing
     return identity_hash(image_check(data, skip_missing), keys)
 
 
-def generated_images(benchmark: Any) -> bool:
-    """Whether the benchmark renders the split's images from its annotation files (their identity is the recipe)."""
-    return bool(getattr(benchmark, "images_generated", False))
-
-
 def stale_reason(
     found: RunResult,
     fields: Mapping[str, Any],
     data: BenchmarkSplit,
-    benchmark: Any,
+    benchmark: Benchmark,
     limit: int | None,
     skip_missing: bool,
 ) -> str | None:
@@ -69,7 +64,12 @@ def stale_reason(
     if canonical_json(found.key_fields) != canonical_json(dict(fields)):
         differ = sorted(k for k in {*found.key_fields, *fields} if found.key_fields.get(k) != fields.get(k))
         return f"the stored run's key fields ({', '.join(differ) or 'encoding'}) differ from this request's"
-    if generated_images(benchmark):
+    if found.rankings_file:
+        try:
+            check_rankings(found)
+        except UserError as error:
+            return f"its stored rankings are damaged or missing ({shown(str(error), 200)})"
+    if benchmark.images_generated:
         return None
     stored = found.benchmark.images_sha256
     if stored is None:
@@ -83,7 +83,9 @@ def stale_reason(
     return None
 
 
-def reusable(found: RunResult | None, fields: Mapping[str, Any], data: BenchmarkSplit, benchmark: Any, **kw) -> bool:
+def reusable(
+    found: RunResult | None, fields: Mapping[str, Any], data: BenchmarkSplit, benchmark: Benchmark, **kw: Any
+) -> bool:
     """Whether ``found`` may be returned; a stale one is named in one line (it is then computed again, replaced)."""
     if found is None:
         return False
@@ -120,3 +122,7 @@ def one_writer(path: Path | None, group: Group) -> Iterator[None]:
     finally:
         if lock is not None:
             lock.release()
+            # No lock file is left beside the results. A process that opened it just before it went waits on a
+            # file no longer in the folder and may compute too; its result is the same and lands whole (atomic).
+            with contextlib.suppress(OSError):
+                lock_path(path).unlink()

@@ -28,7 +28,9 @@ from typing import Any, Literal
 
 import torch
 
+from cirbench import devices
 from cirbench.backbones import PRECISIONS
+from cirbench.devices import device_problem
 from cirbench.errors import TrainError, shown
 from cirbench.lincir.distributed import Dist
 from cirbench.lincir.levers import HOST_SYNC
@@ -60,17 +62,6 @@ def option(
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-def _device_problem(name: str) -> str | None:
-    """``auto`` or a name torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
-    if name == "auto":
-        return None
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        return "is not a device; expected auto, cpu, cuda or cuda:N"
-    return None
-
-
 @dataclass
 class TrainConfig:
     """Everything that defines a run. Defaults are the paper recipe on ViT-L/14 (LINCIR.md §8.2)."""
@@ -85,7 +76,7 @@ class TrainConfig:
     steps: int = option("schedule", 20_000, minimum=1)
     global_batch: int = option("recipe", 512, minimum=1)
     accum: int = option("recipe", 1, minimum=1)
-    lr: float = option("recipe", 1e-4, exclusive_minimum=0)
+    lr: float = option("recipe", 1e-4, exclusive_minimum=0, maximum=1e30)  # larger overflows AdamW in torch
     weight_decay: float = option("recipe", 0.01, minimum=0)
     phi_dropout: float = option("recipe", 0.5, minimum=0, exclusive_maximum=1)
     noise_scale: float = option("recipe", 1.0, minimum=0)
@@ -97,7 +88,7 @@ class TrainConfig:
     precision: str = option(
         "recipe", "auto", choices=("auto", *PRECISIONS)
     )  # auto: fp16 towers on CUDA (as upstream), fp32 on CPU; phi fp32
-    device: str = option("runtime", "auto", check=_device_problem)
+    device: str = option("runtime", "auto", check=device_problem)
     truncate: bool = option("recipe", True)
     buckets: int = option("recipe", 1, minimum=1)
     causal_sdpa: bool = option("recipe", True)
@@ -248,9 +239,9 @@ class TrainResult:
 
 
 def resolve_device(name: str, d: Dist) -> torch.device:
-    """``auto`` picks CUDA when present; each process takes its local rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    """``auto`` picks CUDA when present (a device this machine lacks is one line); each process takes its local
+    rank's GPU."""
+    name = devices.resolve_device(name)
     if name == "cuda":
         return torch.device("cuda", d.local_rank)
     return torch.device(name)

@@ -82,6 +82,10 @@ def parse_corpus_spec(spec: str, column: str | None = None) -> CorpusSpec:
         if _HUB_NAME.match(source) and not path.exists():
             name, _, split = source.partition("@")
             return CorpusSpec(kind="hub", source=name, column=col, split=split or "train")
+        if path.is_dir():
+            raise CorpusError(
+                f"corpus {spec!r} is a folder; name its files with a glob (e.g. '{source.rstrip('/')}/*.txt')"
+            )
         raise CorpusError(f"corpus {spec!r}: no such file (write a path, a glob, or hf:owner/name for a hub dataset)")
     suffixes = {Path(f).suffix.lower() for f in files}
     if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS:
