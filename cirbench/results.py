@@ -369,16 +369,29 @@ def result_files(results_dir: Path) -> list[Path]:
 
 
 def iter_results(results_dir: Path) -> Iterator[RunResult]:
-    """Every result file under ``results_dir/runs`` in a deterministic order."""
+    """Every result under ``results_dir/runs`` in a deterministic order; one run in two files (a copy) is refused."""
+    seen: dict[str, Path] = {}
     for path in result_files(results_dir):
-        yield read_result(path)
+        result = read_result(path)
+        if result.run_key in seen:
+            raise ResultError(f"{seen[result.run_key]} and {path} hold the same run {result.run_key}: remove the copy")
+        seen[result.run_key] = path
+        yield result
+
+
+def run_prefix(run: str) -> str:
+    """A run key prefix, never empty (an empty one would match every run)."""
+    if not run.strip():
+        raise ResultError(f"no run given ({run!r}): give a run key (a unique prefix is enough) or a result file")
+    return run.strip()
 
 
 def find_result(results_dir: Path, run: str) -> RunResult:
     """A result by file path or run key (prefix allowed when unique)."""
     path = Path(run)
-    if path.is_file():
+    if run and path.is_file():
         return read_result(path)
+    run = run_prefix(run)
     matches = [r for r in iter_results(results_dir) if r.run_key.startswith(run)]
     if len(matches) != 1:
         found = "no result" if not matches else f"{len(matches)} results"

@@ -8,8 +8,8 @@ count.
 
 from __future__ import annotations
 
-import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,11 +29,11 @@ def load_rankings_file(path: str | Path, benchmark: Benchmark, kind: Kind | None
     ``kind`` says whether it holds full rankings (``"top"``) or subset rankings (``"subset"``); a server-format
     file says its own kind, which must agree when given. Plain files default to ``"top"``.
     """
+    from cirbench.benchmarks.annotations import read_annotation_json
+
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ScoringError(f"{path}: cannot read a JSON rankings file ({e})") from e
+    # the strict reader: a query id twice in the file is refused (json would keep the last list silently)
+    raw = read_annotation_json(path, "give each query id once, as {query id: [ranked ids]}")
     if not isinstance(raw, dict):
         raise ScoringError(f"{path}: expected a JSON object {{query id: [ranked ids]}}, got {type(raw).__name__}")
     benchmark.rankings_file_header(raw, path, kind)
@@ -80,9 +80,15 @@ def check_rankings(data: BenchmarkSplit, rankings: Rankings, allow_missing: bool
         gallery = set(part.gallery) if part.gallery else None  # a gallery the split does not know
         for q in part.queries:
             allowed = set(q.candidates) if q.candidates is not None else gallery
-            bad = [i for i in rankings.top.get(q.qid, []) if allowed is not None and i not in allowed]
+            ranked = rankings.top.get(q.qid, [])
+            bad = [i for i in ranked if allowed is not None and i not in allowed]
             if bad:
                 raise ScoringError(f"query {q.qid}: ranked ids not in its gallery (wrong split?): {_examples(bad)}")
+            twice = sorted(i for i, n in Counter(ranked).items() if n > 1) if len(set(ranked)) != len(ranked) else []
+            if twice:
+                raise ScoringError(
+                    f"query {q.qid}: ranks {_examples(twice)} more than once (duplicate ids); rank each image once"
+                )
     return missing
 
 
@@ -134,7 +140,7 @@ def score(
     try:
         metrics = benchmark.metrics(data, rankings)
     except ValueError as error:  # the metric functions refuse inconsistent rankings (duplicates, ambiguity)
-        raise ScoringError(str(error)) from error
+        raise ScoringError(_by_id(str(error), data)) from error
     return {
         "benchmark": data.benchmark,
         "split": data.split,
@@ -148,6 +154,15 @@ def score(
     }
 
 
+def _by_id(message: str, data: BenchmarkSplit) -> str:
+    """The metric functions number a single part's queries by position (``query 1: ...``): name its id instead,
+    and the CLI's flag beside the Python name of the subset rankings."""
+    found = re.match(r"query (\d+): ", message)
+    if found and len(data.parts) == 1 and int(found[1]) < len(data.queries):
+        message = f"query {data.queries[int(found[1])].qid}: " + message[found.end() :]
+    return message.replace("(Rankings.subset)", "(--subset-rankings; Rankings.subset in Python)")
+
+
 # --------------------------------------------------------------------------------------------- stored runs
 
 
@@ -158,6 +173,24 @@ def stored_rankings(raw: Mapping[str, Any]) -> Rankings:
     if raw.get("positive_ranks"):
         return RankingsWithPositives(top=raw["top"], subset=raw.get("subset"), positive_ranks=raw["positive_ranks"])
     return Rankings(top=raw["top"], subset=raw.get("subset"))
+
+
+def data_folder(result: RunResult, root: Path | None = None) -> Path | None:
+    """Where a stored run's split is read again (stats, compare, inspect, verify, leaderboard --ci): ``root`` when
+    given, else the folder the run recorded, which must still be there (else the loader would only say that the
+    annotations are not found, without the run or the way out)."""
+    from cirbench.errors import ResultError, shown
+
+    if root is not None:
+        return Path(root)
+    recorded = Path(result.benchmark.root) if result.benchmark.root else None
+    if recorded is not None and not recorded.exists():
+        raise ResultError(
+            f"run {result.run_key} ({result.benchmark.name} {result.benchmark.split}) recorded its data under "
+            f"{shown(str(recorded))}, which is not there now (moved, or another machine?): give --root with the "
+            "folder that holds it"
+        )
+    return recorded
 
 
 def rescore(result: RunResult, root: Path | None = None) -> dict[str, float]:
@@ -179,7 +212,7 @@ def rescore(result: RunResult, root: Path | None = None) -> dict[str, float]:
     bench = get_benchmark(result.benchmark.name)
     recorded = result.benchmark.options
     options = {o.name: recorded[o.name] for o in bench.options if o.name in recorded}
-    folder = root if root is not None else (Path(result.benchmark.root) if result.benchmark.root else None)
+    folder = data_folder(result, root)
     data = load_split(bench, result.benchmark.split, folder, options)
     if not data.has_labels:
         raise ResultError(f"{data.benchmark} {data.split} has no public labels here: only its server scores it")

@@ -81,6 +81,12 @@ def parse_index(name: str | None, params: Mapping[str, Any] | None = None) -> In
     if name not in INDEX_OPTIONS:
         raise SearchIndexError(f"--index {name!r} is unknown; choose one of {', '.join(INDEX_OPTIONS)}")
     spec = IndexSpec(name, parse_options(INDEX_OPTIONS[name], params, f"--index {name}"))
+    nlist, nprobe = spec.params.get("nlist"), spec.params.get("nprobe")
+    if nlist and "nprobe" in (params or {}) and nprobe > nlist:  # faiss would visit nlist lists, not the nprobe keyed
+        raise SearchIndexError(
+            f"--index {name}: nprobe={nprobe} is more than nlist={nlist} (a query visits at most every list); "
+            f"give nprobe <= {nlist}"
+        )
     if name != "exact":
         require_faiss(name)
     return spec

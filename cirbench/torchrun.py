@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
-from cirbench.errors import DistributedError, UserError
+from cirbench.errors import DistributedError, UserError, shown
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,77 @@ class Dist:
         return self.world > 1
 
 
+def _launch(command: str) -> str:
+    return f"start a distributed run with `torchrun --nproc_per_node N -m cirbench {command} ...`, or unset WORLD_SIZE"
+
+
+def _whole(name: str, command: str, low: int = 0, high: int | None = None) -> int:
+    """The environment variable ``name`` as a whole number in [low, high) (one line naming it otherwise)."""
+    text = os.environ.get(name, "")
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value >= high):
+        span = f"a whole number >= {low}" if high is None else f"a whole number in [{low}, {high - 1}]"
+        raise DistributedError(f"{name}={shown(text)} is not {span}; {_launch(command)}")
+    return value
+
+
+def world_size(command: str) -> int:
+    """``WORLD_SIZE`` (1 when unset), refused in one line when it is not a positive whole number."""
+    if not os.environ.get("WORLD_SIZE", "").strip():
+        return 1
+    return _whole("WORLD_SIZE", command, low=1)
+
+
 def check_environment(world: int, command: str) -> None:
-    """A ``WORLD_SIZE`` > 1 without the rest of torchrun's variables is one line (not torch's ValueError)."""
+    """A ``WORLD_SIZE`` > 1 without the rest of torchrun's variables, or with values that cannot be (``RANK`` not
+    below ``WORLD_SIZE``, a port that is no port), is one line (not torch's ValueError, nor a wait for ranks that
+    cannot exist)."""
     missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
+        raise DistributedError(f"WORLD_SIZE={world} is set but {', '.join(missing)} is not; {_launch(command)}")
+    _whole("RANK", command, high=world)
+    _whole("LOCAL_RANK", command, high=world)
+    _whole("MASTER_PORT", command, low=1, high=65536)
+
+
+JOIN_S = 120.0  # how long a rank launched without torchrun waits for the others to start
+JOIN_ENV = "CIRBENCH_JOIN_TIMEOUT_S"
+
+
+def join(backend: str, command: str, timeout: timedelta) -> None:
+    """Join the default process group, waiting at most ``CIRBENCH_JOIN_TIMEOUT_S`` (120 s) for the other ranks.
+
+    Why: ``init_process_group`` waits as long as its collective ``timeout`` (hours) for ranks that were never
+    started (``WORLD_SIZE=2`` set by hand, one process launched): a hang. The store is made first with the short
+    wait (under torchrun every rank is started and the agent's store is joined at once), then given ``timeout``."""
+    import torch.distributed as dist
+    from torch.distributed.rendezvous import _create_c10d_store
+
+    world = world_size(command)
+    check_environment(world, command)
+    rank, port = int(os.environ["RANK"]), int(os.environ["MASTER_PORT"])
+    address = os.environ["MASTER_ADDR"]
+    try:
+        wait = float(os.environ.get(JOIN_ENV, "") or JOIN_S)
+    except ValueError:
+        wait = float("nan")
+    if not wait > 0 or wait == float("inf"):
+        raise DistributedError(f"{JOIN_ENV}={shown(os.environ.get(JOIN_ENV))} is not a number of seconds > 0")
+    try:
+        kv = _create_c10d_store(address, port, rank, world, timedelta(seconds=wait))
+    except (RuntimeError, OSError) as error:  # DistStoreError (timed out), DistNetworkError (port taken)
+        why = " ".join(str(error).split())[:160]
         raise DistributedError(
-            f"WORLD_SIZE={world} is set but {', '.join(missing)} is not; start a distributed run with "
-            f"`torchrun --nproc_per_node N -m cirbench {command} ...`, or unset WORLD_SIZE"
-        )
+            f"rank {rank} of {world} could not meet the other ranks at {address}:{port} within {wait:g} s ({why}); "
+            f"start all {world} processes, e.g. `torchrun --nproc_per_node {world} -m cirbench {command} ...` "
+            f"(or raise {JOIN_ENV})"
+        ) from None
+    kv.set_timeout(timeout)
+    prefixed = dist.PrefixStore("default_pg", kv)  # as init_process_group's own env:// rendezvous leaves it
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world, timeout=timeout)
 
 
 # --- one failing rank stops every rank with one line ---------------------------------------------------------------

@@ -21,12 +21,11 @@ from fault_battery import (
     TRAIN,
     Case,
     _edit_json,
-    _eval,
     _first_image,
     _fresh,
+    _rankings,
     _readonly_dir,
     _result,
-    _rankings,
     _truncate,
     _write,
 )
@@ -121,6 +120,14 @@ def _damage_manifest(ws: Path) -> None:
         path.write_text("{not json")
 
 
+def _manifest(text: str) -> Callable[[Path], None]:
+    def go(ws: Path) -> None:
+        for path in (ws / "cache").rglob("manifest.json"):
+            path.write_text(text)
+
+    return go
+
+
 def _cache_file_for_folder(ws: Path) -> None:
     for child in list((ws / "cache").iterdir()):
         if child.is_dir():
@@ -162,9 +169,21 @@ def cases() -> list[Case]:
     add = c.append
     ro = _readonly_dir
     # ---------------------------------------------------------------- stats / compare / inspect
-    add(Case("tools stats: rankings file is a folder", "stats", ["stats", "RUN", *RES], fragment="rankings", setup=_rankings_to_folder))
+    add(
+        Case(
+            "tools stats: rankings file is a folder",
+            "stats",
+            ["stats", "RUN", *RES],
+            fragment="rankings",
+            setup=_rankings_to_folder,
+        )
+    )
     add(Case("tools stats: --root missing", "stats", ["stats", "RUN", *RES, "--root", "nowhere"], fragment="nowhere"))
-    add(Case("tools stats: run is a text file", "stats", ["stats", "corpus/captions.txt", *RES], fragment="captions.txt"))
+    add(
+        Case(
+            "tools stats: run is a text file", "stats", ["stats", "corpus/captions.txt", *RES], fragment="captions.txt"
+        )
+    )
     add(Case("tools stats: empty run key", "stats", ["stats", "", *RES], fragment="run"))
     add(Case("tools stats: results dir missing", "stats", ["stats", "RUN", "--results-dir", "nope"], fragment="nope"))
     add(Case("tools stats: data moved", "stats", ["stats", "RUN", *RES], fragment="--root", setup=_move_data))
@@ -172,87 +191,467 @@ def cases() -> list[Case]:
     add(Case("tools compare: a run with itself", "stats", ["compare", "RUN", "RUN", *RES], expect="ok"))
     add(Case("tools inspect: --metric empty", "stats", ["inspect", "RUN", *RES, "--metric", ""], fragment="metric"))
     add(Case("tools inspect: --rows 0", "stats", ["inspect", "RUN", *RES, "--rows", "0"], expect="ok"))
-    add(Case("tools inspect: --json into a read-only folder", "stats", ["inspect", "RUN", *RES, "--json", "ro/t.json"], fragment="ro/t.json", setup=ro))
-    add(Case("tools inspect: --csv under a file", "stats", ["inspect", "RUN", *RES, "--csv", f"{CAPS}/t.csv"], fragment="cap.rc2.val.json"))
-    add(Case("tools inspect: --csv missing parent", "stats", ["inspect", "RUN", *RES, "--csv", "new/dir/t.csv"], expect="ok", fragment="wrote new/dir/t.csv"))
-    add(Case("tools inspect: --csv and --json one path", "stats", ["inspect", "RUN", *RES, "--csv", "t.out", "--json", "t.out"], fragment="t.out"))
-    add(Case("tools inspect: --grid into a folder", "stats", ["inspect", "RUN", *RES, "--grid", "CIRR"], fragment="CIRR"))
-    add(Case("tools inspect: --grid read-only", "stats", ["inspect", "RUN", *RES, "--grid", "ro/g.png"], fragment="ro/g.png", setup=ro))
-    add(Case("tools inspect: --grid and --csv one path", "stats", ["inspect", "RUN", *RES, "--grid", "g.png", "--csv", "g.png"], fragment="g.png"))
-    add(Case("tools inspect: --grid data moved", "stats", ["inspect", "RUN", *RES, "--grid", "g.png"], fragment="--root", setup=_move_data))
+    add(
+        Case(
+            "tools inspect: --json into a read-only folder",
+            "stats",
+            ["inspect", "RUN", *RES, "--json", "ro/t.json"],
+            fragment="ro/t.json",
+            setup=ro,
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --csv under a file",
+            "stats",
+            ["inspect", "RUN", *RES, "--csv", f"{CAPS}/t.csv"],
+            fragment="cap.rc2.val.json",
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --csv missing parent",
+            "stats",
+            ["inspect", "RUN", *RES, "--csv", "new/dir/t.csv"],
+            expect="ok",
+            fragment="wrote new/dir/t.csv",
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --csv and --json one path",
+            "stats",
+            ["inspect", "RUN", *RES, "--csv", "t.out", "--json", "t.out"],
+            fragment="t.out",
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --grid into a folder", "stats", ["inspect", "RUN", *RES, "--grid", "CIRR"], fragment="CIRR"
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --grid read-only",
+            "stats",
+            ["inspect", "RUN", *RES, "--grid", "ro/g.png"],
+            fragment="ro/g.png",
+            setup=ro,
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --grid and --csv one path",
+            "stats",
+            ["inspect", "RUN", *RES, "--grid", "g.png", "--csv", "g.png"],
+            fragment="g.png",
+        )
+    )
+    add(
+        Case(
+            "tools inspect: --grid data moved",
+            "stats",
+            ["inspect", "RUN", *RES, "--grid", "g.png"],
+            fragment="--root",
+            setup=_move_data,
+        )
+    )
     # ---------------------------------------------------------------- sensitivity
     sens = ["sensitivity", "-b", TINY, "--root", "CIRR", "--device", "cpu", "--results-dir", "fresh"]
-    add(Case("tools sensitivity: unknown method", "sensitivity", [*sens, "-m", "imagetxt", "--benchmark", "cirr"], fragment="imagetxt"))
-    add(Case("tools sensitivity: unknown benchmark", "sensitivity", [*sens, "-m", "image+text", "--benchmark", "cirq"], fragment="cirq"))
-    add(Case("tools sensitivity: unknown metric", "sensitivity", [*sens, "-m", "image+text", "--benchmark", "cirr", "--metric", "R@7"], fragment="R@7"))
-    add(Case("tools sensitivity: --out a folder", "sensitivity", [*sens, "-m", "image+text", "--benchmark", "cirr", "--out", "CIRR"], fragment="CIRR"))
-    add(Case("tools sensitivity: --out read-only", "sensitivity", [*sens, "-m", "image+text", "--benchmark", "cirr", "--out", "ro/s.md"], fragment="ro/s.md", setup=ro))
-    add(Case("tools sensitivity: resamples 5", "sensitivity", [*sens, "-m", "image+text", "--benchmark", "cirr", "--resamples", "5"], fragment="resamples"))
+    add(
+        Case(
+            "tools sensitivity: unknown method",
+            "sensitivity",
+            [*sens, "-m", "imagetxt", "--benchmark", "cirr"],
+            fragment="imagetxt",
+        )
+    )
+    add(
+        Case(
+            "tools sensitivity: unknown benchmark",
+            "sensitivity",
+            [*sens, "-m", "image+text", "--benchmark", "cirq"],
+            fragment="cirq",
+        )
+    )
+    add(
+        Case(
+            "tools sensitivity: unknown metric",
+            "sensitivity",
+            [*sens, "-m", "image+text", "--benchmark", "cirr", "--metric", "R@7"],
+            fragment="R@7",
+        )
+    )
+    add(
+        Case(
+            "tools sensitivity: --out a folder",
+            "sensitivity",
+            [*sens, "-m", "image+text", "--benchmark", "cirr", "--out", "CIRR"],
+            fragment="CIRR",
+        )
+    )
+    add(
+        Case(
+            "tools sensitivity: --out read-only",
+            "sensitivity",
+            [*sens, "-m", "image+text", "--benchmark", "cirr", "--out", "ro/s.md"],
+            fragment="ro/s.md",
+            setup=ro,
+        )
+    )
+    add(
+        Case(
+            "tools sensitivity: resamples 5",
+            "sensitivity",
+            [*sens, "-m", "image+text", "--benchmark", "cirr", "--resamples", "5"],
+            fragment="resamples",
+        )
+    )
     # ---------------------------------------------------------------- leaderboard
     add(Case("tools leaderboard: --format xlsx", "leaderboard", [*LB, "--format", "xlsx"], fragment="xlsx"))
     add(Case("tools leaderboard: --columns R@1,R@1", "leaderboard", [*LB, "--columns", "R@1,R@1"], fragment="R@1"))
     add(Case("tools leaderboard: --columns only commas", "leaderboard", [*LB, "--columns", ",,"], fragment="--columns"))
     add(Case("tools leaderboard: --chart a folder", "leaderboard", [*LB, "--chart", "CIRR"], fragment="CIRR"))
-    add(Case("tools leaderboard: --chart read-only", "leaderboard", [*LB, "--chart", "ro/c.png"], fragment="ro/c.png", setup=ro))
-    add(Case("tools leaderboard: --chart missing parent", "leaderboard", [*LB, "--chart", "a/b/c.png"], expect="ok", fragment="wrote a/b/c.png"))
-    add(Case("tools leaderboard: --chart and --out one path", "leaderboard", [*LB, "--chart", "x.png", "--out", "x.png"], fragment="x.png"))
+    add(
+        Case(
+            "tools leaderboard: --chart read-only",
+            "leaderboard",
+            [*LB, "--chart", "ro/c.png"],
+            fragment="ro/c.png",
+            setup=ro,
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard: --chart missing parent",
+            "leaderboard",
+            [*LB, "--chart", "a/b/c.png"],
+            expect="ok",
+            fragment="wrote a/b/c.png",
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard: --chart and --out one path",
+            "leaderboard",
+            [*LB, "--chart", "x.png", "--out", "x.png"],
+            fragment="x.png",
+        )
+    )
     add(Case("tools leaderboard: --chart .txt", "leaderboard", [*LB, "--chart", "c.txt"], fragment="c.txt"))
     rep = [*LB, "--reported", "rep.yaml"]
-    add(Case("tools leaderboard reported: rows a mapping", "leaderboard", rep, fragment="rep.yaml", setup=_write("rep.yaml", "rows: {a: 1}\n")))
-    add(Case("tools leaderboard reported: metric a string", "leaderboard", rep, fragment="R@1", setup=_reported(ROW + "    cirr: {R@1: abc, R@5: 3.0}\n")))
-    add(Case("tools leaderboard reported: NaN value", "leaderboard", rep, fragment="R@1", setup=_reported(ROW + "    cirr: {R@1: .nan}\n")))
-    add(Case("tools leaderboard reported: Inf value", "leaderboard", rep, fragment="R@1", setup=_reported(ROW + "    cirr: {R@1: .inf}\n")))
-    add(Case("tools leaderboard reported: value 250", "leaderboard", rep, fragment="R@1", setup=_reported(ROW + "    cirr: {R@1: 250}\n")))
-    add(Case("tools leaderboard reported: unknown benchmark", "leaderboard", rep, fragment="cirrr", setup=_reported(ROW + "    cirrr: {R@1: 25.0}\n")))
-    add(Case("tools leaderboard reported: unknown metric", "leaderboard", rep, fragment="R@7", setup=_reported(ROW + "    cirr: {R@7: 25.0}\n")))
-    add(Case("tools leaderboard reported: duplicate rows", "leaderboard", rep, fragment="row 1", setup=_reported(ROW + "    cirr: {R@1: 25.0}\n" + ROW + "    cirr: {R@1: 26.0}\n")))
-    add(Case("tools leaderboard reported: method a list", "leaderboard", rep, fragment="method", setup=_reported("  - method: [a, b]\n    backbone: x\n    cirr: {R@1: 25.0}\n")))
-    add(Case("tools leaderboard reported: split unknown", "leaderboard", rep, fragment="split", setup=_reported(ROW + "    split: tset\n    cirr: {R@1: 25.0}\n")))
-    add(Case("tools leaderboard reported: metric bool", "leaderboard", rep, fragment="R@1", setup=_reported(ROW + "    cirr: {R@1: true}\n")))
-    add(Case("tools leaderboard reported: empty block", "leaderboard", rep, fragment="cirr", setup=_reported(ROW + "    cirr: {}\n")))
-    add(Case("tools leaderboard: --ci without rankings", "leaderboard", [*LB, "--ci"], expect="ok", fragment="no interval", setup=lambda ws: _rankings(ws).unlink()))
-    add(Case("tools leaderboard: --ci with damaged rankings", "leaderboard", [*LB, "--ci"], fragment="rankings", setup=_truncate(_rankings)))
+    add(
+        Case(
+            "tools leaderboard reported: rows a mapping",
+            "leaderboard",
+            rep,
+            fragment="rep.yaml",
+            setup=_write("rep.yaml", "rows: {a: 1}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: metric a string",
+            "leaderboard",
+            rep,
+            fragment="R@1",
+            setup=_reported(ROW + "    cirr: {R@1: abc, R@5: 3.0}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: NaN value",
+            "leaderboard",
+            rep,
+            fragment="R@1",
+            setup=_reported(ROW + "    cirr: {R@1: .nan}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: Inf value",
+            "leaderboard",
+            rep,
+            fragment="R@1",
+            setup=_reported(ROW + "    cirr: {R@1: .inf}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: value 250",
+            "leaderboard",
+            rep,
+            fragment="R@1",
+            setup=_reported(ROW + "    cirr: {R@1: 250}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: unknown benchmark",
+            "leaderboard",
+            rep,
+            fragment="cirrr",
+            setup=_reported(ROW + "    cirrr: {R@1: 25.0}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: unknown metric",
+            "leaderboard",
+            rep,
+            fragment="R@7",
+            setup=_reported(ROW + "    cirr: {R@7: 25.0}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: duplicate rows",
+            "leaderboard",
+            rep,
+            fragment="rows 0 and 1",
+            setup=_reported(ROW + "    cirr: {R@1: 25.0}\n" + ROW + "    cirr: {R@1: 26.0}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: method a list",
+            "leaderboard",
+            rep,
+            fragment="method",
+            setup=_reported("  - method: [a, b]\n    backbone: x\n    cirr: {R@1: 25.0}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: split unknown",
+            "leaderboard",
+            rep,
+            fragment="split",
+            setup=_reported(ROW + "    split: tset\n    cirr: {R@1: 25.0}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: metric bool",
+            "leaderboard",
+            rep,
+            fragment="R@1",
+            setup=_reported(ROW + "    cirr: {R@1: true}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard reported: empty block",
+            "leaderboard",
+            rep,
+            fragment="cirr",
+            setup=_reported(ROW + "    cirr: {}\n"),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard: --ci with rankings deleted",
+            "leaderboard",
+            [*LB, "--ci"],
+            fragment="rankings",
+            setup=lambda ws: _rankings(ws).unlink(),
+        )
+    )
+    add(
+        Case(
+            "tools leaderboard: --ci with damaged rankings",
+            "leaderboard",
+            [*LB, "--ci"],
+            fragment="rankings",
+            setup=_truncate(_rankings),
+        )
+    )
     add(Case("tools leaderboard: odd files in runs", "leaderboard", LB, fragment=".json", setup=_odd_results))
     add(Case("tools leaderboard: a result copied", "leaderboard", LB, fragment="copy-", setup=_second_row))
     # ---------------------------------------------------------------- submit
     sub = ["submit", "--benchmark", "cirr", "--run", "RUN", *RES]
     add(Case("tools submit: a val run", "submit", sub, fragment="test"))
-    add(Case("tools submit: --out-dir a file", "submit", [*sub, "--out-dir", CAPS], fragment="cap.rc2.val.json"))
-    add(Case("tools submit: benchmark circo for a cirr run", "submit", ["submit", "--benchmark", "circo", "--run", "RUN", *RES], fragment="circo"))
-    add(Case("tools submit: unknown benchmark", "submit", ["submit", "--benchmark", "cirq", "--run", "RUN", *RES], fragment="cirq"))
+    add(
+        Case(
+            "tools submit: benchmark circo for a cirr run",
+            "submit",
+            ["submit", "--benchmark", "circo", "--run", "RUN", *RES],
+            fragment="circo",
+        )
+    )
+    add(
+        Case(
+            "tools submit: unknown benchmark",
+            "submit",
+            ["submit", "--benchmark", "cirq", "--run", "RUN", *RES],
+            fragment="cirq",
+        )
+    )
     # ---------------------------------------------------------------- score
     for name, data, frag in [
         ("ranked ids a string", {str(q): "dev-1-0-img1" for q in range(100, 104)}, "100"),
         ("ranked ids integers", {str(q): [1, 2] for q in range(100, 104)}, "100"),
-        ("empty object", {}, "r.json"),
+        ("empty object", {}, "no ranking"),
         ("query id not a number", {"abc": ["dev-1-0-img1"]}, "abc"),
         ("ranked ids null", {str(q): None for q in range(100, 104)}, "100"),
-        ("nested version key", {"version": "rc2", "metric": "recall", **{str(q): ["dev-2-0-img0"] for q in range(100, 104)}}, "version"),
+        (
+            "nested version key",
+            {"version": "rc2", "metric": "recall", **{str(q): ["dev-2-0-img0"] for q in range(100, 104)}},
+            "query 101",
+        ),
     ]:
         add(Case(f"tools score: {name}", "score", SCORE, fragment=frag, setup=_write("r.json", json.dumps(data))))
-    add(Case("tools score: query twice", "score", SCORE, fragment="twice", setup=_write("r.json", '{"100": ["dev-2-0-img0"], "100": ["dev-3-0-img1"]}')))
-    add(Case("tools score: rankings a folder", "score", SCORE, fragment="r.json", setup=lambda ws: (ws / "r.json").mkdir()))
+    add(
+        Case(
+            "tools score: query twice",
+            "score",
+            SCORE,
+            fragment="twice",
+            setup=_write("r.json", '{"100": ["dev-2-0-img0"], "100": ["dev-3-0-img1"]}'),
+        )
+    )
+    add(
+        Case(
+            "tools score: rankings a folder",
+            "score",
+            SCORE,
+            fragment="r.json",
+            setup=lambda ws: (ws / "r.json").mkdir(),
+        )
+    )
     good = json.dumps({str(q): [f"dev-{q - 98}-0-img{q % 2}"] for q in range(100, 104)})
-    add(Case("tools score: subset file of other queries", "score", [*SCORE, "--subset-rankings", "s.json"], fragment="s.json", setup=_all(_write("r.json", good), _write("s.json", json.dumps({"999": ["dev-1-0-img1"]})))))
-    add(Case("tools score: subset file not JSON", "score", [*SCORE, "--subset-rankings", "s.json"], fragment="s.json", setup=_all(_write("r.json", good), _write("s.json", "{"))))
-    add(Case("tools score: subset without ranking file", "score", [*SCORE, "--subset-rankings", "missing.json"], fragment="missing.json", setup=_write("r.json", good)))
-    add(Case("tools score: unknown split", "score", [*SCORE, "--split", "tset"], fragment="tset", setup=_write("r.json", good)))
+    add(
+        Case(
+            "tools score: subset file of other queries",
+            "score",
+            [*SCORE, "--subset-rankings", "s.json"],
+            fragment="subset rankings",
+            setup=_all(_write("r.json", good), _write("s.json", json.dumps({"999": ["dev-1-0-img1"]}))),
+        )
+    )
+    add(
+        Case(
+            "tools score: subset file not JSON",
+            "score",
+            [*SCORE, "--subset-rankings", "s.json"],
+            fragment="s.json",
+            setup=_all(_write("r.json", good), _write("s.json", "{")),
+        )
+    )
+    add(
+        Case(
+            "tools score: subset without ranking file",
+            "score",
+            [*SCORE, "--subset-rankings", "missing.json"],
+            fragment="missing.json",
+            setup=_write("r.json", good),
+        )
+    )
+    add(
+        Case(
+            "tools score: unknown split",
+            "score",
+            [*SCORE, "--split", "tset"],
+            fragment="tset",
+            setup=_write("r.json", good),
+        )
+    )
     # ---------------------------------------------------------------- verify / results migrate
     add(Case("tools verify: data moved", "verify", ["verify", *RES], expect="ok", fragment="--root", setup=_move_data))
     add(Case("tools verify: --root missing", "verify", ["verify", *RES, "--root", "nowhere"], fragment="nowhere"))
-    add(Case("tools verify: rankings deleted", "verify", ["verify", *RES], expect="exit1", fragment="rankings", setup=lambda ws: _rankings(ws).unlink()))
-    add(Case("tools verify: a text file as run", "verify", ["verify", "corpus/captions.txt", *RES], expect="exit1", fragment="captions.txt"))
+    add(
+        Case(
+            "tools verify: rankings deleted",
+            "verify",
+            ["verify", *RES],
+            expect="exit1",
+            fragment="rankings",
+            setup=lambda ws: _rankings(ws).unlink(),
+        )
+    )
+    add(
+        Case(
+            "tools verify: a text file as run",
+            "verify",
+            ["verify", "corpus/captions.txt", *RES],
+            expect="exit1",
+            fragment="captions.txt",
+        )
+    )
     add(Case("tools verify: unknown key", "verify", ["verify", "zzzz", *RES], fragment="zzzz"))
-    add(Case("tools verify: odd files in runs", "verify", ["verify", *RES], expect="exit1", fragment="notes.json", setup=_odd_results))
-    add(Case("tools verify: annotations changed", "verify", ["verify", *RES], expect="exit1", fragment="differs", setup=lambda ws: _edit_json(ws / CAPS, lambda d: [r.__setitem__("target_hard", r["img_set"]["members"][3]) or r["target_soft"].clear() or r["target_soft"].__setitem__(r["img_set"]["members"][3], 1.0) for r in d] and None)))
-    add(Case("tools migrate: odd files in runs", "results", ["results", "migrate", *RES], fragment="notes.json", setup=_odd_results))
-    add(Case("tools migrate: results dir missing", "results", ["results", "migrate", "--results-dir", "nope"], fragment="nope"))
-    add(Case("tools migrate: results dir a file", "results", ["results", "migrate", "--results-dir", CAPS], fragment="cap.rc2.val.json"))
-    add(Case("tools migrate: damaged current result", "results", ["results", "migrate", *RES], fragment=".json", setup=_truncate(_result)))
+    add(
+        Case(
+            "tools verify: odd files in runs",
+            "verify",
+            ["verify", *RES],
+            expect="exit1",
+            fragment="notes.json",
+            setup=_odd_results,
+        )
+    )
+    add(
+        Case(
+            "tools verify: annotations changed",
+            "verify",
+            ["verify", *RES],
+            expect="exit1",
+            fragment="differs",
+            setup=lambda ws: _edit_json(
+                ws / CAPS,
+                lambda d: (
+                    [
+                        r.__setitem__("target_hard", r["img_set"]["members"][3])
+                        or r["target_soft"].clear()
+                        or r["target_soft"].__setitem__(r["img_set"]["members"][3], 1.0)
+                        for r in d
+                    ]
+                    and None
+                ),
+            ),
+        )
+    )
+    add(
+        Case(
+            "tools migrate: odd files in runs",
+            "results",
+            ["results", "migrate", *RES],
+            fragment="empty.json",
+            setup=_odd_results,
+        )
+    )
+    add(
+        Case(
+            "tools migrate: results dir missing",
+            "results",
+            ["results", "migrate", "--results-dir", "nope"],
+            fragment="nope",
+        )
+    )
+    add(
+        Case(
+            "tools migrate: results dir a file",
+            "results",
+            ["results", "migrate", "--results-dir", CAPS],
+            fragment="cap.rc2.val.json",
+        )
+    )
+    add(
+        Case(
+            "tools migrate: damaged current result",
+            "results",
+            ["results", "migrate", *RES],
+            fragment=".json",
+            setup=_truncate(_result),
+        )
+    )
     # ---------------------------------------------------------------- --index
     for name, extra, frag in [
         ("ivf nlist over the gallery", ["--index", "faiss-ivf", "--index-param", "nlist=500"], "nlist"),
-        ("ivf nprobe over nlist", ["--index", "faiss-ivf", "--index-param", "nlist=2", "--index-param", "nprobe=50"], "nprobe"),
+        (
+            "ivf nprobe over nlist",
+            ["--index", "faiss-ivf", "--index-param", "nlist=2", "--index-param", "nprobe=50"],
+            "nprobe",
+        ),
         ("exact with a param", ["--index", "exact", "--index-param", "nlist=2"], "nlist"),
         ("flat with a param", ["--index", "faiss-flat", "--index-param", "nprobe=2"], "nprobe"),
         ("param without --index", ["--index-param", "nlist=2"], "--index"),
@@ -265,56 +664,301 @@ def cases() -> list[Case]:
         ("index name with case", ["--index", "FAISS-IVF"], "FAISS-IVF"),
     ]:
         add(Case(f"tools index: {name}", "index", _fresh(*extra), fragment=frag))
-    add(Case("tools index: faiss missing", "index", _fresh("--index", "faiss-flat"), fragment="faiss", setup=_fake_faiss, env={"PYTHONPATH": "nofaiss"}))
+    add(
+        Case(
+            "tools index: faiss missing",
+            "index",
+            _fresh("--index", "faiss-flat"),
+            fragment="faiss",
+            setup=_fake_faiss,
+            env={"PYTHONPATH": "nofaiss"},
+        )
+    )
     # ---------------------------------------------------------------- --decode
-    add(Case("tools decode: device with PNGs on cpu", "decode", _fresh("--decode", "device"), expect="same", compare="fresh"))
+    add(
+        Case(
+            "tools decode: device with PNGs on cpu",
+            "decode",
+            _fresh("--decode", "device"),
+            expect="same",
+            compare="fresh",
+        )
+    )
     add(Case("tools decode: auto with PNGs", "decode", _fresh("--decode", "auto"), expect="same", compare="fresh"))
-    add(Case("tools decode: device with a CMYK JPEG", "decode", _fresh("--decode", "device"), expect="ok", setup=_cmyk_jpeg))
-    add(Case("tools decode: auto with a truncated JPEG", "decode", _fresh("--decode", "auto"), fragment="dev-0-0-img0", setup=_truncated_jpeg))
-    add(Case("tools decode: device with a truncated JPEG", "decode", _fresh("--decode", "device"), fragment="dev-0-0-img0", setup=_truncated_jpeg))
+    add(
+        Case(
+            "tools decode: device with a CMYK JPEG",
+            "decode",
+            _fresh("--decode", "device"),
+            expect="ok",
+            setup=_cmyk_jpeg,
+        )
+    )
+    add(
+        Case(
+            "tools decode: auto with a truncated JPEG",
+            "decode",
+            _fresh("--decode", "auto"),
+            fragment="dev-0-0-img0",
+            setup=_truncated_jpeg,
+        )
+    )
+    add(
+        Case(
+            "tools decode: device with a truncated JPEG",
+            "decode",
+            _fresh("--decode", "device"),
+            fragment="dev-0-0-img0",
+            setup=_truncated_jpeg,
+        )
+    )
     # ---------------------------------------------------------------- --seeds
     lin = ["-m", "lincir", "-c", "seeds/seed-{seed}/phi.safetensors"]
     add(Case("tools seeds: 0,0", "seeds", _fresh(*lin, "--seeds", "0,0"), fragment="distinct", setup=_seed_ckpts))
     add(Case("tools seeds: negative", "seeds", _fresh(*lin, "--seeds", "-1"), fragment="-1", setup=_seed_ckpts))
     add(Case("tools seeds: empty", "seeds", _fresh(*lin, "--seeds", ""), fragment="seeds", setup=_seed_ckpts))
     add(Case("tools seeds: spaces", "seeds", _fresh(*lin, "--seeds", " 0 "), expect="ok", setup=_seed_ckpts))
-    add(Case("tools seeds: partly missing", "seeds", _fresh(*lin, "--seeds", "0,1"), fragment="seed 1", setup=_seed_ckpts))
+    add(
+        Case(
+            "tools seeds: partly missing", "seeds", _fresh(*lin, "--seeds", "0,1"), fragment="seed 1", setup=_seed_ckpts
+        )
+    )
     add(Case("tools seeds: huge", "seeds", _fresh(*lin, "--seeds", "1" * 40), fragment="seed", setup=_seed_ckpts))
     # ---------------------------------------------------------------- torchrun
     add(Case("tools torchrun: RANK alone", "torchrun", _fresh(), expect="same", compare="fresh", env={"RANK": "1"}))
-    add(Case("tools torchrun: WORLD_SIZE not a number", "torchrun", _fresh(), fragment="WORLD_SIZE", env={"WORLD_SIZE": "two"}))
-    add(Case("tools torchrun: RANK not a number", "torchrun", _fresh(), fragment="RANK", env={"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}))
-    add(Case("tools torchrun: RANK >= WORLD_SIZE", "torchrun", _fresh(), fragment="RANK", env={"WORLD_SIZE": "2", "RANK": "5", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29998"}, timeout=90))
+    add(
+        Case(
+            "tools torchrun: WORLD_SIZE not a number",
+            "torchrun",
+            _fresh(),
+            fragment="WORLD_SIZE",
+            env={"WORLD_SIZE": "two"},
+        )
+    )
+    add(
+        Case(
+            "tools torchrun: RANK not a number",
+            "torchrun",
+            _fresh(),
+            fragment="RANK",
+            env={"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"},
+        )
+    )
+    add(
+        Case(
+            "tools torchrun: RANK >= WORLD_SIZE",
+            "torchrun",
+            _fresh(),
+            fragment="RANK",
+            env={"WORLD_SIZE": "2", "RANK": "5", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29998"},
+            timeout=90,
+        )
+    )
     port = _free_port()
-    add(Case("tools torchrun: rank 1 fails", "torchrun", _fresh("--batch-size", "2", "--no-cache"), fragment="rank 1", setup=_other_rank(port), env=_dist(port, 0), timeout=120))
+    add(
+        Case(
+            "tools torchrun: rank 1 fails",
+            "torchrun",
+            _fresh("--batch-size", "2", "--no-cache"),
+            fragment="rank 1",
+            setup=_other_rank(port),
+            env=_dist(port, 0),
+            timeout=120,
+        )
+    )
     port2 = _free_port()
-    add(Case("tools torchrun: the other rank never starts", "torchrun", _fresh(), fragment="rank", env=_dist(port2, 0), timeout=150))
+    add(
+        Case(
+            "tools torchrun: the other rank never starts",
+            "torchrun",
+            _fresh(),
+            fragment="rank",
+            env=_dist(port2, 0),
+            timeout=200,
+        )
+    )
     # ---------------------------------------------------------------- cache
-    add(Case("tools cache ls: a file where a folder belongs", "cache", ["cache", "ls"], expect="ok", setup=_cache_file_for_folder))
+    add(
+        Case(
+            "tools cache ls: a file where a folder belongs",
+            "cache",
+            ["cache", "ls"],
+            fragment="is a file, not a folder",
+            setup=_cache_file_for_folder,
+        )
+    )
     add(Case("tools cache ls: manifest not JSON", "cache", ["cache", "ls"], expect="ok", setup=_damage_manifest))
-    add(Case("tools cache clear: manifest not JSON", "cache", ["cache", "clear", "--backbone", TINY], expect="ok", setup=_damage_manifest))
-    add(Case("tools cache clear: a file where a folder belongs", "cache", ["cache", "clear"], expect="ok", setup=_cache_file_for_folder))
-    add(Case("tools cache: CIRBENCH_CACHE a file", "cache", _fresh(), fragment="cache", env={"CIRBENCH_CACHE": "corpus/captions.txt"}))
-    add(Case("tools cache ls: CIRBENCH_CACHE a file", "cache", ["cache", "ls"], fragment="captions.txt", env={"CIRBENCH_CACHE": "corpus/captions.txt"}))
+    add(
+        Case(
+            "tools cache clear: manifest not JSON",
+            "cache",
+            ["cache", "clear", "--backbone", TINY],
+            expect="ok",
+            setup=_damage_manifest,
+        )
+    )
+    add(
+        Case(
+            "tools cache clear: a file where a folder belongs",
+            "cache",
+            ["cache", "clear"],
+            fragment="is a file, not a folder",
+            setup=_cache_file_for_folder,
+        )
+    )
+    add(
+        Case(
+            "tools cache: CIRBENCH_CACHE a file",
+            "cache",
+            _fresh(),
+            fragment="captions.txt",
+            env={"CIRBENCH_CACHE": "corpus/captions.txt"},
+        )
+    )
+    add(
+        Case(
+            "tools cache ls: CIRBENCH_CACHE a file",
+            "cache",
+            ["cache", "ls"],
+            fragment="captions.txt",
+            env={"CIRBENCH_CACHE": "corpus/captions.txt"},
+        )
+    )
+    add(
+        Case(
+            "tools cache ls: a file among the entries",
+            "cache",
+            ["cache", "ls"],
+            expect="ok",
+            setup=_write("cache/features/junk.npy", b"xx"),
+        )
+    )
+    add(
+        Case(
+            "tools cache clear: a file among the entries",
+            "cache",
+            ["cache", "clear"],
+            expect="ok",
+            setup=_write("cache/features/junk.npy", b"xx"),
+        )
+    )
+    add(Case("tools cache ls: manifest a list", "cache", ["cache", "ls"], expect="ok", setup=_manifest("[1, 2]")))
+    add(
+        Case(
+            "tools cache ls: manifest n_images a word",
+            "cache",
+            ["cache", "ls"],
+            expect="ok",
+            setup=_manifest('{"n_images": "many", "backbone": "x"}'),
+        )
+    )
+    add(Case("tools cache clear: manifest a list", "cache", ["cache", "clear"], expect="ok", setup=_manifest("[1, 2]")))
     # ---------------------------------------------------------------- LinCIR tools
-    add(Case("tools lincir prepare: corpus missing", "lincir", ["lincir", "prepare", "--corpus", "nope.txt"], fragment="nope.txt"))
-    add(Case("tools lincir prepare: mode bogus", "lincir", ["lincir", "prepare", "--corpus", "corpus/captions.txt", "--mode", "bogus"], fragment="bogus"))
-    add(Case("tools lincir prepare: processes 0", "lincir", ["lincir", "prepare", "--corpus", "corpus/captions.txt", "--processes", "0"], fragment="processes"))
-    add(Case("tools lincir convert: source missing", "lincir", ["lincir", "convert", "nope.pt", "out.safetensors"], fragment="nope.pt"))
-    add(Case("tools lincir convert: target .txt", "lincir", ["lincir", "convert", "PHI", "out.txt"], fragment="out.txt"))
-    add(Case("tools lincir convert: source a text file", "lincir", ["lincir", "convert", "corpus/captions.txt", "out.pt"], fragment="captions.txt"))
+    add(
+        Case(
+            "tools lincir prepare: corpus missing",
+            "lincir",
+            ["lincir", "prepare", "--corpus", "nope.txt"],
+            fragment="nope.txt",
+        )
+    )
+    add(
+        Case(
+            "tools lincir prepare: mode bogus",
+            "lincir",
+            ["lincir", "prepare", "--corpus", "corpus/captions.txt", "--mode", "bogus"],
+            fragment="bogus",
+        )
+    )
+    add(
+        Case(
+            "tools lincir prepare: processes 0",
+            "lincir",
+            ["lincir", "prepare", "--corpus", "corpus/captions.txt", "--processes", "0"],
+            fragment="processes",
+        )
+    )
+    add(
+        Case(
+            "tools lincir convert: source missing",
+            "lincir",
+            ["lincir", "convert", "nope.pt", "out.safetensors"],
+            fragment="nope.pt",
+        )
+    )
+    add(
+        Case("tools lincir convert: target .txt", "lincir", ["lincir", "convert", "PHI", "out.txt"], fragment="out.txt")
+    )
+    add(
+        Case(
+            "tools lincir convert: source a text file",
+            "lincir",
+            ["lincir", "convert", "corpus/captions.txt", "out.pt"],
+            fragment="captions.txt",
+        )
+    )
     add(Case("tools lincir convert: target = source", "lincir", ["lincir", "convert", "PHI", "PHI"], fragment="phi"))
-    add(Case("tools lincir convert: target in a read-only folder", "lincir", ["lincir", "convert", "PHI", "ro/p.pt"], fragment="ro/p.pt", setup=ro))
-    add(Case("tools lincir convert: source an empty folder", "lincir", ["lincir", "convert", "corpus", "out.pt"], fragment="corpus"))
+    add(
+        Case(
+            "tools lincir convert: target in a read-only folder",
+            "lincir",
+            ["lincir", "convert", "PHI", "ro/p.pt"],
+            fragment="ro/p.pt",
+            setup=ro,
+        )
+    )
+    add(
+        Case(
+            "tools lincir convert: source an empty folder",
+            "lincir",
+            ["lincir", "convert", "corpus", "out.pt"],
+            fragment="corpus",
+        )
+    )
     tr = [*TRAIN, "--set", "steps=2", "--set", "global_batch=8"]
     add(Case("tools train: --seeds 0,0", "lincir", [*tr, "--out", "s-run", "--seeds", "0,0"], fragment="distinct"))
-    add(Case("tools train: --seeds and --seed", "lincir", [*tr, "--out", "s-run", "--seeds", "0,1", "--seed", "3"], fragment="--seed"))
+    add(
+        Case(
+            "tools train: --seeds and --seed",
+            "lincir",
+            [*tr, "--out", "s-run", "--seeds", "0,1", "--seed", "3"],
+            fragment="--seed",
+        )
+    )
     add(Case("tools train: --seeds negative", "lincir", [*tr, "--out", "s-run", "--seeds", "-2"], fragment="-2"))
     add(Case("tools train: --resume missing", "lincir", [*TRAIN, "--resume", "nope-run"], fragment="nope-run"))
-    add(Case("tools train: --resume a file", "lincir", [*TRAIN, "--resume", "corpus/captions.txt"], fragment="captions.txt"))
-    add(Case("tools train: --resume with --seeds", "lincir", [*TRAIN, "--resume", "phi-run", "--seeds", "0,1"], fragment="--seeds"))
-    add(Case("tools train: --resume and --out", "lincir", [*TRAIN, "--resume", "phi-run", "--out", "other"], fragment="--out"))
-    add(Case("tools train: --resume with --overwrite", "lincir", [*TRAIN, "--resume", "phi-run", "--overwrite"], fragment="--overwrite"))
+    add(
+        Case(
+            "tools train: --resume a file",
+            "lincir",
+            [*TRAIN, "--resume", "corpus/captions.txt"],
+            fragment="captions.txt",
+        )
+    )
+    add(
+        Case(
+            "tools train: --resume with --seeds",
+            "lincir",
+            [*TRAIN, "--resume", "phi-run", "--seeds", "0,1"],
+            fragment="--seeds",
+        )
+    )
+    add(
+        Case(
+            "tools train: --resume and --out",
+            "lincir",
+            [*TRAIN, "--resume", "phi-run", "--out", "other"],
+            fragment="--out",
+        )
+    )
+    add(
+        Case(
+            "tools train: --resume with --overwrite",
+            "lincir",
+            [*TRAIN, "--resume", "phi-run", "--overwrite"],
+            fragment="--overwrite",
+        )
+    )
     # ---------------------------------------------------------------- shapes / demo
     for name, extra, frag in [
         ("steps 0", ["--steps", "0"], "steps"),
@@ -325,11 +969,48 @@ def cases() -> list[Case]:
         ("eval-every negative", ["--eval-every", "-1"], "eval-every"),
         ("lr nan", ["--lr", "nan"], "lr"),
     ]:
-        add(Case(f"tools shapes pretrain: {name}", "shapes", ["shapes", "pretrain", "--out", "sc", *extra], fragment=frag, timeout=60))
-    add(Case("tools shapes pretrain: --out a file", "shapes", ["shapes", "pretrain", "--out", CAPS, "--steps", "1"], fragment="cap.rc2.val.json"))
-    add(Case("tools shapes accuracy: weights missing", "shapes", ["shapes", "accuracy", "--weights", "nope"], fragment="nope"))
-    add(Case("tools shapes accuracy: weights a folder without them", "shapes", ["shapes", "accuracy", "--weights", "corpus"], fragment="corpus"))
-    add(Case("tools shapes accuracy: weights damaged", "shapes", ["shapes", "accuracy", "--weights", "sw"], fragment="sw", setup=_all(_write("sw/model.safetensors", b"junk"), _write("sw/meta.json", "{}"))))
+        add(
+            Case(
+                f"tools shapes pretrain: {name}",
+                "shapes",
+                ["shapes", "pretrain", "--out", "sc", *extra],
+                fragment=frag,
+                timeout=60,
+            )
+        )
+    add(
+        Case(
+            "tools shapes pretrain: --out a file",
+            "shapes",
+            ["shapes", "pretrain", "--out", CAPS, "--steps", "1"],
+            fragment="cap.rc2.val.json",
+        )
+    )
+    add(
+        Case(
+            "tools shapes accuracy: weights missing",
+            "shapes",
+            ["shapes", "accuracy", "--weights", "nope"],
+            fragment="nope",
+        )
+    )
+    add(
+        Case(
+            "tools shapes accuracy: weights a folder without them",
+            "shapes",
+            ["shapes", "accuracy", "--weights", "corpus"],
+            fragment="corpus",
+        )
+    )
+    add(
+        Case(
+            "tools shapes accuracy: weights damaged",
+            "shapes",
+            ["shapes", "accuracy", "--weights", "sw"],
+            fragment="sw",
+            setup=_all(_write("sw/model.safetensors", b"junk"), _write("sw/meta.json", "{}")),
+        )
+    )
     for name, extra, frag in [
         ("threads 0", ["--threads", "0"], "threads"),
         ("seeds a,b", ["--seeds", "a,b"], "a,b"),
@@ -341,5 +1022,13 @@ def cases() -> list[Case]:
         ("leaderboard a folder", ["--leaderboard", "CIRR", "--steps", "1"], "CIRR"),
         ("out a file", ["--out", CAPS], "cap.rc2.val.json"),
     ]:
-        add(Case(f"tools demo: {name}", "demo", ["demo", "--out", "d", "--results-dir", "dres", *extra], fragment=frag, timeout=90))
+        add(
+            Case(
+                f"tools demo: {name}",
+                "demo",
+                ["demo", "--out", "d", "--results-dir", "dres", *extra],
+                fragment=frag,
+                timeout=90,
+            )
+        )
     return c

@@ -8,6 +8,7 @@ id or key, and a path that leaves the data root are refused, never converted wit
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ _KINDS = {
     "list": (lambda v: isinstance(v, list), "a list"),
     "dict": (lambda v: isinstance(v, dict), "an object"),
 }
+
+
+class FileTooLargeError(LimitError, AnnotationError):
+    """A data file over its size limit: refused before it is read (bounded work). An ``AnnotationError`` too, so
+    ``data check`` lists it with the split's other problems."""
 
 
 MAX_BYTES = 1 << 30  # 1 GiB: COCO's instances_train2017.json (448 MB) is the largest file a loader reads
@@ -39,11 +45,19 @@ def _no_duplicate_keys(path: Path, fix: str):
     return hook
 
 
-def _no_constant(path: Path, fix: str):
-    def hook(word: str) -> Any:
-        raise AnnotationError(f"{path}: {word} is not a JSON number (only finite numbers are allowed); {fix}")
-
-    return hook
+def _where_not_finite(value: Any) -> str:
+    """Where the first NaN or infinity sits in parsed JSON: ``record 3 > field 'target_soft' > field 'dev-1'``."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, trail = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return " > ".join(trail) or "the top level"
+        if isinstance(item, dict):
+            stack.extend((v, (*trail, f"field {shown(k)}")) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            word = "item" if trail else "record"
+            stack.extend((v, (*trail, f"{word} {i}")) for i, v in reversed(list(enumerate(item))))
+    return "the file"
 
 
 def read_text(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> str:
@@ -54,7 +68,7 @@ def read_text(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> str:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise LimitError(
+            raise FileTooLargeError(
                 f"{path}: {size / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB a file of this kind may "
                 f"hold; is it the right file? {fix}"
             )
@@ -64,19 +78,32 @@ def read_text(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text (byte {e.start}); the file is damaged or not a text file, {fix}") from None
+        raise AnnotationError(
+            f"{path}: not UTF-8 text (byte {e.start}); the file is damaged or not a text file, {fix}"
+        ) from None
 
 
 def read_annotation_json(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> Any:
     """Parse an annotation file (``read_text``); invalid JSON, a key twice in an object (``json`` would silently keep
     the last value) or ``NaN`` / ``Infinity`` is an ``AnnotationError`` naming the file and the fix."""
     text = read_text(path, fix, max_bytes)
+    constants: list[str] = []
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path, fix), parse_constant=_no_constant(path, fix))
+        data = json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys(path, fix),
+            parse_constant=lambda word: constants.append(word) or float(word),
+        )
     except (ValueError, RecursionError) as e:
         if isinstance(e, AnnotationError):
             raise
         raise AnnotationError(f"{path}: cannot read JSON ({' '.join(str(e).split())[:200]}); {fix}") from None
+    if constants:
+        raise AnnotationError(
+            f"{path}: {_where_not_finite(data)} holds {constants[0]}, which is not a number (only finite numbers are "
+            f"allowed); the file is damaged or edited, {fix}"
+        )
+    return data
 
 
 def read_lines(path: Path, fix: str, max_bytes: int = MAX_BYTES) -> list[tuple[int, str]]:

@@ -101,6 +101,8 @@ class CIRCO(Benchmark):
         labelled = split == "val"
         img_dir = DataRoot(data_root / "COCO2017_unlabeled" / "unlabeled2017")  # may be a symlink itself
         info_path = Path(options["image_info"] or data_root / IMAGE_INFO)
+        if options["image_info"] and not info_path.is_file():
+            raise AnnotationError(f"-p image_info={info_path}: no such file; pass the path of {Path(IMAGE_INFO).name}")
         images: dict[str, ImageRef] = {}
         gallery: list[str] = []
         files, blockers, warnings = [ann_path], [], []
@@ -124,6 +126,7 @@ class CIRCO(Benchmark):
             blockers.append(UNKNOWN_GALLERY)
 
         queries = []
+        gallery_ids = set(gallery) if gallery else None
         need = ["id", "reference_img_id", "relative_caption", "shared_concept"]
         need += ["target_img_id", "gt_img_ids"] if labelled else []  # semantic_aspects: optional (2024+)
         for i, r in enumerate(records):
@@ -136,9 +139,11 @@ class CIRCO(Benchmark):
             target = str(field(r, "target_img_id", "int", FIX, ann_path, i)) if labelled else None
             if qid != str(i):  # the official evaluator looks queries up by position
                 raise bad_record(FIX, ann_path, i, f"'id' is {r['id']!r} but must equal the record index {i}")
-            if labelled and not gt:
-                raise bad_record(FIX, ann_path, i, "'gt_img_ids' is empty")
+            if labelled:
+                _check_ground_truth(gt, target, gallery_ids, FIX, ann_path, i)
             cap = field(r, "relative_caption", "str", FIX, ann_path, i)
+            if not cap.strip():
+                raise bad_record(FIX, ann_path, i, "'relative_caption' is empty")
             concept = field(r, "shared_concept", "str", FIX, ann_path, i)
             text = cap if options["circo_text"] == "relative_caption" else f"{cap}, {concept}"
             extra: dict[str, Any] = {"shared_concept": concept}
@@ -231,6 +236,23 @@ class CIRCO(Benchmark):
             if gallery is None:
                 notes.append("COCO unlabeled image info not found under --root: gallery ids not checked")
         return write_circo(rankings, Path(out_dir) / self.name, stem, query_ids, gallery), notes
+
+
+def _check_ground_truth(
+    gt: tuple[str, ...], target: str | None, gallery: set[str] | None, fix: str, path: Path, index: int
+) -> None:
+    """The ground truth of one query: not empty, each id once, the target among them and, when the gallery is known,
+    every id in it (a ground truth that cannot be retrieved lowers every metric silently)."""
+    if not gt:
+        raise bad_record(fix, path, index, "'gt_img_ids' is empty")
+    if len(set(gt)) != len(gt):
+        twice = next(g for g in gt if gt.count(g) > 1)
+        raise bad_record(fix, path, index, f"'gt_img_ids' lists {twice} twice")
+    if target not in gt:
+        raise bad_record(fix, path, index, f"'target_img_id' {target} is not among 'gt_img_ids'")
+    outside = [g for g in gt if gallery is not None and g not in gallery]
+    if outside:
+        raise bad_record(fix, path, index, f"'gt_img_ids' {', '.join(outside[:3])} are not in the gallery list")
 
 
 def circo_file(rankings: Mapping[str, Any]) -> dict[str, list[int]]:

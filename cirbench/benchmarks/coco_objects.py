@@ -22,18 +22,19 @@ Protocol (MORE_BENCHMARKS_AND_METHODS.md §B; google-research/composed_image_ret
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from cirbench.benchmarks import BENCHMARKS
-from cirbench.benchmarks.annotations import DataRoot, file_name, inside
+from cirbench.benchmarks.annotations import DataRoot, file_name, inside, read_text
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.coco_prepare import draw_record
 from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
 from cirbench.benchmarks.ranks import known_depth, part_ranks
-from cirbench.errors import AnnotationError, ScoringError
+from cirbench.errors import AnnotationError, ScoringError, shown
 from cirbench.images import open_rgb
 from cirbench.query_scores import QueryScores
 
@@ -42,6 +43,7 @@ HEADER = ["id", "query_regions", "query_class", "classes"]
 KS = (1, 5, 10, 50, 100)
 REGION_SIZE = 224
 FULL_DRAW = 4_765
+MAX_SIDE = 1 << 16  # a box coordinate beyond any image (COCO val2017's widest side is 640)
 
 
 def open_region(ref: ImageRef) -> Image.Image:
@@ -72,18 +74,49 @@ def _draw(path: Path) -> str:
     return f"cirbench data prepare-coco --seed {record['seed']} (instances sha256 {record['instances_sha256'][:12]})"
 
 
+def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The CSV's rows by line number (``annotations.read_text``: size, UTF-8, a BOM dropped); a wrong header, a row
+    with a field missing or one too many, or a NUL is refused naming the row (csv would fill in None silently)."""
+    text = read_text(path, FIX)
+    if "\0" in text:
+        raise AnnotationError(f"{path}: holds a NUL character; the file is damaged, {FIX}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames != HEADER:
+        raise AnnotationError(f"{path}: the header must be {','.join(HEADER)}, got {shown(reader.fieldnames)}; {FIX}")
+    rows = []
+    try:
+        for row in reader:
+            number = reader.line_num
+            if None in row or any(row[name] is None for name in HEADER):
+                got = len(HEADER) + len(row.get(None) or ()) - sum(row[name] is None for name in HEADER)
+                raise AnnotationError(
+                    f"{path}: row {number}: {got} fields, expected {len(HEADER)} ({','.join(HEADER)}); the file is "
+                    f"damaged or edited (a ',' inside a field?), {FIX}"
+                )
+            rows.append((number, row))
+    except csv.Error as error:
+        raise AnnotationError(f"{path}: row {reader.line_num}: {error}; {FIX}") from None
+    if not rows:
+        raise AnnotationError(f"{path}: no query rows under the header; {FIX}")
+    return rows
+
+
 def _row(path: Path, number: int, row: dict[str, str]) -> tuple[str, tuple[int, int, int, int], str, list[str]]:
     name = file_name(row["id"], "id", FIX, path, number)
-    if not (name.endswith(".jpg") and name[:-4].isdigit()):
-        raise AnnotationError(f"{path}: row {number}: id {name!r} is not a val2017 file name like 000000000139.jpg")
+    if not (name.endswith(".jpg") and name[:-4].isascii() and name[:-4].isdigit()):
+        raise AnnotationError(
+            f"{path}: row {number}: id {shown(name)} is not a val2017 file name like 000000000139.jpg"
+        )
     try:
         box = tuple(int(float(v)) for v in row["query_regions"].split(";"))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, inf
+        box = ()
+    if any(v < 0 or v > MAX_SIDE for v in box):
         box = ()
     if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
         raise AnnotationError(
-            f"{path}: row {number}: query_regions {row['query_regions']!r} is not 'x1;y1;x2;y2' with a non-empty box "
-            f"after truncation to pixels (Pic2Word cannot crop it either); {FIX}"
+            f"{path}: row {number}: query_regions {shown(row['query_regions'])} is not 'x1;y1;x2;y2' with a non-empty "
+            f"box of pixels in [0, {MAX_SIDE}] after truncation (Pic2Word cannot crop it either); {FIX}"
         )
     query_class = row["query_class"].strip()
     if not query_class:
@@ -116,11 +149,7 @@ class Pic2WordCOCO(Benchmark):
         base = path.parent
         images_dir, masked_dir = base / "val2017", base / "val2017_masked"
         images_root, masked_root = DataRoot(images_dir), DataRoot(masked_dir)
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames != HEADER:
-                raise AnnotationError(f"{path}: the header must be {','.join(HEADER)}, got {reader.fieldnames}; {FIX}")
-            rows = [(number, *_row(path, number, row)) for number, row in enumerate(reader, 2)]
+        rows = [(number, *_row(path, number, row)) for number, row in read_rows(path)]
         queries, images, gallery = [], {}, []
         for number, name, box, query_class, others in rows:
             image_id = str(int(name[:-4]))

@@ -19,6 +19,7 @@ to name the draw in every result; a rerun with the same identity resumes (masked
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,14 +38,16 @@ from cirbench.benchmarks.annotations import (
     missing_fields,
     read_annotation_json,
 )
-from cirbench.errors import AnnotationError, DataError, UsageError
+from cirbench.errors import AnnotationError, DataError, UsageError, shown
 from cirbench.identity import file_sha256
 from cirbench.image_limits import open_image
 from cirbench.io import atomic_write, atomic_write_json, atomic_write_text, read_json
+from cirbench.options import seed_option
 
 FIX = "use COCO's annotations/instances_val2017.json (https://cocodataset.org/#download)"
 RECORD = "coco_prepare.json"
 CSV_NAME = "coco_eval.csv"
+MAX_SIDE = 1 << 16  # pixels: beyond any COCO image (val2017: 640 at most)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ def load_instances(path: Path) -> dict[str, Any]:
             "height": field(record, "height", "int", FIX, path, i),
             "width": field(record, "width", "int", FIX, path, i),
         }
+        if not all(0 < images[image_id][side] <= MAX_SIDE for side in ("height", "width")):
+            raise AnnotationError(
+                f"{path}: image {i}: height and width must be in 1..{MAX_SIDE} pixels, got "
+                f"{shown(record['height'])} x {shown(record['width'])}; {FIX}"
+            )
     for i, record in enumerate(items(data, "categories", "dict", FIX, path, 0)):
         _need(record, ("id", "name"), path, f"category {i}")
         category = field(record, "id", "int", FIX, path, i)
@@ -96,12 +104,50 @@ def load_instances(path: Path) -> dict[str, Any]:
             raise AnnotationError(f"{path}: annotation {i}: image_id {record['image_id']} is not an image; {FIX}")
         if field(record, "category_id", "int", FIX, path, i) not in names:
             raise AnnotationError(f"{path}: annotation {i}: category_id {record['category_id']} is unknown; {FIX}")
+        image = images[record["image_id"]]
+        if problem := segmentation_problem(record["segmentation"], image["height"], image["width"]):
+            raise AnnotationError(f"{path}: annotation {i}: segmentation {problem}; {FIX}")
     return {"images": images, "names": names, "annotations": annotations}
 
 
 def _need(record: Any, names: tuple[str, ...], path: Path, what: str) -> None:
     if lacking := missing_fields(record, names):
         raise AnnotationError(f"{path}: {what} lacks {', '.join(lacking)}; not a COCO instances file? {FIX}")
+
+
+def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
+    """Why a segmentation cannot be rasterised as COCO's (None when it can), checked before pycocotools sees it: its
+    C code crashes the process on coordinates far outside the image and fails obscurely on other shapes.
+
+    Polygons: a non-empty list of lists of an even number (at least 6) of finite numbers within one image size of
+    the image. RLE: ``{"size": [height, width], "counts": ...}`` with the image's own size; uncompressed counts are
+    non-negative integers adding up to height x width, compressed ones a string (decoded, and checked, later)."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "is an empty list of polygons"
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+                return f"polygon {shown(polygon)} is not a list of at least 3 x, y pairs"
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon):
+                return f"polygon {shown(polygon)} holds a value that is not a finite number"
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
+                return f"polygon {shown(polygon)} lies outside the {width}x{height} image"
+        return None
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        return f"{shown(segmentation)} is neither a list of polygons nor an RLE with 'size' and 'counts'"
+    if segmentation["size"] != [height, width]:
+        return f"RLE size {shown(segmentation['size'])} is not the image's [{height}, {width}]"
+    counts = segmentation["counts"]
+    if isinstance(counts, str):
+        return None
+    if not isinstance(counts, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
+    ):
+        return "RLE counts must be a string or a list of non-negative integers"
+    if sum(counts) != height * width:
+        return f"RLE counts add up to {sum(counts)}, not {height} x {width} pixels"
+    return None
 
 
 def draw_queries(instances: dict[str, Any], seed: int) -> list[CocoQuery]:
@@ -146,13 +192,24 @@ def instance_mask(annotation: dict[str, Any], height: int, width: int) -> np.nda
     except ImportError:
         raise UsageError("making the COCO query set needs pycocotools: pip install 'cirbench[coco]'") from None
     segmentation = annotation["segmentation"]
-    if isinstance(segmentation, list):  # polygons
-        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-        rle = coco_mask.frPyObjects(segmentation, height, width)
-    else:  # compressed RLE
-        rle = segmentation
-    return coco_mask.decode(rle)
+    if problem := segmentation_problem(segmentation, height, width):
+        raise DataError(f"annotation {annotation.get('id', '?')}: segmentation {problem}; {FIX}")
+    try:
+        if isinstance(segmentation, list):  # polygons
+            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation["counts"], list):  # uncompressed RLE
+            rle = coco_mask.frPyObjects(segmentation, height, width)
+        else:  # compressed RLE
+            rle = segmentation
+        mask = coco_mask.decode(rle)
+    except Exception as error:  # noqa: BLE001 - pycocotools raises bare Exception ("input type is not supported")
+        raise DataError(
+            f"annotation {annotation.get('id', '?')}: pycocotools cannot decode its segmentation "
+            f"({shown(str(error))}); {FIX}"
+        ) from None
+    if mask.shape[:2] != (height, width):
+        raise DataError(f"annotation {annotation.get('id', '?')}: its mask is {mask.shape[:2]}, not {height}x{width}")
+    return mask
 
 
 def masked_image(source: Path, query: CocoQuery) -> Image.Image:
@@ -186,6 +243,7 @@ def prepare_coco(
     """Write ``root/coco_eval.csv`` and ``root/val2017_masked/`` from ``root/val2017/`` and the instances file.
 
     Returns the draw's record (also in ``root/coco_prepare.json``): seed, hashes, query and image counts."""
+    seed = seed_option("the seed of the object draw").parse(seed, "data prepare-coco --seed")
     instances = instances or root / "annotations" / "instances_val2017.json"
     if not instances.is_file():
         raise AnnotationError(f"{instances} not found; pass --instances, {FIX}")
@@ -226,7 +284,13 @@ def _claim(root: Path, record_path: Path, csv_path: Path, masked: Path, identity
     """Refuse to mix two draws: existing outputs must come from the same seed and instances file (then resume)."""
     if overwrite or not (record_path.exists() or csv_path.exists() or masked.exists()):
         return
-    previous = read_json(record_path) if record_path.is_file() else None
+    try:
+        previous = read_json(record_path) if record_path.is_file() else None
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"{record_path}: cannot read the record of the query set there ({' '.join(str(error).split())}); pass "
+            "--overwrite to make the set again, or another --root"
+        ) from None
     same = isinstance(previous, dict) and all(previous.get(k) == v for k, v in identity.items())
     if not same:
         made = f"seed {previous.get('seed')}" if isinstance(previous, dict) else "another tool (no coco_prepare.json)"

@@ -119,8 +119,8 @@ class FashionIQ(Benchmark):
                 if missing:
                     raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
                 caps = items(r, "captions", "str", FIX, cap_path, i)
-                if not caps:
-                    raise bad_record(FIX, cap_path, i, "'captions' is empty")
+                if len(caps) != 2:  # every FashionIQ triplet has two; query_texts joins exactly two
+                    raise bad_record(FIX, cap_path, i, f"'captions' must hold two captions, got {len(caps)}")
                 file_name(r["candidate"], "'candidate'", FIX, cap_path, i)
                 target = file_name(r["target"], "'target'", FIX, cap_path, i) if labelled else None
                 outside = [a for a in (r["candidate"], target) if a is not None and a not in in_gallery]

@@ -46,7 +46,9 @@ def read_lines(path: Path, domains: Mapping[str, str]) -> list[Line]:
     for number, line in list_lines(path, FIX):
         fields = line.strip().split(" ")
         if len(fields) != 3 or not all(fields):
-            raise AnnotationError(f"{path}: line {number}: expected '<path> <domain> <class>', got {shown(line)}; {FIX}")
+            raise AnnotationError(
+                f"{path}: line {number}: expected '<path> <domain> <class>', got {shown(line)}; {FIX}"
+            )
         if fields[1] not in domains:
             raise AnnotationError(
                 f"{path}: line {number}: domain {shown(fields[1])} is not one of {', '.join(domains)}; {FIX}"

@@ -158,7 +158,11 @@ class GeneCIS(Benchmark):
                 if missing:
                     raise bad_record(FIX, path, i, f"missing {', '.join(repr(f) for f in missing)}")
                 condition = field(r, "condition", "str", FIX, path, i)
+                if not condition.strip():
+                    raise bad_record(FIX, path, i, "'condition' is empty")
                 gallery_entries = field(r, "gallery", "list", FIX, path, i)
+                if not gallery_entries:  # the target alone would be ranked first: R@1 100 for nothing
+                    raise bad_record(FIX, path, i, "'gallery' is empty")
                 entries = [r["reference"], r["target"], *gallery_entries]
                 try:
                     refs = [image_key(task, x, coco, vg, f"{path}: record {i}") for x in entries]
@@ -170,6 +174,10 @@ class GeneCIS(Benchmark):
                         "object tasks need {'val_image_id'}, attribute tasks {'image_id', 'instance_bbox'}; "
                         f"{FIX}"
                     ) from e
+                listed = [x.key for x in refs[2:]]
+                if len(set(listed)) != len(listed):
+                    twice = next(k for k in listed if listed.count(k) > 1)
+                    raise bad_record(FIX, path, i, f"'gallery' lists {twice} twice")
                 for ref in refs:
                     images.setdefault(ref.key, ref)
                 ref, target, *gallery = (x.key for x in refs)
@@ -179,7 +187,17 @@ class GeneCIS(Benchmark):
             parts.append(Part(task, queries, None, remove_reference=False))
         layout = "nested" if any(p.parent.name == "genecis" and p.parent != root for p in paths) else "flat"
         facts = {"tie_rule": TIE_RULE}
-        return BenchmarkSplit(self.name, split, parts, images, options, paths, True, layout=layout, facts=facts)
+        blockers = [
+            f"{what} tasks need their images: pass -p {option}=FOLDER ({where}); scoring a rankings file does not"
+            for what, option, where, given, wanted in (
+                ("object", "coco_root", "COCO val2017 images", coco, OBJECT_TASKS),
+                ("attribute", "vg_root", "Visual Genome images", vg, ("focus_attribute", "change_attribute")),
+            )
+            if given is None and any(t in wanted for t in tasks)
+        ]
+        return BenchmarkSplit(
+            self.name, split, parts, images, options, paths, True, layout=layout, facts=facts, blockers=blockers
+        )
 
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         per_task = {}

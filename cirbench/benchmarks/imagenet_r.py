@@ -75,12 +75,13 @@ def read_list(path: Path, queries: bool) -> list[ListItem]:
             ok = rendition is not None and domain < len(DOMAINS) and rendition[2] == DOMAINS[domain]
         if not ok or label < 0:
             raise AnnotationError(
-                f"{path}: line {number}: label {label} does not match {key!r} (labels are class_id + 1000 d: "
+                f"{path}: line {number}: label {shown(label)} does not match {shown(key)} "
+                "(labels are class_id + 1000 d: "
                 f"{', '.join(f'{n} {i}' for i, n in enumerate(DOMAINS))}, real photo {REAL}; query lines carry the "
                 f"bare class id); {FIX}"
             )
         if key in seen:
-            raise AnnotationError(f"{path}: line {number}: {key} is listed twice; {FIX}")
+            raise AnnotationError(f"{path}: line {number}: {shown(key)} is listed twice; {FIX}")
         seen.add(key)
         wnid = (real or rendition)[1]
         out.append(ListItem(key, wnid, class_id, REAL if queries else domain))

@@ -115,8 +115,9 @@ class Shapes(Benchmark):
     splits = ("test", "val")
     options = (
         seed_option("seed of the queries and renderings"),
-        Option("renders", "int", 2, "renderings per attribute combination", minimum=1),
-        Option("queries_per_style", "int", 400, "queries per wording style", minimum=1),
+        # bounded work: 32 renders are 18,432 images (a CIRR-size gallery), rendered before anything else
+        Option("renders", "int", 2, "renderings per attribute combination", minimum=1, maximum=32),
+        Option("queries_per_style", "int", 400, "queries per wording style", minimum=1, maximum=20_000),
         Option("remove_reference", "bool", True, "drop the reference image from its ranking", varies=True),
     )
     main_metric = "mAP@10"

@@ -12,7 +12,7 @@ import typer
 from cirbench.commands import app, cache_app, data_app
 from cirbench.commands.eval_options import DecodeOpt, IndexOpt, IndexParamOpt
 from cirbench.commands.seeds import seed_checkpoints
-from cirbench.errors import UsageError
+from cirbench.errors import UsageError, shown
 
 if TYPE_CHECKING:
     from cirbench.evaluation import Outcome
@@ -97,8 +97,8 @@ def print_outcome(outcome: Outcome) -> None:
     state = "reused" if outcome.reused else "wrote"
     skipped = result.skipped
     dropped = (
-        f" [yellow]skipped {skipped.images_missing} missing images, {skipped.queries_dropped} queries[/]"
-        if skipped.images_missing
+        f" [yellow]skipped {skipped.images_missing} missing images, {skipped.images_unreadable} unreadable, {skipped.queries_dropped} queries[/]"  # noqa: E501
+        if skipped.images_missing or skipped.images_unreadable
         else ""
     )
     limit = result.key_fields.get("limit")
@@ -361,6 +361,7 @@ def cache_ls_command() -> None:
     from cirbench.features import list_entries
     from cirbench.paths import cache_root
 
+    _cache_folder()
     table = Table(title=f"feature cache: {cache_root() / 'features'}")
     for column in ("key", "backbone", "preprocess", "images", "MB", "complete"):
         table.add_column(column)
@@ -383,4 +384,17 @@ def cache_clear_command(
     """Delete cached gallery features (all, or one backbone's)."""
     from cirbench.features import clear_entries
 
+    _cache_folder()
     typer.echo(f"removed {clear_entries(backbone)} cache entries")
+
+
+def _cache_folder() -> None:
+    """The cache root is a folder (or not made yet): a file there would list as an empty cache, and clear nothing."""
+    from cirbench.paths import cache_root
+
+    for path in (cache_root(), cache_root() / "features"):
+        if path.exists() and not path.is_dir():
+            raise UsageError(
+                f"the feature cache {shown(str(path))} is a file, not a folder: point CIRBENCH_CACHE at a folder, "
+                "or move the file away"
+            )

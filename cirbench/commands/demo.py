@@ -36,9 +36,12 @@ def demo_command(
 ) -> None:
     """Train LinCIR on the shapes grammar and evaluate it with the baselines (87 s measured on 2 busy CPU cores,
     docs/PERFORMANCE.md); a rerun reuses everything."""
+    from cirbench.commands.output_paths import check_outputs
     from cirbench.demo import DemoConfig, run_demo
     from cirbench.io import ensure_writable
 
+    if not no_leaderboard:  # a folder or a taken name is found now, not after the training
+        check_outputs({"--leaderboard": leaderboard, "--chart": chart}, {"--chart": ".png"})
     folders = [out, results_dir] + ([] if no_leaderboard else [leaderboard.parent, chart.parent])
     for folder in dict.fromkeys(folders):  # a full or read-only disk is found now, not after the training
         ensure_writable(folder)

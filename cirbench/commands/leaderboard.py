@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from cirbench.commands import app
-from cirbench.errors import UsageError
+from cirbench.errors import UsageError, shown
 
 DEFAULT_RESULTS = Path("results")
 
@@ -44,6 +44,7 @@ def leaderboard(
 ) -> None:
     """Leaderboard tables from result files, with published numbers and deltas beside them."""
     from cirbench import leaderboard as lb
+    from cirbench.commands.output_paths import check_outputs
     from cirbench.io import atomic_write_text
 
     fmt = {"markdown": "md"}.get(fmt.lower(), fmt.lower())
@@ -63,6 +64,8 @@ def leaderboard(
     name = benchmark.strip().lower() if benchmark else None
     if bare and name is None:
         raise UsageError("--bare prints one benchmark's table: add --benchmark NAME")
+    wanted = _columns(columns)
+    check_outputs({"--out": out, "--chart": chart}, {"--chart": ".png"})
     entries = lb.collect_entries(results_dir, reported, aggregate=not per_seed)
     if name is not None:
         entries = [e for e in entries if e.benchmark == name]
@@ -74,7 +77,6 @@ def leaderboard(
         entries, notes = found.entries, found.notes
         for line in found.skipped:
             typer.echo(f"no interval for {line}", err=True)
-    wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     if fmt == "csv":
         text = lb.render_csv(entries, name, columns=wanted)
     else:
@@ -88,6 +90,19 @@ def leaderboard(
         typer.echo(f"wrote {out}", err=True)
     if chart is not None:
         typer.echo(f"wrote {chart}", err=True)
+
+
+def _columns(text: str | None) -> list[str] | None:
+    """``--columns R@1,R@5`` -> the names; none at all, or one twice, is refused (not the default table, silently)."""
+    if text is None:
+        return None
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise UsageError(f"--columns {shown(text)} names no column: give metric names, e.g. --columns R@1,R@5")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise UsageError(f"--columns {shown(text)} names {', '.join(twice)} twice: give each column once")
+    return names
 
 
 @app.command()

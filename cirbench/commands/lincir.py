@@ -56,7 +56,7 @@ def prepare(
     corpus: Annotated[list[str], typer.Option("--corpus", help="Corpus spec (repeatable), as for train.")],
     mode: ModeOpt = "upstream",
     spacy_model: SpacyOpt = "en_core_web_sm",
-    processes: Annotated[int, typer.Option(help="Worker processes for cleaning + spaCy + tokenization.")] = 1,
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes for cleaning + spaCy + tokenization.")] = 1,
     column: Annotated[str | None, typer.Option(help="Caption column for csv/jsonl/parquet/hub corpora.")] = None,
     allow_download: Annotated[bool, typer.Option(help="Allow hub corpora.")] = False,
 ) -> None:
@@ -81,10 +81,16 @@ def convert(
     backbone: Annotated[str | None, typer.Option(help="Backbone id recorded in a .safetensors output.")] = None,
 ) -> None:
     """Convert phi between the official ``.pt`` layout and cirbench safetensors."""
+    from cirbench.commands.output_paths import check_outputs
     from cirbench.methods.lincir import resolve_checkpoint
     from cirbench.phi import load_phi, save_official, save_safetensors
 
+    if target.suffix not in (".pt", ".safetensors"):
+        raise UsageError(f"{target}: write .pt (official layout) or .safetensors")
+    check_outputs({"TARGET": target})
     path = resolve_checkpoint(source)
+    if path.resolve() == target.resolve():
+        raise UsageError(f"TARGET {target} is the phi being converted ({path}): write the converted phi elsewhere")
     phi, metadata = load_phi(path)
     step = int(metadata.get("step", 0))
     if target.suffix == ".pt":

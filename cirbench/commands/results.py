@@ -17,8 +17,12 @@ def migrate_command(
 ) -> None:
     """Seal schema-2 results in place (add their digests) and rewrite schema-1 results (cirbench 0.1) as schema 3,
     each under its new run key (rankings moved along)."""
+    from cirbench.errors import UsageError, shown
     from cirbench.results_migrate import migrate
 
+    if not results_dir.is_dir():  # else "0 result files migrated", as if there were nothing to do
+        what = "is a file" if results_dir.exists() else "does not exist"
+        raise UsageError(f"--results-dir {shown(str(results_dir))} {what}: give the folder that holds runs/")
     done = migrate(results_dir, dry_run=dry_run)
     for item in done:
         if item.sealed_only:

@@ -8,15 +8,20 @@ import typer
 
 from cirbench.errors import UsageError, shown
 
+MAX_SEED = 2**32 - 1
+
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """ "0,1,2" -> (0, 1, 2); anything else is a one-line error naming the value."""
     try:
         seeds = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+        raise typer.BadParameter(f"{shown(text)} is not a comma-separated list of integers, e.g. 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise typer.BadParameter(f"{text!r}: give one or more distinct seeds, e.g. 0,1,2")
+        raise typer.BadParameter(f"{shown(text)}: give one or more distinct seeds, e.g. 0,1,2")
+    bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+    if bad:  # numpy and the training config take seeds in [0, 2**32 - 1]; torch would wrap a negative one
+        raise typer.BadParameter(f"{shown(text)}: seed {shown(bad[0])} is not in [0, {MAX_SEED}]")
     return seeds
 
 

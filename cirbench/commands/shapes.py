@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cirbench.commands import shapes_app
+from cirbench.errors import UsageError
 
 
 @shapes_app.command("pretrain")
 def pretrain_command(
     out: Annotated[Path, typer.Option(help="Folder for model.safetensors and meta.json.")] = Path("runs/shapes_clip"),
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
-    batch: Annotated[int, typer.Option(help="Batch size (distinct attribute combinations per batch).")] = 128,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 1000,
+    batch: Annotated[int, typer.Option(min=2, help="Batch size (distinct attribute combinations per batch).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed (model init and data order).")] = 0,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
-    warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 50,
-    threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
-    eval_every: Annotated[int, typer.Option(help="Zero-shot accuracy check every N steps (0: only at the end).")] = 250,
+    warmup: Annotated[int, typer.Option(min=0, help="Warm-up steps.")] = 50,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+    eval_every: Annotated[
+        int, typer.Option(min=0, help="Zero-shot accuracy check every N steps (0: only at the end).")
+    ] = 250,
     multi_positive: Annotated[
         bool,
         typer.Option(
@@ -35,6 +39,10 @@ def pretrain_command(
     from cirbench.io import ensure_writable
     from cirbench.shapes.pretrain import pretrain_shapes_clip
 
+    if not (math.isfinite(lr) and lr > 0):  # AdamW's own refusal would be an internal error after the set-up
+        raise UsageError(f"--lr {lr!r} is not valid: give a finite learning rate > 0 (default 5e-4)")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise UsageError(f"--weight-decay {weight_decay!r} is not valid: give a finite number >= 0 (default 0.1)")
     ensure_writable(out)  # a full or read-only disk is found now, not after the training
     pretrain_shapes_clip(
         out,

@@ -124,7 +124,7 @@ def inspect_command(
     results_dir: ResultsOpt = Path("results"),
     root: RootOpt = None,
     metric: Annotated[str | None, typer.Option(help="Per-query metric (default: the main metric).")] = None,
-    rows: Annotated[int, typer.Option(help="Rows to print.")] = 15,
+    rows: Annotated[int, typer.Option(min=0, help="Rows to print.")] = 15,
     csv: Annotated[Path | None, typer.Option("--csv", help="Write the whole table as CSV.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the whole table as JSON.")] = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="PNG of the worst and best queries.")] = None,
@@ -133,12 +133,14 @@ def inspect_command(
     import pandas as pd
     from rich.table import Table
 
+    from cirbench.commands.output_paths import check_outputs
     from cirbench.console import make_console
     from cirbench.io import atomic_write_text
     from cirbench.results import load_rankings
     from cirbench.stats.inspect import per_query_table, write_grid
     from cirbench.stats.runs import load_run
 
+    check_outputs({"--csv": csv, "--json": json_out, "--grid": grid}, {"--grid": ".png"})
     scores = load_run(results_dir, run, root)
     if metric is not None and metric not in scores.scores.values:
         known = ", ".join(scores.scores.values)
@@ -182,10 +184,12 @@ def sensitivity_command(
 ) -> None:
     """Re-evaluate under each choice papers make differently and tabulate the difference from the default."""
     from cirbench.commands.core import pick_device
+    from cirbench.commands.output_paths import check_outputs
     from cirbench.evaluation import EvalSettings, RunRequest
     from cirbench.io import atomic_write_text
     from cirbench.stats.sensitivity import markdown, sensitivity
 
+    check_outputs({"--out": out})  # before the evaluations, not after them
     request = RunRequest(method, benchmark, backbone, split, root, checkpoint)
     settings = EvalSettings(results_dir=results_dir, device=pick_device(device))
     base, found = sensitivity(request, settings, metric, resamples, seed)

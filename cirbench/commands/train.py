@@ -196,6 +196,8 @@ def train_lincir(
     for source, layer in zip((f"--config {config}", "--set", ""), layers, strict=True):
         _check_layer(source, layer)  # each source is valid on its own: a later one never hides a bad earlier value
     if resume is not None:
+        if given.get("out") is not None and Path(given["out"]) != Path(resume):  # --out was ignored silently
+            raise UsageError(f"--resume {resume} continues that run in place: leave out --out {given['out']}")
         base = load_run_config(resume).to_dict()
         changes = {**layers[0], **layers[1], **layers[2]}
         changes.pop("out", None)

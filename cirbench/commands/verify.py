@@ -23,7 +23,7 @@ def selected(results_dir: Path, runs: list[str]) -> list[Path]:
     """Result files: every one under ``results_dir/runs``, or those named by path or run key (a unique prefix).
     Keys are matched on file names (``...--<key>.json``), so one damaged file never hides the others."""
     from cirbench.errors import ResultError
-    from cirbench.results import result_files
+    from cirbench.results import result_files, run_prefix
 
     every = result_files(results_dir)
     if not runs and not every:
@@ -32,9 +32,10 @@ def selected(results_dir: Path, runs: list[str]) -> list[Path]:
         return every
     out: list[Path] = []
     for run in runs:
-        if Path(run).is_file():
+        if run and Path(run).is_file():
             out.append(Path(run))
             continue
+        run = run_prefix(run)
         matches = [p for p in every if p.name[: -len(".json")].rsplit("--", 1)[-1].startswith(run)]
         if len(matches) != 1:
             found = "no result" if not matches else f"{len(matches)} results"
@@ -76,8 +77,11 @@ def verify_command(
     ] = None,
 ) -> None:
     """Rescore every stored result from its rankings and the annotations; exit 1 if any differs or is damaged."""
+    from cirbench.errors import UsageError, shown
     from cirbench.evaluation.evaluator import keep_splits
 
+    if root is not None and not root.is_dir():  # else every result would be "not checkable" and the exit 0
+        raise UsageError(f"--root {shown(str(root))} is not a folder: give the data folder of the runs to verify")
     paths = selected(results_dir, list(runs or []))
     counts = dict.fromkeys(VERDICTS, 0)
     with keep_splits():

@@ -26,7 +26,7 @@ from cirbench.decoding import WORKERS, DeviceDecoder
 from cirbench.errors import DistributedError
 from cirbench.features import FeatureSet, batch_starts, cached_features, encode_rows, store_features
 from cirbench.images import check_images, identity_hash
-from cirbench.torchrun import Dist, check_environment
+from cirbench.torchrun import Dist, check_environment, join, world_size
 
 _OBJECTS: Any = None  # the gloo group the object collectives use under NCCL (None: the default group)
 
@@ -40,7 +40,7 @@ def joined(device: str) -> Iterator[tuple[Group, str]]:
     """Under torchrun (``WORLD_SIZE`` > 1) join the process group for the block and give this rank's device
     (``cuda`` becomes ``cuda:LOCAL_RANK``); otherwise ``SINGLE`` and ``device`` unchanged."""
     global _OBJECTS
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = world_size("eval")
     if world <= 1:
         yield SINGLE, device
         return
@@ -55,7 +55,7 @@ def joined(device: str) -> Iterator[tuple[Group, str]]:
         torch.cuda.set_device(torch.device(device))
     created = not dist.is_initialized()
     if created:
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
+        join("nccl" if cuda else "gloo", "eval", timedelta(hours=2))  # a rank never started is one line, no hang
     _OBJECTS = dist.new_group(backend="gloo") if cuda else None
     try:
         yield Group(dist.get_rank(), dist.get_world_size(), local), device

@@ -213,6 +213,9 @@ def _compute(
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
     method = method or build(spec, backbone)
+    check_split = getattr(method, "check_split", None)
+    if callable(check_split):  # the whole split, before --limit and --skip-missing leave queries out
+        check_split(data.queries)
     decoder = None
     if planned is not None:
         decoder, why_workers = device_decoder(settings.decode, backbone, method.preprocess)

@@ -25,7 +25,8 @@ from cirbench.results import Skipped
 def refuse_blocked(data: BenchmarkSplit) -> None:
     """A split its benchmark says cannot be ranked here (e.g. CIRCO without its gallery list) is a user error."""
     unknown = [p.name for p in data.parts if p.gallery is not None and not p.gallery]
-    problems = list(data.blockers) or ([f"the gallery of part {', '.join(unknown)} is empty"] if unknown else [])
+    empty = [f"the gallery of part {', '.join(unknown)} is empty; check {_files(data)}"] if unknown else []
+    problems = list(data.blockers) or empty
     if problems:
         raise DataError(f"{data.benchmark} {data.split}: " + "; ".join(problems))
 
@@ -45,9 +46,9 @@ def missing_images_hash(data: BenchmarkSplit, skip_missing: bool = True) -> str 
 def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[BenchmarkSplit, Skipped]:
     """Fail on missing or empty images (count, first paths, expected layout), or leave them out (with unreadable
     ones) and count what was left out; refuse a split with no query left."""
+    _require_queries(data)  # an empty annotation list is named before any image is looked at
     check = image_check(data, skip_missing)
     if not check.bad:
-        _require_queries(data)
         return data, Skipped()
     if not skip_missing:
         layout = f" (layout: {data.layout})" if data.layout else ""
@@ -86,9 +87,24 @@ def prepare_split(data: BenchmarkSplit, skip_missing: bool = False) -> tuple[Ben
     return prepared, skipped
 
 
+def _files(data: BenchmarkSplit) -> str:
+    """The split's annotation files, for a message that says where an empty list came from."""
+    names = [str(p) for p in data.annotation_files[:4]]
+    return ", ".join(names) + (f" (+{len(data.annotation_files) - 4} more)" if len(data.annotation_files) > 4 else "")
+
+
 def _require_queries(data: BenchmarkSplit, why: str = "") -> None:
+    """Every part needs a query: a metric over no query is undefined (a FreeDom domain without query images, an
+    empty FashionIQ category file), so it is named here, before anything is encoded."""
     if not data.queries:
-        raise DataError(f"{data.benchmark} {data.split}: no query to evaluate{why}; check the annotation files")
+        raise DataError(f"{data.benchmark} {data.split}: no query to evaluate{why}; check {_files(data)}")
+    empty = [part.name for part in data.parts if not part.queries]
+    if empty:
+        names = ", ".join(empty[:4]) + (f" (+{len(empty) - 4} more)" if len(empty) > 4 else "")
+        raise DataError(
+            f"{data.benchmark} {data.split}: no query in part {names}{why}; check {_files(data)}, or leave the part "
+            "out with its protocol option where there is one (`cirbench list` shows them)"
+        )
 
 
 def limit_queries(data: BenchmarkSplit, limit: int | None) -> BenchmarkSplit:

@@ -16,8 +16,9 @@ from typing import Any
 
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import Benchmark
-from cirbench.errors import LeaderboardError
+from cirbench.errors import LeaderboardError, shown
 from cirbench.leaderboard.durations import format_train_time
+from cirbench.leaderboard.reported_rows import check_row, refuse_duplicates
 from cirbench.results import RunResult, iter_results
 
 
@@ -184,11 +185,15 @@ def load_reported(path: Path) -> list[Entry]:
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise LeaderboardError(f"{path}: expected a list of rows or a mapping with a 'rows' list")
     defaults = data.get("default_splits") or {}
+    if not isinstance(defaults, dict):
+        raise LeaderboardError(f"{path}: default_splits must map benchmark -> split, not {shown(defaults)}")
     zero_shot_default = data.get("zero_shot")
     entries = []
+    keys: list[tuple[int, tuple[str, ...]]] = []
     for index, row in enumerate(data["rows"]):
         if not isinstance(row, dict) or "method" not in row or "backbone" not in row:
             raise LeaderboardError(f"{path}: row {index} needs at least 'method' and 'backbone'")
+        check_row(path, index, {**row, "split": _row_splits(row.get("split"), defaults)})
         row_split = row.get("split")
         time_note = row.get("train_time")
         for bench, metrics in row.items():
@@ -214,14 +219,25 @@ def load_reported(path: Path) -> list[Entry]:
                     group=f"reported-{index:03d}",
                 )
             )
+            e = entries[-1]
+            keys.append((index, (e.benchmark, e.split, e.method, e.variant, e.backbone)))
+    refuse_duplicates(path, keys)
     return entries
 
 
+def _row_splits(split: Any, defaults: Mapping[str, Any]) -> Any:
+    """The row's own split, else the file's ``default_splits`` (both checked against each benchmark's splits)."""
+    if split is not None and not isinstance(split, dict):
+        return split
+    return {**defaults, **(split or {})}
+
+
 def _is_metric_block(value: Any) -> bool:
+    """A benchmark block (``check_row`` has refused every malformed one; null values are "not reported")."""
     return (
         isinstance(value, dict)
         and bool(value)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
+        and all((isinstance(v, (int, float)) and not isinstance(v, bool)) or v is None for v in value.values())
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cirbench.errors import UserError
+from cirbench.errors import IntegrityError, UserError
 from cirbench.leaderboard.entries import Entry, registered
 
 
@@ -43,6 +43,8 @@ def add_intervals(
                 continue
             try:
                 run = run_scores(find_result(results_dir, entry.run_key))
+            except IntegrityError:  # damaged or deleted rankings are refused, as in every reader (not skipped)
+                raise
             except UserError as e:
                 out.skipped.append(f"{entry.label} `{entry.run_key[:8]}`: {e}")
                 continue

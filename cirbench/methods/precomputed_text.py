@@ -20,14 +20,14 @@ does not cover is an error naming the file, never a silent fallback.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cirbench.benchmarks.annotations import read_annotation_json
 from cirbench.benchmarks.base import Query
-from cirbench.errors import MethodError
+from cirbench.errors import MethodError, shown
 from cirbench.identity import file_sha256
 from cirbench.methods import METHODS
 from cirbench.methods.base import BATCH_SIZE, MethodEntry, MethodInfo
@@ -36,6 +36,7 @@ from cirbench.options import Option
 
 FORMAT = "cirbench-texts/1"
 FIX = "see docs/BASELINES.md (precomputed-text) for the accepted formats"
+MAX_BYTES = 64 << 20  # 64 MiB: LDRE's CIRR test texts (4,148 queries x 15 texts) are about 6 MB
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ class TextsFile:
 
 def _query_id(value: Any, path: Path, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
-        raise MethodError(f"{path}: {where}: a query id must be a non-empty string or an integer, got {value!r}; {FIX}")
+        raise MethodError(
+            f"{path}: {where}: a query id must be a non-empty string or an integer, got {shown(value)}; {FIX}"
+        )
     return str(value).strip()
 
 
@@ -58,19 +61,15 @@ def _texts(value: Any, path: Path, qid: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(t, str) and t.strip() for t in items):
         raise MethodError(
-            f"{path}: query {qid}: expected a non-empty text or a non-empty list of texts, got {value!r:.60}; {FIX}"
+            f"{path}: query {qid:.80}: expected a non-empty text or a non-empty list of texts, got {shown(value)}; "
+            f"{FIX}"
         )
     return tuple(items)
 
 
 def read_texts_file(path: Path, id_field: str = "id", text_field: str = "text") -> TextsFile:
     """Parse a texts file (any accepted format) strictly: bad ids, empty texts and repeated ids are refused."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise MethodError(
-            f"{path}: cannot read the texts file as JSON ({' '.join(str(error).split())}); {FIX}"
-        ) from None
+    raw = read_annotation_json(Path(path), FIX, MAX_BYTES)  # size, UTF-8 (a BOM dropped), a key twice, NaN
     pairs: list[tuple[Any, Any]] = []
     if isinstance(raw, dict) and "format" in raw:
         if raw["format"] != FORMAT or not isinstance(raw.get("texts"), dict):
@@ -93,7 +92,7 @@ def read_texts_file(path: Path, id_field: str = "id", text_field: str = "text") 
     for key, value in pairs:
         qid = _query_id(key, path, "a key")
         if qid in texts:
-            raise MethodError(f"{path}: query {qid} appears twice; keep one entry per query")
+            raise MethodError(f"{path}: query {qid:.80} appears twice; keep one entry per query")
         texts[qid] = _texts(value, path, qid)
     if not texts:
         raise MethodError(f"{path}: the file holds no texts; {FIX}")
@@ -139,6 +138,22 @@ class PrecomputedText(_Baseline):
             raise MethodError(
                 f"{self.source.path}: no text for {len(missing)} of {len(queries)} queries, e.g. {missing[:3]} "
                 f"(the file's ids look like: {known}); use a file made for this benchmark and split"
+            )
+
+    def check_split(self, queries: Sequence[Query]) -> None:
+        """Every id in the file is a query of the split (all of its queries, before ``--limit`` or
+        ``--skip-missing``): a file made for another split or benchmark whose ids happen to cover this one's (CIRCO
+        val 0-219 inside test 0-799, CIRR val and test pair ids) would otherwise give other queries' texts silently.
+        Ids of a part the protocol options left out (``shirt/3`` with ``-p categories=dress``) are allowed."""
+        ids = {q.qid for q in queries}
+        parts = {q.qid.split("/", 1)[0] for q in queries if "/" in q.qid}
+        unknown = [i for i in self.source.texts if i not in ids and ("/" not in i or i.split("/", 1)[0] in parts)]
+        if unknown:
+            raise MethodError(
+                f"{self.source.path}: {len(unknown)} ids are not queries of this split, e.g. "
+                f"{', '.join(shown(i) for i in unknown[:3])} (the split's ids look like: "
+                f"{', '.join(shown(q.qid) for q in queries[:3])}); the file was made for another benchmark or split: "
+                "use the one made for this split, or remove those ids"
             )
 
     def encode_queries(self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features):

@@ -19,6 +19,7 @@ from cirbench.evaluation.evaluator import load_split
 from cirbench.evaluation.prepare import limit_queries
 from cirbench.query_scores import QueryScores, official_metrics
 from cirbench.results import RunResult, find_result, load_rankings
+from cirbench.scoring import data_folder
 
 
 @dataclass
@@ -56,7 +57,7 @@ def run_scores(result: RunResult, root: Path | None = None) -> RunScores:
         raise ResultError(
             f"{label} has no local labels ({result.benchmark.split}): only its evaluation server scores it"
         )
-    folder = root if root is not None else (Path(result.benchmark.root) if result.benchmark.root else None)
+    folder = data_folder(result, root)
     recorded = result.benchmark.options
     options = {o.name: recorded[o.name] for o in bench.options if o.keyed and o.name in recorded}
     data = load_split(bench, result.benchmark.split, folder, options)  # read once inside keep_splits()

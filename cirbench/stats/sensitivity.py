@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from cirbench.errors import UsageError, shown
 from cirbench.evaluation import EvalSettings, RunRequest, evaluate, keep_splits, resolve
 from cirbench.evaluation.evaluator import load_split
 from cirbench.methods.base import CAPTION_JOIN
-from cirbench.options import alternatives
+from cirbench.options import alternatives, did_you_mean
 from cirbench.stats.bootstrap import difference, paired, permutation_p
 from cirbench.stats.runs import RunScores, run_scores
 
@@ -56,7 +57,15 @@ def variants(request: RunRequest) -> list[Variant]:
 def sensitivity(
     request: RunRequest, settings: EvalSettings, metric: str | None = None, resamples: int = 10_000, seed: int = 0
 ) -> tuple[RunScores, list[Row]]:
-    """The default run and one row per variant (``metric``: the benchmark's main metric by default)."""
+    """The default run and one row per variant (``metric``: the benchmark's main metric by default). An unknown
+    ``metric`` is refused before anything is evaluated."""
+    if metric is not None:
+        names = resolve(request).benchmark.metric_names
+        if metric not in names:
+            raise UsageError(
+                f"--metric {shown(metric)} is not a metric of {request.benchmark}{did_you_mean(metric, names)} "
+                f"(its metrics: {', '.join(names)})"
+            )
     with keep_splits():
         base = run_scores(evaluate(resolve(request), settings).result)
         metric = metric or base.result.main_metric
