@@ -337,21 +337,38 @@ def _encode_chunk(
 
 
 def list_entries() -> list[dict]:
-    """Manifests of every cache entry, with size on disk and completeness."""
+    """Manifests of every cache entry, with size on disk and completeness. Anything in the cache folder that is no
+    entry (a stray file) or whose manifest is damaged is listed as such, never a reason to stop."""
     root = cache_root() / "features"
     entries = []
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
-        manifest = folder / "manifest.json"
-        try:
-            info = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        except (OSError, ValueError):
-            info = {"note": "unreadable manifest"}
-        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+        if not folder.is_dir():
+            entries.append({"key": folder.name, "complete": False, "bytes": _size(folder), "note": "not an entry"})
+            continue
+        info = _manifest(folder / "manifest.json")
+        size = sum(_size(p) for p in folder.iterdir() if p.is_file())
+        rows = info.get("n_images", -1)
+        rows = rows if isinstance(rows, int) and not isinstance(rows, bool) else -1
         final = folder / "features.npy"
-        rows = int(info.get("n_images", -1))
         complete = final.is_file() and read_entry(folder, rows, quiet=True, check_bytes=False) is not None
         entries.append({"key": folder.name, "complete": complete, "bytes": size, **info})
     return entries
+
+
+def _manifest(path: Path) -> dict:
+    """An entry's manifest as a mapping ({} when absent; a note when it is damaged)."""
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {"note": "unreadable manifest"}
+    return info if isinstance(info, dict) else {"note": "unreadable manifest"}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def clear_entries(backbone: str | None = None) -> int:
@@ -359,6 +376,10 @@ def clear_entries(backbone: str | None = None) -> int:
     removed = 0
     for entry in list_entries():
         if backbone is None or entry.get("backbone") == backbone:
-            shutil.rmtree(cache_root() / "features" / entry["key"])
+            path = cache_root() / "features" / entry["key"]
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
             removed += 1
     return removed

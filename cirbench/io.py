@@ -12,6 +12,7 @@ appear whole (a rendered gallery, a mask cache). The one exception is a log foll
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import json
@@ -41,6 +42,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def make_parent(path: Path) -> None:
+    """``path``'s folder, made when missing; a file standing where a folder belongs is ENOTDIR naming that file
+    (``mkdir`` says EEXIST, "it already exists", which points the wrong way)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:
+        blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, "a file is there, not a folder", str(blocker)) from error
+
+
 def _naming(error: OSError, path: Path, operation: str, temp: Path | None = None) -> OSError:
     """``error`` naming the file the user asked for (not the temporary one, nor none: ``write()`` names no file)
     and the operation, so the CLI's one line says ``cannot write PATH: No space left on device``."""
@@ -63,7 +74,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | Writer) -> Path:
     path = Path(path)
     tmp = _temp_name(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() gives
     except OSError as error:
         raise _naming(error, path, "write", tmp) from None
@@ -120,7 +131,7 @@ def append_line(path: str | os.PathLike, line: str) -> Path:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))

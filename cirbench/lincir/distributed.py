@@ -13,20 +13,19 @@ from typing import Any
 
 import torch
 
-from cirbench.torchrun import Dist, check_environment
+from cirbench.torchrun import Dist, check_environment, join, world_size
 
 
 def init_distributed(device_type: str) -> Dist:
     """Join the torchrun process group (NCCL on GPU, gloo on CPU); a single process needs none."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = world_size("train lincir")  # a value that is no whole number >= 1 is one line
     if world <= 1:
         return Dist()
     check_environment(world, "train lincir")
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
+    if not dist.is_initialized():  # a rank whose peers never start waits a bounded time, not the 2-hour timeout
+        join("nccl" if device_type == "cuda" else "gloo", "train lincir", timedelta(hours=2))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), local_world)
 
