@@ -113,7 +113,12 @@ def _texts_cases() -> list[Case]:
         ("format without texts", _write(TEXTS, '{"format": "cirbench-texts/1"}'), "texts", "error"),
         ("a query missing", _texts(lambda d: (d.pop("101"), None)[1]), "no text", "error"),
         ("an unknown extra query id", _texts(lambda d: d.__setitem__("99999", "a dog")), "99999", "error"),
-        ("ids of another benchmark", _texts(lambda d: {str(i): "x" for i in range(800)}), "no text", "error"),
+        (
+            "ids of another benchmark",
+            _texts(lambda d: {str(i): "x" for i in range(800)}),
+            "not queries of this split",
+            "error",
+        ),
         ("duplicate id after stripping", _texts(lambda d: d.__setitem__(" 100", "x")), "twice", "error"),
         (
             "duplicate id in records",
