@@ -317,6 +317,17 @@ def _folder(scratch: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=scratch))
 
 
+def judge(kind: str, same: bool, loaded, root: Path, clean, must_refuse: tuple[str, ...]) -> None:
+    """The property every loader keeps: a respelling loads as the clean form; any other change either loads with
+    every image inside the root (``canonical`` checks it) or was refused in one line (``outcome`` gave None)."""
+    event(f"{kind}: {'refused' if loaded is None else 'accepted'}")
+    if same:
+        assert loaded is not None and canonical(loaded, root) == clean
+    elif loaded is not None:
+        assert kind not in must_refuse
+        canonical(loaded, root)
+
+
 @PROPERTY
 @given(st.data())
 def test_cirr_loader_property(scratch, data):
@@ -353,13 +364,7 @@ def test_cirr_loader_property(scratch, data):
         split["dev-99-0-img0"] = split[name]
     split_path.write_text(json.dumps(split))
     caps_path.write_text(json.dumps(caps))
-    loaded = outcome(lambda: bench.load(root, "val"))
-    event(f"{kind}: {'refused' if loaded is None else 'accepted'}")
-    if same:
-        assert loaded is not None and canonical(loaded, root) == clean
-    elif loaded is not None:
-        assert kind not in ("duplicate", "alias", "drop")
-        canonical(loaded, root)
+    judge(kind, same, outcome(lambda: bench.load(root, "val")), root, clean, must_refuse=("duplicate", "alias", "drop"))
 
 
 @PROPERTY
@@ -390,13 +395,7 @@ def test_circo_loader_property(scratch, data):
         info["images"].append(dict(entry))
     info_path.write_text(json.dumps(info))
     ann_path.write_text(json.dumps(records))
-    loaded = outcome(lambda: bench.load(root, "val"))
-    event(f"{kind}: {'refused' if loaded is None else 'accepted'}")
-    if same:
-        assert loaded is not None and canonical(loaded, root) == clean
-    elif loaded is not None:
-        assert kind != "duplicate"
-        canonical(loaded, root)
+    judge(kind, same, outcome(lambda: bench.load(root, "val")), root, clean, must_refuse=("duplicate",))
 
 
 @PROPERTY
@@ -458,10 +457,4 @@ def test_list_loaders_property(scratch, data):
     else:
         lines.append(lines[number])
     path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
-    loaded = outcome(lambda: bench.load(root, None, options))
-    event(f"{kind}: {'refused' if loaded is None else 'accepted'}")
-    if same:
-        assert loaded is not None and canonical(loaded, root) == clean
-    elif loaded is not None:
-        assert kind != "duplicate"
-        canonical(loaded, root)
+    judge(kind, same, outcome(lambda: bench.load(root, None, options)), root, clean, must_refuse=("duplicate",))
