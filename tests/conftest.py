@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_ANNOTATIONS = Path(os.environ.get("CIRBENCH_SHARED_ANNOTATIONS", ROOT.parent / "shared" / "annotations"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# Before any fixture runs (session- and module-scoped ones too): the session's own cache, never the user's ~/.cache.
+os.environ["CIRBENCH_CACHE"] = tempfile.mkdtemp(prefix="cirbench-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CIRBENCH_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

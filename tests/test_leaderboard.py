@@ -178,9 +178,9 @@ def test_cli_errors(cli, tmp_path):
     runner = CliRunner()
     cases = [
         (["--results-dir", str(RESULTS), "--format", "xlsx"], "--format must be md or csv"),
-        (["--results-dir", str(tmp_path), "--no-reported"], "no results or reported rows"),
+        (["--results-dir", str(tmp_path), "--no-reported"], f"no results under {tmp_path / 'runs'} and no published"),
         (["--results-dir", str(RESULTS), "--reported", str(tmp_path / "x.yaml")], "not found"),
-        (["--results-dir", str(RESULTS), "--no-reported", "--benchmark", "genecis"], "no results or reported rows"),
+        (["--results-dir", str(RESULTS), "--no-reported", "--benchmark", "genecis"], "no benchmark 'genecis' results"),
     ]
     for args, message in cases:
         res = runner.invoke(cli, ["leaderboard", *args])

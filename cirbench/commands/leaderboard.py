@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from cirbench.commands import app
-from cirbench.errors import UsageError, shown
+from cirbench.errors import LeaderboardError, UsageError, shown
 
 DEFAULT_RESULTS = Path("results")
 
@@ -69,6 +69,12 @@ def leaderboard(
     entries = lb.collect_entries(results_dir, reported, aggregate=not per_seed)
     if name is not None:
         entries = [e for e in entries if e.benchmark == name]
+    if not entries:
+        where = f"benchmark {name!r} " if name else ""
+        raise LeaderboardError(
+            f"no {where}results under {Path(results_dir) / 'runs'} and no published rows; evaluate first "
+            "(`cirbench eval`) or point --results-dir at the folder that holds runs/"
+        )
     notes: dict[str, list[str]] = {}
     if ci:
         from cirbench.leaderboard.significance import add_intervals
