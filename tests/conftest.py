@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from cirr_support import make_cirr
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -20,6 +21,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # Before any fixture runs (session- and module-scoped ones too): the session's own cache, never the user's ~/.cache.
 os.environ["CIRBENCH_CACHE"] = tempfile.mkdtemp(prefix="cirbench-test-cache-")
 atexit.register(shutil.rmtree, os.environ["CIRBENCH_CACHE"], ignore_errors=True)
+# Property tests draw the same examples on every run (CI cannot turn red on a new draw) and write no example
+# database into the work tree; the settings of each test inherit this profile.
+settings.register_profile("cirbench", derandomize=True, database=None)
+settings.load_profile("cirbench")
 
 
 @pytest.fixture(scope="session")
