@@ -11,6 +11,8 @@ note: the cache is rebuilt, the numbers stay the same.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 
 from cirbench.errors import IntegrityError
 from cirbench.integrity import check_file, check_sealed, file_sha256, is_sealed, seal_json
-from cirbench.io import atomic_write_json, atomic_write_npy, atomic_write_text
+from cirbench.io import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("cirbench")
 FIX = "encoding it again"
@@ -55,9 +57,14 @@ def digest_path(chunk_path: Path) -> Path:
 
 
 def write_chunk(chunk_path: Path, array: np.ndarray) -> None:
-    """A chunk, then its digest (a chunk without one, from a write cut short, is encoded again)."""
-    atomic_write_npy(chunk_path, array)
-    atomic_write_text(digest_path(chunk_path), file_sha256(chunk_path) + "\n")
+    """A chunk, then its digest (a chunk without one, from a write cut short, is encoded again). The digest is of
+    the bytes written, not of the file read back: no second read, and no race with another process that finishes
+    the entry and removes its chunks in between."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    data = buffer.getvalue()
+    atomic_write(chunk_path, data)
+    atomic_write_text(digest_path(chunk_path), hashlib.sha256(data).hexdigest() + "\n")
 
 
 def read_chunk(chunk_path: Path, rows: int, width: int) -> np.ndarray | None:

@@ -42,7 +42,7 @@ from cirbench.evaluation.engine import Progress, run_engine
 from cirbench.evaluation.prepare import limit_queries, missing_images_hash, prepare_split, refuse_blocked
 from cirbench.evaluation.reuse import images_identity, one_writer, reusable
 from cirbench.evaluation.spec import RunSpec, key_fields
-from cirbench.io import atomic_write_bytes
+from cirbench.io import ensure_writable
 from cirbench.methods.base import Method
 from cirbench.progress import stage_progress
 from cirbench.results import (
@@ -346,8 +346,7 @@ def _stamp(path: Path | None) -> tuple[int, int] | None:
 def writable(folder: Path) -> None:
     """Preflight: the results folder takes a file (found before any model is loaded or image encoded)."""
     try:
-        atomic_write_bytes(folder / ".cirbench-write-test", b"")
-        (folder / ".cirbench-write-test").unlink()
+        ensure_writable(folder)
     except OSError as error:
         raise ResultError(
             f"cannot write results under {folder} ({error.strerror or error}); choose another "
