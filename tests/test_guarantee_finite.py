@@ -319,3 +319,23 @@ def test_the_loss_watch_names_the_first_bad_step_only_when_read():
     fine.verify(1, [torch.ones(3)])
     with pytest.raises(NonFiniteError, match="phi parameters after step 1 hold"):
         fine.verify(1, [torch.tensor([1.0, float("nan")])])
+
+
+def test_the_score_flag_is_exact_on_the_cpu_fast_path():
+    """The CPU path proves finiteness by an fp32 sum; a sum that overflows on finite values is no fault, while one
+    NaN, one infinity or opposite infinities (whose sum is NaN) are found."""
+    from cirbench.finite import FiniteFlag
+
+    def ok(x: torch.Tensor) -> bool:
+        flag = FiniteFlag()
+        flag.add(x)
+        return flag.ok
+
+    assert ok(torch.full((4, 4), 3e38)) and ok(torch.zeros(0, 3))
+    for value in (float("nan"), float("inf"), -float("inf")):
+        x = torch.zeros(4, 4)
+        x[1, 2] = value
+        assert not ok(x)
+    x = torch.zeros(4, 4)
+    x[0, 0], x[0, 1] = float("inf"), -float("inf")
+    assert not ok(x)
