@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -67,6 +67,7 @@ class Backbone:
     weights_id: str
     quick_gelu: bool
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    collate: ClassVar[Callable[[Sequence[Any]], Any] | None] = None  # pixel tensors stack (``encoders``)
 
     @property
     def model_key(self) -> str:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cirbench import yaml_io
 from cirbench.errors import CardError, OptionError, UnknownNameError, shown
@@ -41,7 +41,12 @@ FIELD_HINTS = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Every field declared and of its type as YAML gives it (no bytes for a string, no set for a list)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+CardPath = Annotated[Path | None, Field(strict=False)]  # YAML gives a path as text
 
 
 class OfficialCheckpoint(_Strict):
@@ -59,7 +64,7 @@ class _Card(_Strict):
     options: dict[str, Any] = {}
     source_url: str | None = None  # documentation: where the weights or data come from
     notes: str | None = None  # documentation: free text
-    path: Path | None = None  # set by the reader (the card file), never written in a card
+    path: CardPath = None  # set by the reader (the card file), never written in a card
 
     @field_validator("options", mode="before")
     @classmethod
@@ -70,9 +75,9 @@ class _Card(_Strict):
 class MethodCard(_Card):
     method: str
     backbone: str | None = None
-    checkpoint: Path | None = None
+    checkpoint: CardPath = None
     variant: str = ""
-    quick_gelu: StrictBool | None = None  # the activation of a local MODEL:/path backbone (None: from the id)
+    quick_gelu: bool | None = None  # the activation of a local MODEL:/path backbone (None: from the id)
     benchmarks: list[str] | None = None  # restrict to these benchmark names (None: every benchmark card)
     train: dict[str, Any] | None = None
     checkpoint_file: str | None = None  # documentation: the released file's name
@@ -82,7 +87,7 @@ class MethodCard(_Card):
 class BenchmarkCard(_Card):
     benchmark: str
     split: str
-    root: Path | None = None
+    root: CardPath = None
 
 
 def expand_path(value: Any, base: Path) -> Path | None:

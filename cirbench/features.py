@@ -22,16 +22,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from filelock import FileLock
 from PIL import Image
 
-from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
 from cirbench.cache_integrity import read_chunk, read_entry, seal_entry, write_chunk
 from cirbench.decoding import WORKERS, DeviceDecoder, encode_chunk_on_device, unreadable
+from cirbench.encoders import GalleryEncoder as Backbone
 from cirbench.errors import UserError
 from cirbench.finite import NAN_FEATURES_FIX, require_finite_array
 from cirbench.images import check_images, identity_hash, open_rgb
@@ -325,7 +326,16 @@ def _encode_chunk(
     dataset = _ImageDataset(refs, transform, open_image)
     if decoder is not None:
         return encode_chunk_on_device(backbone, refs, dataset, decoder, batch_size, num_workers, counts)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    collate = None
+    if backbone.collate is not None:  # an own encoder's items (e.g. PIL images of any size): its collate, problems
+        own = backbone.collate
+
+        def collate(pairs: list[tuple[Any, str]]) -> tuple[Any, list[str]]:
+            return own([item for item, _ in pairs]), [problem for _, problem in pairs]
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, collate_fn=collate
+    )
     out = []
     for pixels, problems in loader:
         failed = [p for p in problems if p]

@@ -15,16 +15,28 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 
 from cirbench.image_limits import OverBudget, end_marker_problem, open_image, open_within_budget
 
-if TYPE_CHECKING:
-    from cirbench.benchmarks.base import ImageRef
-
 Level = Literal["exists", "header", "deep"]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image to encode: its canonical key, the file it lives in and an optional box.
+
+    ``crop`` is a raw ``[x, y, w, h]`` box that the benchmark's ``open_image`` applies (GeneCIS attribute tasks).
+    It lives here, below the benchmarks, because every image check and opener takes one; ``benchmarks.base``
+    re-exports it.
+    """
+
+    key: str
+    path: Path | None
+    crop: tuple[float, float, float, float] | None = None
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Typed options for methods and benchmarks, parsed strictly on every path (CLI flag, card, ``eval --all``).
+"""Typed options for methods, benchmarks and the training config, parsed strictly on every path (CLI flag, card,
+``eval --all``, ``train lincir --set``).
 
 Each option is declared once, by the class it belongs to, with its type, default, allowed values and help. A value
 may come as a string (``-o key=value``, ``-p key=value``) or already typed (a YAML card); both go through the same
-parser, so ``remove_reference='false'`` is the boolean false everywhere and ``promt=x`` is an error everywhere.
+pydantic validator, so ``remove_reference='false'`` is the boolean false everywhere and ``promt=x`` is an error
+everywhere. The training config (``cirbench.lincir.config``) declares its fields as strict options.
 
 ``keyed=False`` marks options that do not change the numbers (batch sizes, where data lives, strictness checks):
 they are recorded in every result but kept out of its run key. ``varies=True`` marks the choices papers make
@@ -12,16 +14,20 @@ differently (reference removal, caption joining, prompt variants): ``cirbench se
 from __future__ import annotations
 
 import difflib
-import math
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import MinLen
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from cirbench.errors import OptionError, RegistryError, UserError, shown
 
-Kind = Literal["bool", "int", "float", "str", "choice", "choices", "path"]
+Kind = Literal["bool", "int", "float", "str", "choice", "choices", "list", "path"]
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 
@@ -29,7 +35,12 @@ FALSE_WORDS = frozenset({"false", "0", "no"})
 @dataclass(frozen=True)
 class Option:
     """One declared option: ``kind`` is bool, int, float, str, choice (one of ``choices``), choices (a list of
-    them, given as a list or a comma list) or path (None allowed)."""
+    them, given as a list or a comma list), list (of strings) or path (None allowed).
+
+    A value is read by the kind's pydantic validator. By default a string is read as the kind (``-o k=v``: ``'5'``
+    is 5, ``'yes'`` is True, ``'a,b'`` a list); ``strict`` options take only values already of their Python type (a
+    YAML, JSON or Python value: the training config), and an int stays an int where a float is allowed (a recipe
+    hash sees what was written). ``nullable``: None is a value too."""
 
     name: str
     kind: Kind
@@ -42,31 +53,68 @@ class Option:
     exclusive_maximum: float | None = None  # e.g. a dropout probability: less than 1
     keyed: bool = True
     varies: bool = False  # papers choose this differently: `cirbench sensitivity` tries every other value
+    # False: the default value is left out of run keys (an option added after results were stored: their keys stand)
+    key_default: bool = True
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+    strict: bool = False
+    nullable: bool = False
 
     def describe(self) -> str:
         """E.g. ``scoring: hard|soft (default hard)`` for ``cirbench list`` and error messages."""
-        kind = "|".join(self.choices) if self.choices else self.kind
-        if self.kind == "choices":
+        kind = "|".join(self.choices) if self.choices else ("str" if self.kind == "list" else self.kind)
+        if self.kind in ("choices", "list"):
             kind = f"list of {kind}"
         bounds = bounds_text(self.minimum, self.maximum, self.exclusive_minimum, self.exclusive_maximum)
         return f"{self.name}: {kind} (default {_show(self.default)}){', ' + bounds if bounds else ''}"
 
     def parse(self, value: Any, owner: str) -> Any:
-        """The typed value of ``value``; an ``OptionError`` naming the option, the value and what is allowed."""
-        parsed = _PARSERS[self.kind](self, value, owner)
+        """The typed value of ``value``; an ``OptionValueError`` naming the option, the value and what is allowed."""
+        try:
+            parsed = _adapter(self.kind, self.strict, self.nullable, tuple(self.choices)).validate_python(value)
+        except ValidationError as error:
+            raise self._refused(owner, value, error) from None
         if self.kind in ("int", "float") and parsed is not None:
             problem = range_problem(parsed, self.minimum, self.maximum, self.exclusive_minimum, self.exclusive_maximum)
             if problem:
-                raise self.error(owner, value, problem)
+                raise OptionValueError(self, owner, value, "range", problem)
         if self.check is not None and parsed is not None:
             problem = self.check(parsed)
             if problem:
-                raise self.error(owner, value, problem)
+                raise OptionValueError(self, owner, value, "check", problem)
         return parsed
 
     def error(self, owner: str, value: Any, wanted: str) -> OptionError:
-        return OptionError(f"{owner}: option {self.name}={_show(value)} is not valid; expected {wanted}")
+        return OptionValueError(self, owner, value, "check", wanted)
+
+    def _refused(self, owner: str, value: Any, error: ValidationError) -> OptionValueError:
+        """Pydantic's refusal as one line: what this kind expects (a finite number, one of the choices, ...)."""
+        types = {e["type"] for e in error.errors()}
+        if "finite_number" in types:
+            return OptionValueError(self, owner, value, "finite", "a finite number")
+        if "repeated" in types:
+            return OptionValueError(self, owner, value, "repeated", "each value at most once")
+        listed = ", ".join(self.choices)
+        if self.kind == "choice" and (isinstance(value, str) or not self.strict):
+            return OptionValueError(self, owner, value, "choice", f"one of {listed}")
+        if self.kind == "choices" and not self.strict:
+            wanted = f"a list of {listed}" if "list_type" in types else f"a non-empty list of {listed}"
+            return OptionValueError(self, owner, value, "choice", wanted)
+        wanted = (_TYPE_NAMES if self.strict else _LAX_WANTED)[self.kind]
+        if self.strict and (self.nullable or self.kind == "path"):
+            wanted += " | None"
+        return OptionValueError(self, owner, value, "type", wanted)
+
+
+class OptionValueError(OptionError):
+    """A value one option refuses, with the parts a caller may word its own way (``cirbench.lincir.config``):
+    ``reason`` (type, finite, range, choice, repeated, check) and ``wanted`` (what is expected)."""
+
+    def __init__(self, option: Option, owner: str, value: Any, reason: str, wanted: str) -> None:
+        super().__init__(f"{owner}: option {option.name}={_show(value)} is not valid; expected {wanted}")
+        self.option, self.value, self.reason, self.wanted = option, value, reason, wanted
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (a worker's error) as the plain message
+        return OptionError, self.args
 
 
 SEED_MAX = 2**32 - 1  # numpy's legacy and torch's seeds: every seed option and the training seed share the range
@@ -85,105 +133,120 @@ def _show(value: Any) -> str:
     return shown(value)
 
 
-def _parse_bool(option: Option, value: Any, owner: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
+# --- reading a value: one pydantic validator per kind ---------------------------------------------------------------
+# Every kind is checked by pydantic in strict mode (no bool for an int, no 2.5 for an int, no NaN or infinity for a
+# float, only listed choices, each at most once). A non-strict option first reads text the way ``-o key=value`` is
+# written (the readers below); anything else goes to the strict check as it came.
+
+_TYPE_NAMES = {"bool": "bool", "int": "int", "float": "float", "str": "str", "choice": "str", "choices": "list[str]"}
+_TYPE_NAMES |= {"list": "list[str]", "path": "str"}
+_LAX_WANTED = {"bool": "true/false, 1/0 or yes/no", "int": "an integer", "float": "a number", "str": "a string"}
+_LAX_WANTED |= {"list": "a list of strings", "path": "a path"}
+
+
+def _read_bool(value: Any) -> Any:
+    """``true``/``1``/``yes`` and ``false``/``0``/``no`` (any case), and the integers 1 and 0."""
     if isinstance(value, str):
         word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    raise option.error(owner, value, "true/false, 1/0 or yes/no")
+        return True if word in TRUE_WORDS else False if word in FALSE_WORDS else value
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    return value
 
 
-def _parse_int(option: Option, value: Any, owner: str) -> int:
-    if isinstance(value, bool):
-        raise option.error(owner, value, "an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+def _read_int(value: Any) -> Any:
+    """Python's integer syntax for text; a float with no fractional part (a YAML ``5.0``) is that integer."""
     if isinstance(value, str):
         try:
             return int(value.strip())
         except ValueError:
-            pass
-    raise option.error(owner, value, "an integer")
+            return value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _parse_float(option: Option, value: Any, owner: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        result = float(value)
-    elif isinstance(value, str):
+def _read_float(value: Any) -> Any:
+    """Python's float syntax for text; an integer as a float (one too large for a float: infinite, so refused)."""
+    if isinstance(value, str):
         try:
-            result = float(value.strip())
+            return float(value.strip())
         except ValueError:
-            raise option.error(owner, value, "a number") from None
-    else:
-        raise option.error(owner, value, "a number")
-    if not math.isfinite(result):
-        raise option.error(owner, value, "a finite number")
-    return result
-
-
-def _parse_str(option: Option, value: Any, owner: str) -> str:
-    if not isinstance(value, str):
-        raise option.error(owner, value, "a string")
+            return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return float("inf")
     return value
 
 
-def _parse_choice(option: Option, value: Any, owner: str) -> str:
-    text = value.strip() if isinstance(value, str) else value
-    if text not in option.choices:
-        raise option.error(owner, value, f"one of {', '.join(option.choices)}")
-    return text
+def _read_choice(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
 
 
-def _parse_choices(option: Option, value: Any, owner: str) -> list[str]:
+def _read_list(value: Any) -> Any:
+    """A comma list (``a,b``, ``[a, b]``) or a tuple as a list; items of a given list stay as written."""
     if isinstance(value, str):
-        items = [item.strip() for item in value.strip().strip("[]").split(",") if item.strip()]
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        raise option.error(owner, value, f"a list of {', '.join(option.choices)}")
-    bad = [item for item in items if item not in option.choices]
-    if bad or not items:
-        raise option.error(owner, value, f"a non-empty list of {', '.join(option.choices)}")
+        return [item.strip() for item in value.strip().strip("[]").split(",") if item.strip()]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _read_path(value: Any) -> Any:
+    """None and ``""`` are no path; a path-like object is its string."""
+    if value is None or (isinstance(value, str) and value == ""):
+        return None
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _expand(path: str | None) -> str | None:
+    return None if path is None else str(Path(os.path.expandvars(os.path.expanduser(path))))
+
+
+def _once(items: list[str]) -> list[str]:
     if len(set(items)) != len(items):
-        raise option.error(owner, value, "each value at most once")
+        raise PydanticCustomError("repeated", "each value at most once")
     return items
 
 
-def _parse_path(option: Option, value: Any, owner: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str):
-        raise option.error(owner, value, "a path")
-    return str(Path(os.path.expandvars(os.path.expanduser(value))))
+_READERS = {"bool": _read_bool, "int": _read_int, "float": _read_float, "choice": _read_choice}
+_READERS |= {"choices": _read_list, "list": _read_list}
 
 
-_PARSERS: dict[str, Callable[[Option, Any, str], Any]] = {
-    "bool": _parse_bool,
-    "int": _parse_int,
-    "float": _parse_float,
-    "str": _parse_str,
-    "choice": _parse_choice,
-    "choices": _parse_choices,
-    "path": _parse_path,
-}
+@functools.cache
+def _adapter(kind: str, strict: bool, nullable: bool, choices: tuple[str, ...]) -> TypeAdapter:
+    """The validator of one kind (built once per kind, strictness and choice list)."""
+    finite = Annotated[float, AllowInfNan(False)]
+    one_of = Literal[choices] if choices else str  # type: ignore[valid-type]
+    core: Any = {
+        "bool": bool,
+        "int": int,
+        "float": int | finite if strict else finite,
+        "str": str,
+        "choice": one_of,
+        "choices": Annotated[list[one_of], MinLen(1), AfterValidator(_once)],  # type: ignore[valid-type]
+        "list": list[str],
+        "path": Annotated[str | None, AfterValidator(_expand)],
+    }[kind]
+    if nullable:
+        core = core | None
+    reader = _read_path if kind == "path" else None if strict else _READERS.get(kind)
+    if reader is not None:
+        core = Annotated[core, BeforeValidator(reader)]
+    return TypeAdapter(core, config=ConfigDict(strict=True))
 
 
-def parse_options(declared: Sequence[Option], given: Mapping[str, Any] | None, owner: str) -> dict[str, Any]:
-    """Every declared option, typed: defaults overlaid with ``given``. Unknown keys are one error naming them, the
-    known ones and the closest match."""
+def parse_options(
+    declared: Sequence[Option],
+    given: Mapping[str, Any] | None,
+    owner: str,
+    *,
+    noun: str = "option",
+    error: type[UserError] = OptionError,
+) -> dict[str, Any]:
+    """Every declared option, typed: defaults overlaid with ``given``. Unknown keys are one ``error`` naming them,
+    the known ones and the closest match; a bad value is one ``OptionValueError``."""
     by_name = {option.name: option for option in declared}
     given = dict(given or {})
-    refuse_unknown(given, by_name, owner)
+    refuse_unknown(given, by_name, owner, noun=noun, error=error)
     out = {}
     for name, option in by_name.items():
         out[name] = option.parse(given[name], owner) if name in given else _copy(option.default)
@@ -306,7 +369,11 @@ def alternatives(option: Option) -> list[object]:
 
 def keyed_options(declared: Sequence[Option], values: Mapping[str, Any]) -> dict[str, Any]:
     """The options that change the numbers (what a run key hashes)."""
-    return {option.name: values[option.name] for option in declared if option.keyed and option.name in values}
+    return {
+        option.name: values[option.name]
+        for option in declared
+        if option.keyed and option.name in values and (option.key_default or values[option.name] != option.default)
+    }
 
 
 def split_pairs(pairs: Sequence[str] | None, owner: str = "KEY=VALUE flags") -> dict[str, str]:

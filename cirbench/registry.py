@@ -1,8 +1,11 @@
 """One registry type for benchmarks, methods and backbones: typed entries, clash checks, entry-point plugins.
 
-Built-in modules register their entries when imported; the registry imports them (and the packages' entry points,
-group ``cirbench.<kind>s``) lazily on the first lookup, by module name, so the core imports none of them. A broken
-plugin never breaks cirbench: it is reported as one warning line and skipped (a broken built-in module raises).
+Built-in modules register their entries when imported. The registry finds them itself: every public module of
+its built-in packages (``cirbench.methods``, ``cirbench.benchmarks``: a new module there is picked up with no list
+to edit; one that registers nothing is fine) plus any named module, then the packages' entry points (group
+``cirbench.<kind>s``), all imported lazily on the first lookup, so the core imports none of them before. A module
+must therefore import without its optional dependencies (import them where they are used). A broken plugin never
+breaks cirbench: it is reported as one warning line and skipped (a broken built-in module is a bug and raises).
 
 Registering a second, different object under a taken name is an error (``replace=True`` overrides on purpose);
 registering the same definition again (a module imported twice) is a no-op.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
+import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -43,6 +47,7 @@ class Registry(Generic[T]):
         adapt: Callable[[Any], T],
         name_of: Callable[[T], str],
         builtin_modules: Sequence[str] = (),
+        builtin_packages: Sequence[str] = (),
         normalise: Callable[[str], str] = str.strip,
     ) -> None:
         self.kind = kind
@@ -50,6 +55,7 @@ class Registry(Generic[T]):
         self._adapt = adapt
         self._name_of = name_of
         self._builtin_modules = tuple(builtin_modules)
+        self._builtin_packages = tuple(builtin_packages)
         self._normalise = normalise
         self._entries: dict[str, T] = {}
         self._loaded = False
@@ -101,14 +107,27 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     # --- plugins ---------------------------------------------------------------------------------------------
+    def builtin_modules(self) -> list[str]:
+        """The built-in modules, by name: the named ones, then every public module (not ``_private``) found in the
+        built-in packages' folders, sorted."""
+        found = list(self._builtin_modules)
+        for package in self._builtin_packages:
+            path = importlib.import_module(package).__path__
+            found += sorted(f"{package}.{info.name}" for info in pkgutil.iter_modules(path) if info.name[:1] != "_")
+        return found
+
     def load_plugins(self) -> None:
         """Import the built-in modules (a failure there is a bug and raises) and the entry points once (a broken
         plugin is one warning line and is skipped)."""
         if self._loaded:
             return
         self._loaded = True
-        for module in self._builtin_modules:
-            importlib.import_module(module)
+        try:
+            for module in self.builtin_modules():
+                importlib.import_module(module)
+        except BaseException:
+            self._loaded = False  # the next lookup raises the same bug again instead of a partial registry
+            raise
         for point in entry_points(group=self.group):
             try:
                 self.register(point.load())

@@ -307,7 +307,7 @@ def test_options_are_typed_and_strict() -> None:
     for bad in ("'false'", "f", "2", 2, None):
         with pytest.raises(OptionError, match="remove_reference.*true/false, 1/0 or yes/no"):
             cirr.parse_options({"remove_reference": bad})
-    with pytest.raises(OptionError, match=r"unknown option\(s\) remove_refrence; known: remove_reference, scoring"):
+    with pytest.raises(OptionError, match=r"option\(s\) remove_refrence; known: protocol, remove_reference, scoring"):
         cirr.parse_options({"remove_refrence": True})
     with pytest.raises(OptionError, match="scoring='medium'.*one of hard, soft"):
         cirr.parse_options({"scoring": "medium"})

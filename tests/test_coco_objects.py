@@ -50,8 +50,8 @@ def test_loader_texts_prompts_and_images(tmp_path):
     q139, q285, _ = data.queries
     assert q139.reference == "region:139" and q139.target == "139" and q139.gt == ("139",)
     assert q139.texts == ("a photo of chair and potted plant and tv",)  # text-only: slot 3, text_full
-    assert q139.extra["prompt"] == "a photo of {image} and chair and potted plant and tv"  # slot 5, with the class
-    assert q285.texts == ("a photo of bear and ",) and q285.extra["prompt"] == "a photo of {image} and bear and "
+    assert q139.prompt == "a photo of {image} and chair and potted plant and tv"  # slot 5, with the class
+    assert q285.texts == ("a photo of bear and ",) and q285.prompt == "a photo of {image} and bear and "
     region = data.images["region:139"]
     assert region.crop == (10.0, 20.0, 40.0, 50.0)  # int(float(x)) truncation, as CsvCOCO
     assert region.path == tmp_path / "coco" / "val2017_masked" / "000000000139.jpg"

@@ -19,20 +19,16 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
-    """Every node except those under ``if TYPE_CHECKING:`` (imports for type hints only never run)."""
-    skip = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(child) for stmt in node.body for child in ast.walk(stmt)}
-    return [node for node in ast.walk(tree) if id(node) not in skip]
-
-
 def _imports(path: Path, module: str) -> set[str]:
-    """Every cirbench module ``path`` imports at run time, at module level or inside functions."""
-    is_package = path.name == "__init__.py"
+    """Every cirbench module ``path`` imports: at module level, inside functions, and under ``if TYPE_CHECKING:``
+    (an import made only for type hints still ties the two modules: a type checker follows it, and moving it out
+    of the guard must not create a cycle)."""
+    return _imports_in(path.read_text(encoding="utf-8"), module, path.name == "__init__.py")
+
+
+def _imports_in(source: str, module: str, is_package: bool = False) -> set[str]:
     found = set()
-    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -100,6 +96,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle():
+    """No cycle anywhere in the package, counting imports inside functions and under ``if TYPE_CHECKING:``."""
     assert _cycles(_graph()) == []
 
 
@@ -107,6 +104,15 @@ def test_the_graph_sees_imports_inside_functions():
     graph = _graph()
     assert "cirbench.evaluation" in graph["cirbench.lincir.selection"]  # imported inside a function
     assert "cirbench.benchmarks" in graph["cirbench.results"]  # imported inside upgrade_v1
+
+
+def test_the_graph_sees_imports_made_only_for_type_checking():
+    assert "cirbench.lincir.selection" in _graph()["cirbench.lincir.rundir"]  # only under ``if TYPE_CHECKING:``
+    lower = "from cirbench import b\n"
+    upper = "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from cirbench.a import Thing\n"
+    graph = {"cirbench.a": _imports_in(lower, "cirbench.a"), "cirbench.b": _imports_in(upper, "cirbench.b")}
+    assert graph["cirbench.b"] == {"cirbench.a", "cirbench.a.Thing"}
+    assert _cycles(graph) == [["cirbench.a", "cirbench.b"]]  # a cycle made by a type-only import is found
 
 
 def test_nothing_below_the_cli_imports_the_cli():
@@ -123,8 +129,19 @@ def test_inference_does_not_import_the_trainer():
 
 
 def _names_compared(tree: ast.AST) -> list[tuple[int, str]]:
-    """Benchmark names used in a comparison (==, !=, in, not in), a match case or a dict key."""
+    """Benchmark names used in a comparison (==, !=, in, not in), a match case or a dict key.
+
+    The one exception is ``MethodEntry(benchmark_defaults={...})``: a method's declared option values per published
+    protocol (Slerp's alpha), looked up by the benchmark's name, never branched on.
+    """
     hits = []
+    declared = {
+        id(kw.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == "benchmark_defaults"
+    }
 
     def strings(node: ast.AST) -> list[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -139,7 +156,7 @@ def _names_compared(tree: ast.AST) -> list[tuple[int, str]]:
             values = [s for side in (node.left, *node.comparators) for s in strings(side)]
         elif isinstance(node, ast.MatchValue):
             values = strings(node.value)
-        elif isinstance(node, ast.Dict):
+        elif isinstance(node, ast.Dict) and id(node) not in declared:
             values = [s for key in node.keys if key is not None for s in strings(key)]
         hits += [(node.lineno, v) for v in values if v.lower() in BENCHMARK_NAMES]
     return hits
@@ -160,6 +177,8 @@ def test_no_benchmark_name_is_compared_outside_the_benchmarks_package():
 def test_the_name_check_finds_comparisons():
     code = "x == 'cirr'\nif b in ('circo', 'other'): pass\nd = {'genecis': 1}\nmatch n:\n    case 'shapes': pass\n"
     assert [v for _, v in _names_compared(ast.parse(code))] == ["cirr", "circo", "genecis", "shapes"]
+    declared = "MethodEntry('m', f, 'd', benchmark_defaults={'cirr': {'alpha': 0.9}})\nother(x={'circo': 1})\n"
+    assert [v for _, v in _names_compared(ast.parse(declared))] == ["circo"]
 
 
 def test_modules_stay_small():

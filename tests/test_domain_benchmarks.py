@@ -56,10 +56,10 @@ def test_pic2word_imagenet_r_loader(tmp_path):
     assert data.gallery_size == 7 and len(data.queries) == 12  # 3 photos x 4 domains, one shared gallery
     cartoon = {q.qid: q for q in data.parts[0].queries}
     q = cartoon["cartoon/ILSVRC2012_val_a"]
-    assert q.texts == ("a cartoon of ",) and q.extra["prompt"] == "a cartoon of {image}"
+    assert q.texts == ("a cartoon of ",) and q.prompt == "a cartoon of {image}"
     assert set(q.gt) == {RENDITIONS[0][0], RENDITIONS[3][0]}
     assert cartoon["cartoon/ILSVRC2012_val_c"].gt == ()  # class 7 has no cartoon: it still counts, as 0
-    assert data.parts[1].queries[0].extra["prompt"] == "a origami of {image}"  # verbatim, as upstream
+    assert data.parts[1].queries[0].prompt == "a origami of {image}"  # verbatim, as upstream
     assert data.parts[1].queries[2].gt == (RENDITIONS[2][0],)
     assert not data.parts[0].remove_reference and q.reference in data.parts[0].gallery
     assert data.facts["queries_with_a_positive"] == {"cartoon": 2, "origami": 1, "toy": 2, "sculpture": 0}

@@ -62,7 +62,7 @@ def eval_args(root: Path, results: Path, method: str = "image+text") -> list:
         (["-o", "promt=x"], "method image+text: unknown option(s) promt; known: batch_size, fiq_join"),
         (["-o", "fiq_join=sideways"], "fiq_join='sideways' is not valid; expected one of both-orders"),
         (["-p", "remove_reference='false'"], "remove_reference=\"'false'\" is not valid; expected true/false"),
-        (["-p", "remove_refrence=false"], "unknown option(s) remove_refrence; known: remove_reference, scoring"),
+        (["-p", "remove_refrence=false"], "option(s) remove_refrence; known: protocol, remove_reference, scoring"),
         (["-p", "scoring"], "expected KEY=VALUE, got 'scoring'"),
         (["--split", "train"], "cirr has splits val, test1"),
     ],
@@ -79,7 +79,7 @@ def test_boolean_words_are_parsed_not_truthy(tmp_path, cirr_split):
     assert out.exit_code == 0, out.output
     (result,) = iter_results(tmp_path / "r")
     assert result.benchmark.options["remove_reference"] is False
-    assert result.key_fields["protocol"] == {"remove_reference": False, "scoring": "hard"}
+    assert result.key_fields["protocol"] == {"remove_reference": False, "scoring": "hard"}  # official: not keyed
 
 
 def test_unknown_names_are_user_errors():
@@ -98,7 +98,7 @@ def test_run_key_hashes_options_and_identities_only(cirr_split, tmp_path):
     spec = resolve(RunRequest("image+text", "cirr", "cirbench-tiny:random", "val", cirr_split))
     data = get_benchmark("cirr").load(cirr_split, "val")
     fields = key_fields(spec, data.layout, data.annotations_sha256, None)
-    assert fields["protocol"] == {"remove_reference": True, "scoring": "hard"}  # no derived facts
+    assert fields["protocol"] == {"remove_reference": True, "scoring": "hard"}  # no facts; protocol=official not keyed
     assert fields["method_options"] == {"fiq_join": "both-orders"}  # batch_size does not change numbers
     assert "gallery_size" in data.facts and "gallery_size" not in json.dumps(fields)
     other = resolve(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import textwrap
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -59,11 +61,11 @@ TOY_METHOD = '''
 
 import torch.nn.functional as F
 
-from cirbench.methods.base import MethodEntry, MethodInfo, average_variants
+from cirbench.methods.base import Method, MethodEntry, MethodInfo, average_variants
 from cirbench.options import Option
 
 
-class WeightedSum:
+class WeightedSum(Method):
     preprocess = "clip"
     caption_join = "both-orders"
 
@@ -225,3 +227,70 @@ def test_a_plugin_written_for_the_old_option_format_is_skipped(plugins, caplog):
     assert any("'options' must be a tuple of cirbench.options.Option" in r.getMessage() for r in caplog.records)
     listing = run("list", "methods")
     assert listing.exit_code == 0 and "weighted-sum" not in listing.output
+
+
+# --- discovery: a built-in module is found in its folder, no list to edit --------------------------------------------
+def _registry(package: str) -> cirbench.registry.Registry:
+    return cirbench.registry.Registry(
+        "method", adapt=lambda obj: obj, name_of=lambda obj: obj["name"], builtin_packages=(package,)
+    )
+
+
+def test_every_module_of_a_builtin_folder_is_imported_on_the_first_lookup(tmp_path, monkeypatch):
+    package = tmp_path / "discovered_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("REGISTRY = None\n")
+    register = "from discovered_pkg import REGISTRY\nREGISTRY.register({{'name': {name!r}}})\n"
+    (package / "zeta.py").write_text(register.format(name="zeta-method"))
+    (package / "alpha.py").write_text(register.format(name="alpha-method"))
+    (package / "helpers.py").write_text("VALUE = 1  # registers nothing: fine\n")
+    (package / "_private.py").write_text("raise RuntimeError('a private module is never imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cirbench.registry, "entry_points", lambda group: [])
+    registry = _registry("discovered_pkg")
+    import discovered_pkg
+
+    discovered_pkg.REGISTRY = registry
+    assert registry.builtin_modules() == ["discovered_pkg.alpha", "discovered_pkg.helpers", "discovered_pkg.zeta"]
+    assert registry.names() == ["alpha-method", "zeta-method"]
+    # A module added later (no list edited) is found by the next fresh registry.
+    (package / "later.py").write_text(register.format(name="later-method"))
+    later = _registry("discovered_pkg")
+    discovered_pkg.REGISTRY = later
+    assert "later-method" in later.names()
+
+
+def test_a_broken_builtin_module_raises_on_every_lookup(tmp_path, monkeypatch):
+    package = tmp_path / "broken_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "bad.py").write_text("raise ImportError('a bug in a built-in module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = _registry("broken_pkg")
+    for _ in range(2):  # never a half-loaded registry that forgets the bug
+        with pytest.raises(ImportError, match="a bug in a built-in module"):
+            registry.names()
+
+
+def test_the_builtin_folders_are_discovered_lazily_and_without_optional_dependencies():
+    """Importing the registries imports no method or benchmark module; the first lookup imports every module of
+    the two folders, and none of them pulls in an optional dependency (transformers, mteb) at import time."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from cirbench.benchmarks import BENCHMARKS
+        from cirbench.methods import METHODS
+        before = sorted(m for m in sys.modules if m in ("cirbench.methods.searle", "cirbench.benchmarks.cirr"))
+        METHODS.names(), BENCHMARKS.names()
+        expected = METHODS.builtin_modules() + BENCHMARKS.builtin_modules()
+        optional = [m for m in ("transformers", "mteb") if m in sys.modules]
+        print(before, [m for m in expected if m not in sys.modules], optional)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[] [] []", out.stderr
+    package = Path(cirbench.registry.__file__).parent
+    for name, registry in (("methods", METHODS), ("benchmarks", BENCHMARKS)):
+        files = {p.stem for p in (package / name).glob("*.py") if not p.name.startswith("_")}
+        files |= {p.parent.name for p in (package / name).glob("*/__init__.py") if not p.parent.name.startswith("_")}
+        assert registry.builtin_modules() == [f"cirbench.{name}.{stem}" for stem in sorted(files)]

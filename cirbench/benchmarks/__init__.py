@@ -1,7 +1,8 @@
-"""The benchmark registry: the built-in modules and ``cirbench.benchmarks`` entry points, loaded on first lookup.
+"""The benchmark registry: every module of this folder and ``cirbench.benchmarks`` entry points, on first lookup.
 
 A benchmark module registers its class with ``BENCHMARKS.register(MyBenchmark)`` (or the ``register_benchmark``
-decorator); a package adds one through an entry point in the ``cirbench.benchmarks`` group pointing at the class.
+decorator); dropping the module in this folder is all it takes (no list to edit). A package adds one through an
+entry point in the ``cirbench.benchmarks`` group pointing at the class.
 """
 
 from __future__ import annotations
@@ -13,16 +14,6 @@ from cirbench.errors import RegistryError
 from cirbench.options import check_declared_options
 from cirbench.registry import Registry
 
-BUILTIN_MODULES = (
-    "cirbench.benchmarks.circo",
-    "cirbench.benchmarks.cirr",
-    "cirbench.benchmarks.coco_objects",
-    "cirbench.benchmarks.fashioniq",
-    "cirbench.benchmarks.freedom",
-    "cirbench.benchmarks.genecis",
-    "cirbench.benchmarks.imagenet_r",
-    "cirbench.benchmarks.shapes",
-)
 REQUIRED = ("name", "splits", "main_metric", "metric_names", "read", "metrics")
 
 
@@ -41,7 +32,7 @@ BENCHMARKS: Registry[Benchmark] = Registry(
     "benchmark",
     adapt=_adapt,
     name_of=lambda bench: bench.name,
-    builtin_modules=BUILTIN_MODULES,
+    builtin_packages=("cirbench.benchmarks",),
     normalise=lambda name: name.strip().lower(),
 )
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cirbench.errors import OptionError, ScoringError, SubmissionError
 from cirbench.identity import files_sha256
-from cirbench.images import ImageCheck, Level, check_images, open_rgb
+from cirbench.images import ImageCheck, ImageRef, Level, check_images, open_rgb  # ImageRef: re-exported
 from cirbench.options import Option, parse_options
 from cirbench.query_scores import QueryScores
 
@@ -41,18 +41,6 @@ def image_stem(value: str) -> str:
 
 
 @dataclass(frozen=True)
-class ImageRef:
-    """One image to encode: its canonical key, the file it lives in and an optional box.
-
-    ``crop`` is a raw ``[x, y, w, h]`` box that the benchmark's ``open_image`` applies (GeneCIS attribute tasks).
-    """
-
-    key: str
-    path: Path | None
-    crop: tuple[float, float, float, float] | None = None
-
-
-@dataclass(frozen=True)
 class Query:
     """One composed query.
 
@@ -70,6 +58,9 @@ class Query:
     subset: tuple[str, ...] | None = None
     candidates: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The whole sentence the protocol fixes for a pseudo-word method, with ``prompts.IMAGE_SLOT`` where the pseudo
+    # word goes (Pic2Word's ImageNet-R and COCO); None: the method wraps ``texts`` in its own template.
+    prompt: str | None = None
 
 
 @dataclass
@@ -145,6 +136,20 @@ class Rankings:
     top: dict[str, list[str]]
     subset: dict[str, list[str]] | None = None
     scores: dict[str, list[float]] | None = None
+    # Full-ranking positions of every ground truth (``benchmarks.ranks.RankingsWithPositives``; None: not known).
+    positive_ranks: dict[str, list[int]] | None = None
+
+
+@dataclass(frozen=True)
+class ProtocolView:
+    """A protocol variant a leaderboard shows in its own section: rows whose protocol marks include ``deviation``
+    are never ranked beside the benchmark's official rows."""
+
+    deviation: str
+    title: str
+    columns: tuple[str, ...]
+    main_metric: str
+    notes: tuple[str, ...] = ()
 
 
 class Benchmark:
@@ -175,6 +180,11 @@ class Benchmark:
     # Images rendered from the annotation files (shapes): their identity at reuse is that recipe, which the run key
     # already hashes, not the files' stat (a fresh clone renders them again). See ``evaluation.reuse``.
     images_generated: ClassVar[bool] = False
+    # Its metrics need every ground truth's position in the *full* ranking (FreeDom's mAP, Pic2Word's R@200): the
+    # engine then returns ``benchmarks.ranks.RankingsWithPositives`` (and no approximate index can rank it).
+    needs_positive_ranks: ClassVar[bool] = False
+    # Protocol variants a leaderboard shows in their own sections, never beside the official rows (MIEB's CIRR).
+    separate_protocols: ClassVar[tuple[ProtocolView, ...]] = ()
 
     # --- options and splits ------------------------------------------------------------------------------------
     @property
@@ -230,6 +240,19 @@ class Benchmark:
     def per_query(self, data: BenchmarkSplit, rankings: Rankings) -> QueryScores:
         """Every metric as one value per query with the rule that gives back ``metrics`` exactly (statistics)."""
         raise ScoringError(f"{self.name} does not give per-query metrics, so it has no intervals or paired tests")
+
+    def main_metric_for(self, options: Mapping[str, Any]) -> str:
+        """The headline metric under these protocol options (a protocol variant may report other metrics)."""
+        return self.main_metric
+
+    def metric_names_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The metric names under these protocol options."""
+        return self.metric_names
+
+    def wants_positive_ranks(self, data: BenchmarkSplit) -> bool:
+        """Whether this split's metrics need every ground truth's full-ranking position (``needs_positive_ranks``,
+        or a protocol variant reporting K beyond the stored top 50)."""
+        return self.needs_positive_ranks
 
     def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """Metrics computed from others for leaderboards (e.g. CIRR's Avg) when a row lacks them."""

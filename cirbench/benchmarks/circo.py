@@ -77,7 +77,6 @@ class CIRCO(Benchmark):
     leaderboard_order = 0
     server_split = "test"
     server_options = {"remove_reference": False}  # the official example keeps the reference (10 of 800 lists)
-    method_defaults = {"slerp": {"alpha": 0.8}}  # Slerp's CIRCO alpha (MORE_BENCHMARKS_AND_METHODS.md §D.2)
 
     def _find(self, root: Path, split: str) -> tuple[Path, Path]:
         """(annotation file, dataset root): ``root`` is the dataset root or its ``annotations/`` folder."""

@@ -7,6 +7,10 @@ reference. Option ``scoring=soft`` switches to CIRPLANT's ``target_soft`` partia
 Server files (Cuberick-Orion/CIRR:Test-split_server.md, ``demo_files/test1_pred_ranks_recall*.json``):
 ``{"version": "rc2", "metric": "recall" | "recall_subset", "<pairid>": [...]}`` with the pair ids in sorted order
 after the two header keys, ``json.dumps`` default separators, no trailing newline, at most 5 MB each.
+
+Option ``protocol=mieb`` scores CIRR as MIEB's CIRRIT2IRetrieval / M-BEIR's cirr_task7 do (``benchmarks/mbeir.py``):
+val only, pool = every image of ``split.rc2.{train,val,test1}.json``, reference kept, positives = every
+``target_soft`` entry equal to 1.0, duplicate (text, reference) queries merged, mteb's metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
-from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks import BENCHMARKS, mbeir
 from cirbench.benchmarks.annotations import (
     DataRoot,
     bad_record,
@@ -91,6 +95,7 @@ class CIRR(Benchmark):
             varies=True,
         ),
         Option("scoring", "choice", "hard", "hard: target_hard; soft: CIRPLANT's target_soft", ("hard", "soft")),
+        mbeir.PROTOCOL_OPTION,
     )
     main_metric = "R@1"
     metric_names = tuple(f"R@{k}" for k in M.CIRR_KS) + tuple(f"Rsubset@{k}" for k in M.CIRR_SUBSET_KS)
@@ -98,12 +103,24 @@ class CIRR(Benchmark):
     leaderboard_order = 1
     leaderboard_notes = ("Avg = (R@5 + Rsubset@1) / 2 (CLIP4Cir convention).",)
     server_split = "test1"
-    server_options = {"remove_reference": True}
-    method_defaults = {"slerp": {"alpha": 0.9}}  # Slerp's CIRR alpha (MORE_BENCHMARKS_AND_METHODS.md §D.2)
+    server_options = {"remove_reference": True, "protocol": mbeir.OFFICIAL}
+    separate_protocols = (mbeir.view("CIRR, MIEB/M-BEIR protocol (CIRRIT2IRetrieval)"),)
+
+    def main_metric_for(self, options: Mapping[str, Any]) -> str:
+        return mbeir.main_metric(options, self.main_metric)
+
+    def metric_names_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+        return mbeir.metric_names(options, self.metric_names)
+
+    def wants_positive_ranks(self, data: BenchmarkSplit) -> bool:
+        """protocol=mieb reports K up to 1000: every positive's position in the full ranking, not a top-50 list."""
+        return mbeir.is_mieb(data.options)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
             raise AnnotationError("CIRR needs a root folder (the dataset root or its annotation folder)")
+        if mbeir.is_mieb(options):
+            return read_mieb(self.name, root, split, options)
         layout, ann_dir, img_root = detect_layout(root, split)
         cap_path = ann_dir / "captions" / f"cap.rc2.{split}.json"
         split_path = ann_dir / "image_splits" / f"split.rc2.{split}.json"
@@ -121,6 +138,8 @@ class CIRR(Benchmark):
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         if not data.has_labels:
             raise ScoringError(f"CIRR {data.split} has no public labels; submit it to the CIRR test server")
+        if mbeir.is_mieb(data.options):
+            return mbeir.metrics(data, rankings, self.require_rankings)
         qs = data.queries
         self.require_rankings(qs, rankings)
         tops = [rankings.top[q.qid] for q in qs]
@@ -136,6 +155,8 @@ class CIRR(Benchmark):
         """R@K and Rsubset@K hits (CIRPLANT's soft scores with ``scoring=soft``) and Avg = mean of R@5, Rsubset@1."""
         if not data.has_labels:
             raise ScoringError(f"CIRR {data.split} has no public labels: no per-query metrics")
+        if mbeir.is_mieb(data.options):
+            return mbeir.per_query(data, rankings, self.require_rankings)
         qs = data.queries
         self.require_rankings(qs, rankings)
         remove = all(p.remove_reference for p in data.parts)
@@ -189,6 +210,27 @@ class CIRR(Benchmark):
     ) -> tuple[list[Path], list[str]]:
         test = CIRRTestSet.from_split(data) if data is not None else None
         return write_cirr(rankings, Path(out_dir) / self.name, stem, test), []
+
+
+def read_mieb(name: str, root: Path, split: str, options: dict[str, Any]) -> BenchmarkSplit:
+    """CIRR val under ``protocol=mieb``: the pool of every split file, the reference kept (``mbeir.cirr_queries``)."""
+    if split != "val":
+        raise mbeir.refuse("CIRR", f"scores val only (MIEB's and M-BEIR's test set is CIRR val), not {split}")
+    if options["scoring"] != "hard":
+        raise mbeir.refuse("CIRR", "sets its own positives (every target_soft entry equal to 1.0): drop scoring")
+    layout, ann_dir, img_root = detect_layout(root, split)
+    paths = [ann_dir / "image_splits" / f"split.rc2.{s}.json" for s in ("train", "val", "test1")]
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise AnnotationError(f"CIRR protocol=mieb pools every split's images; missing {', '.join(absent)}; {FIX}")
+    pools = [_read_split_file(p, img_root, layout) for p in paths]
+    images = {k: ref for pool in pools for k, ref in pool.items()}  # train-, dev-, test1- names never repeat
+    cap_path = ann_dir / "captions" / "cap.rc2.val.json"
+    queries, facts = mbeir.cirr_queries(_read_queries(cap_path, paths[1].name, pools[1], True), images)
+    facts.update(protocol="mieb", pool_files=[p.name for p in paths], gallery_size=len(images), remove_reference=False)
+    part = Part("all", queries, list(images), remove_reference=False)
+    files = [cap_path, *paths]
+    return BenchmarkSplit(name, split, [part], images, options, files, True, layout, facts, [], [mbeir.IMAGES_WARNING])
 
 
 def _read_split_file(path: Path, img_root: Path, layout: str) -> dict[str, ImageRef]:

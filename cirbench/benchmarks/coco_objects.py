@@ -32,7 +32,7 @@ from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import DataRoot, file_name, inside, read_text
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
 from cirbench.benchmarks.coco_prepare import draw_record
-from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
+from cirbench.benchmarks.prompts import IMAGE_SLOT
 from cirbench.benchmarks.ranks import known_depth, part_ranks
 from cirbench.errors import AnnotationError, ScoringError, shown
 from cirbench.images import open_rgb
@@ -168,10 +168,8 @@ class Pic2WordCOCO(Benchmark):
                     texts=(f"a photo of {query_class} and {joined}",),
                     target=image_id,
                     gt=(image_id,),
-                    extra={
-                        "query_class": query_class,
-                        PROMPT: f"a photo of {IMAGE_SLOT} and {query_class} and {joined}",
-                    },
+                    extra={"query_class": query_class},
+                    prompt=f"a photo of {IMAGE_SLOT} and {query_class} and {joined}",
                 )
             )
         blockers = [

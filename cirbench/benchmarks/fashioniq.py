@@ -3,6 +3,10 @@
 Protocol (SEARLE validate.py#L94-L105): per category, gallery = the whole ``split.<cat>.<split>.json``,
 reference NOT removed, every triplet scored (never de-duplicated). Captions are kept raw and unjoined in the query;
 ``query_texts`` joins them as the method asks (``CAPTION_JOINS``).
+
+Option ``protocol=mieb`` scores FashionIQ as MIEB's FashionIQIT2IRetrieval / M-BEIR's fashioniq_task7 do
+(``benchmarks/mbeir.py``): the three categories' val queries as one set, one text per query (methods' caption
+joining does not apply), duplicates merged, one pool of every category's and split's images, the reference kept.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cirbench import metrics as M
-from cirbench.benchmarks import BENCHMARKS
+from cirbench.benchmarks import BENCHMARKS, mbeir
 from cirbench.benchmarks.annotations import (
     DataRoot,
     bad_record,
@@ -39,6 +43,7 @@ from cirbench.io import atomic_write_bytes
 from cirbench.options import Option
 from cirbench.query_scores import QueryScores
 
+MIEB_POOL = 74_381  # FashionIQIT2IRetrieval's corpus = M-BEIR's pool (EMBEDDERS_AND_MIEB.md §2)
 FIX = "re-download it from https://github.com/XiaoxiaoGuo/fashion-iq (captions/, image_splits/)"
 
 # layout -> (captions folder, image path relative to root with {cat} and {asin})
@@ -73,6 +78,7 @@ class FashionIQ(Benchmark):
     splits = ("val", "test")
     options = (
         Option("categories", "choices", list(M.FASHIONIQ_CATEGORIES), "categories to load", M.FASHIONIQ_CATEGORIES),
+        mbeir.PROTOCOL_OPTION,
     )
     main_metric = "avg_R@10"
     metric_names = tuple(f"{c}_R@{k}" for c in M.FASHIONIQ_CATEGORIES for k in M.FASHIONIQ_KS) + tuple(
@@ -80,70 +86,80 @@ class FashionIQ(Benchmark):
     )
     leaderboard_columns = metric_names
     published_split = "val"
-    method_defaults = {"slerp": {"alpha": 0.8}}  # Slerp's FashionIQ alpha (MORE_BENCHMARKS_AND_METHODS.md §D.2)
     leaderboard_order = 2
+    separate_protocols = (mbeir.view("FashionIQ, MIEB/M-BEIR protocol (FashionIQIT2IRetrieval)"),)
+
+    def main_metric_for(self, options: Mapping[str, Any]) -> str:
+        return mbeir.main_metric(options, self.main_metric)
+
+    def metric_names_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+        return mbeir.metric_names(options, self.metric_names)
+
+    def wants_positive_ranks(self, data: BenchmarkSplit) -> bool:
+        """protocol=mieb reports K up to 1000: every positive's position in the full ranking, not a top-50 list."""
+        return mbeir.is_mieb(data.options)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
             raise AnnotationError(
                 "FashionIQ needs a root folder (the dataset root holding captions/ and image_splits/)"
             )
+        if mbeir.is_mieb(options):
+            return self._read_mieb(root, split, options)
         cats = list(options["categories"])
         labelled = split != "test"
         layout = detect_layout(root, cats[0], split)
-        cap_dir, img_pattern = LAYOUTS[layout]
         parts, images, files = [], {}, []
         image_roots: dict[str, DataRoot] = {}
         for cat in cats:
-            cap_path = root / cap_dir / f"cap.{cat}.{split}.json"
-            split_path = root / "image_splits" / f"split.{cat}.{split}.json"
-            for p in (cap_path, split_path):
-                if not p.is_file():
-                    raise AnnotationError(f"FashionIQ file missing: {p} (layout {layout}); {FIX}")
-            gallery = read_annotation_json(split_path, FIX)
-            if not isinstance(gallery, list):
-                raise AnnotationError(f"{split_path}: expected a JSON list of ASIN strings; {FIX}")
-            for i, asin in enumerate(gallery):
-                file_name(asin, "ASIN", FIX, split_path, i)
-            in_gallery = set(gallery)
-            if len(in_gallery) != len(gallery):
-                twice = sorted({a for a in gallery if gallery.count(a) > 1})[:3]
-                raise AnnotationError(f"{split_path}: ASINs listed twice: {twice}; {FIX}")
-            records = read_annotation_json(cap_path, FIX)
-            if not isinstance(records, list):
-                raise AnnotationError(f"{cap_path}: expected a JSON list of triplets; {FIX}")
-            need = ["candidate", "captions"] + (["target"] if labelled else [])
-            queries = []
-            for i, r in enumerate(records):
-                missing = missing_fields(r, need)
-                if missing:
-                    raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
-                caps = items(r, "captions", "str", FIX, cap_path, i)
-                if len(caps) != 2:  # every FashionIQ triplet has two; query_texts joins exactly two
-                    raise bad_record(FIX, cap_path, i, f"'captions' must hold two captions, got {len(caps)}")
-                file_name(r["candidate"], "'candidate'", FIX, cap_path, i)
-                target = file_name(r["target"], "'target'", FIX, cap_path, i) if labelled else None
-                outside = [a for a in (r["candidate"], target) if a is not None and a not in in_gallery]
-                if outside:
-                    raise bad_record(FIX, cap_path, i, f"images {outside} are not in {split_path.name}")
-                gt = (target,) if labelled else None
-                extra = {"category": cat, "record": r}
-                queries.append(Query(f"{cat}/{i}", r["candidate"], tuple(caps), target, gt, extra=extra))
-            folder, _, leaf = img_pattern.format(cat=cat, asin="{asin}").rpartition("/")
-            where = image_roots.setdefault(folder, DataRoot(root / folder))  # images/ may be a symlink itself
-            for i, asin in enumerate(gallery):
-                if asin not in images:
-                    images[asin] = ImageRef(
-                        asin, inside(where, leaf.format(asin=asin), "ASIN", FIX, split_path, i, asin)
-                    )
+            cap_path = root / LAYOUTS[layout][0] / f"cap.{cat}.{split}.json"
+            if not cap_path.is_file():  # the captions are named first when both files are missing
+                raise AnnotationError(f"FashionIQ file missing: {cap_path} (layout {layout}); {FIX}")
+            split_path, gallery = _read_gallery(root, layout, cat, split, images, image_roots)
+            queries = _read_queries(cap_path, layout, cat, labelled, set(gallery), split_path.name)
             parts.append(Part(cat, queries, list(gallery), remove_reference=False))
             files += [cap_path, split_path]
         facts = {"remove_reference": False, "gallery_sizes": {p.name: len(p.gallery or []) for p in parts}}
         return BenchmarkSplit(self.name, split, parts, images, options, files, labelled, layout=layout, facts=facts)
 
+    def _read_mieb(self, root: Path, split: str, options: dict[str, Any]) -> BenchmarkSplit:
+        """Val of all three categories as one query set over one pool of every category's and split's images, the
+        reference kept (``mbeir.fashioniq_queries``)."""
+        if split != "val":
+            raise mbeir.refuse(
+                "FashionIQ", f"scores val only (MIEB's and M-BEIR's test set is FashionIQ val), not {split}"
+            )
+        if list(options["categories"]) != list(M.FASHIONIQ_CATEGORIES):
+            raise mbeir.refuse("FashionIQ", "merges the three categories into one query set: drop categories")
+        layout = detect_layout(root, M.FASHIONIQ_CATEGORIES[0], split)
+        images: dict[str, ImageRef] = {}
+        image_roots: dict[str, DataRoot] = {}
+        raw, files, vals = [], [], {}
+        for cat in M.FASHIONIQ_CATEGORIES:
+            for pool_split in ("train", "val", "test"):
+                path, gallery = _read_gallery(root, layout, cat, pool_split, images, image_roots)
+                files.append(path)
+                vals[cat] = (path, gallery) if pool_split == "val" else vals.get(cat)
+        for cat in M.FASHIONIQ_CATEGORIES:
+            cap_path = root / LAYOUTS[layout][0] / f"cap.{cat}.val.json"
+            raw += _read_queries(cap_path, layout, cat, True, set(vals[cat][1]), vals[cat][0].name)
+            files.append(cap_path)
+        queries, facts = mbeir.fashioniq_queries(raw)
+        facts.update(protocol="mieb", gallery_size=len(images), remove_reference=False, pool="9 split files")
+        warnings = [mbeir.IMAGES_WARNING]
+        if len(images) != MIEB_POOL:
+            warnings.append(
+                f"protocol=mieb: the union of the nine image_splits files holds {len(images)} images; M-BEIR's pool "
+                f"(every .jpg of its image folder) and MIEB's corpus hold {MIEB_POOL}"
+            )
+        part = Part("all", queries, list(images), remove_reference=False)
+        return BenchmarkSplit(self.name, split, [part], images, options, files, True, layout, facts, [], warnings)
+
     def metrics(self, data: BenchmarkSplit, rankings: Rankings) -> dict[str, float]:
         if not data.has_labels:
             raise ScoringError(f"FashionIQ {data.split} has no public targets; report val")
+        if mbeir.is_mieb(data.options):
+            return mbeir.metrics(data, rankings, self.require_rankings)
         per_cat = {}
         for part in data.parts:
             self.require_rankings(part.queries, rankings)
@@ -154,6 +170,8 @@ class FashionIQ(Benchmark):
         """R@K hits per category (NaN outside it); the averages are the plain mean of the three categories."""
         if not data.has_labels:
             raise ScoringError(f"FashionIQ {data.split} has no public targets: no per-query metrics")
+        if mbeir.is_mieb(data.options):
+            return mbeir.per_query(data, rankings, self.require_rankings)
         scores = QueryScores([q.qid for q in data.queries], [p.name for p in data.parts for _ in p.queries])
         self.part_hits(scores, data, rankings, M.FASHIONIQ_KS)
         for k in M.FASHIONIQ_KS:
@@ -194,6 +212,59 @@ class FashionIQ(Benchmark):
             atomic_write_bytes(path, json.dumps(content, indent=4).encode("utf-8"))
             paths.append(path)
         return paths, ["FashionIQ has no live test server: these are the historic starter-kit files"]
+
+
+def _read_gallery(
+    root: Path, layout: str, cat: str, split: str, images: dict[str, ImageRef], image_roots: dict[str, DataRoot]
+) -> tuple[Path, list[str]]:
+    """``split.<cat>.<split>.json``: a list of unique ASINs; each new one is added to ``images`` (its file in the
+    layout's image folder, which it may not leave)."""
+    split_path = root / "image_splits" / f"split.{cat}.{split}.json"
+    if not split_path.is_file():
+        raise AnnotationError(f"FashionIQ file missing: {split_path} (layout {layout}); {FIX}")
+    gallery = read_annotation_json(split_path, FIX)
+    if not isinstance(gallery, list):
+        raise AnnotationError(f"{split_path}: expected a JSON list of ASIN strings; {FIX}")
+    for i, asin in enumerate(gallery):
+        file_name(asin, "ASIN", FIX, split_path, i)
+    if len(set(gallery)) != len(gallery):
+        twice = sorted({a for a in gallery if gallery.count(a) > 1})[:3]
+        raise AnnotationError(f"{split_path}: ASINs listed twice: {twice}; {FIX}")
+    folder, _, leaf = LAYOUTS[layout][1].format(cat=cat, asin="{asin}").rpartition("/")
+    where = image_roots.setdefault(folder, DataRoot(root / folder))  # images/ may be a symlink itself
+    for i, asin in enumerate(gallery):
+        if asin not in images:
+            images[asin] = ImageRef(asin, inside(where, leaf.format(asin=asin), "ASIN", FIX, split_path, i, asin))
+    return split_path, gallery
+
+
+def _read_queries(
+    cap_path: Path, layout: str, cat: str, labelled: bool, in_gallery: set[str], split_name: str
+) -> list[Query]:
+    """``cap.<cat>.<split>.json``: triplets with two captions whose images are all in the category's split file."""
+    if not cap_path.is_file():
+        raise AnnotationError(f"FashionIQ file missing: {cap_path} (layout {layout}); {FIX}")
+    records = read_annotation_json(cap_path, FIX)
+    if not isinstance(records, list):
+        raise AnnotationError(f"{cap_path}: expected a JSON list of triplets; {FIX}")
+    need = ["candidate", "captions"] + (["target"] if labelled else [])
+    queries = []
+    for i, r in enumerate(records):
+        missing = missing_fields(r, need)
+        if missing:
+            raise bad_record(FIX, cap_path, i, f"missing {', '.join(repr(f) for f in missing)}")
+        caps = items(r, "captions", "str", FIX, cap_path, i)
+        if len(caps) != 2:  # every FashionIQ triplet has two; query_texts joins exactly two
+            raise bad_record(FIX, cap_path, i, f"'captions' must hold two captions, got {len(caps)}")
+        file_name(r["candidate"], "'candidate'", FIX, cap_path, i)
+        target = file_name(r["target"], "'target'", FIX, cap_path, i) if labelled else None
+        outside = [a for a in (r["candidate"], target) if a is not None and a not in in_gallery]
+        if outside:
+            raise bad_record(FIX, cap_path, i, f"images {outside} are not in {split_name}")
+        gt = (target,) if labelled else None
+        extra = {"category": cat, "record": r}
+        queries.append(Query(f"{cat}/{i}", r["candidate"], tuple(caps), target, gt, extra=extra))
+    return queries
 
 
 def pred_records(

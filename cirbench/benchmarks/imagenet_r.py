@@ -30,7 +30,7 @@ from cirbench import metrics_domain as MD
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.annotations import DataRoot, inside, read_lines
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, ImageRef, Part, Query, Rankings
-from cirbench.benchmarks.prompts import IMAGE_SLOT, PROMPT
+from cirbench.benchmarks.prompts import IMAGE_SLOT
 from cirbench.benchmarks.ranks import known_depth, part_ranks
 from cirbench.errors import AnnotationError, shown
 from cirbench.options import Option
@@ -177,7 +177,8 @@ class Pic2WordImageNetR(Benchmark):
                     reference=p.path,
                     texts=(f"a {domain} of ",),
                     gt=tuple(by_label.get((p.class_id, index), ())),
-                    extra={"domain": domain, "class_id": p.class_id, PROMPT: f"a {domain} of {IMAGE_SLOT}"},
+                    extra={"domain": domain, "class_id": p.class_id},
+                    prompt=f"a {domain} of {IMAGE_SLOT}",
                 )
                 for p in photos
             ]

@@ -3,22 +3,20 @@
 Most benchmarks give a modification text and each pseudo-word method (Pic2Word, SEARLE, LinCIR) wraps it in its own
 template. Pic2Word's ImageNet-R and COCO evaluations instead fix the sentence itself, with the image's pseudo word
 inside it ("a cartoon of *", "a photo of * and dog and cat", BASELINES.md §1.4). Such a benchmark puts that
-sentence in ``Query.extra[PROMPT]`` with ``IMAGE_SLOT`` where the pseudo word goes; a pseudo-word method replaces the
-slot by its own placeholder and uses the sentence instead of its template. Methods without a pseudo word keep
-encoding ``Query.texts`` (the protocol's text-only sentence).
+sentence in the declared ``Query.prompt`` field with ``IMAGE_SLOT`` where the pseudo word goes; a pseudo-word method
+replaces the slot by its own placeholder and uses the sentence instead of its template. Methods without a pseudo word
+keep encoding ``Query.texts`` (the protocol's text-only sentence).
 """
 
 from __future__ import annotations
 
 from cirbench.benchmarks.base import Query
 
-PROMPT = "prompt"
 IMAGE_SLOT = "{image}"
 
 
 def fixed_prompt(query: Query, placeholder: str) -> str | None:
     """The benchmark's sentence for ``query`` with ``placeholder`` in the image slot; None when it fixes none."""
-    template = query.extra.get(PROMPT)
-    if template is None:
+    if query.prompt is None:
         return None
-    return str(template).replace(IMAGE_SLOT, placeholder)
+    return query.prompt.replace(IMAGE_SLOT, placeholder)

@@ -20,7 +20,7 @@ from cirbench.benchmarks.base import Part, Query, Rankings
 class RankingsWithPositives(Rankings):
     """``Rankings`` plus, per query id, the sorted 0-based positions of its ground truths in the full ranking."""
 
-    positive_ranks: dict[str, list[int]] = field(default_factory=dict)
+    positive_ranks: dict[str, list[int]] | None = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PositiveRanks:
 def ranks_of(query: Query, rankings: Rankings, gallery_size: int) -> PositiveRanks:
     """The positions of ``query.gt`` in its ranking: exact from the engine, else read off the (top-K) list."""
     gt = query.gt or ()
-    known = getattr(rankings, "positive_ranks", None)
+    known = rankings.positive_ranks
     if known and query.qid in known:
         return PositiveRanks(tuple(known[query.qid]), len(gt), math.inf)
     ranking = rankings.top[query.qid]

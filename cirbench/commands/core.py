@@ -22,7 +22,7 @@ BackboneOpt = Annotated[
     str | None,
     typer.Option("--backbone", "-b", help="MODEL:TAG, MODEL:/path/to/ckpt or cirbench-tiny:random."),
 ]
-BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis, shapes.")]
+BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="a registered benchmark (see cirbench list).")]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Benchmark split (default: its first split).")]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Dataset folder (any supported layout).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")]
@@ -54,12 +54,11 @@ def list_command(
     if what in ("methods", "all"):
         from cirbench.methods import METHODS
 
-        table = Table(title="methods")
-        for column in ("name", "checkpoint", "options", "description"):
-            table.add_column(column)
+        table = Table("name", "consumes / gallery", "checkpoint", "options", "description", title="methods")
         for entry in METHODS.entries():
-            options = "\n".join(o.describe() for o in entry.options) or "-"
-            table.add_row(entry.name, "required" if entry.needs_checkpoint else "-", options, entry.description)
+            options, need = "\n".join(o.describe() for o in entry.options) or "-", entry.needs_checkpoint
+            interface = f"{entry.inputs.replace('_', ' ')} / {'own encoder' if entry.gallery == 'own' else 'backbone'}"
+            table.add_row(entry.name, interface, "required" if need else "-", options, entry.description)
         console.print(table)
     if what in ("benchmarks", "all"):
         from cirbench.benchmarks import BENCHMARKS
@@ -314,7 +313,7 @@ def score_command(
 
 @data_app.command("check")
 def data_check_command(
-    benchmark: Annotated[str, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis, shapes.")],
+    benchmark: Annotated[str, typer.Option("--benchmark", help="a registered benchmark (see cirbench list).")],
     root: RootOpt = None,
     split: SplitOpt = None,
     protocol: ProtocolOpt = None,

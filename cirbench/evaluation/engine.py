@@ -1,12 +1,15 @@
 """The computation of one evaluation: image features (cached), query features, rankings, official metrics.
 
-No files are written here except the feature cache; the caller decides what becomes a result. Two optional paths
-sit beside the plain one (one query embedding, cosine against the normalised gallery, ``topk_chunked``), which is
-kept unchanged: a method that ``fuses_scores`` is ranked by its fusion of the image and text similarity matrices,
-and a benchmark that ``needs_positive_ranks`` also gets where every ground truth sits in the full ranking
-(``benchmarks.ranks``). Both score through ``_Scorer``, with the same products as the plain path. The plain path
-searches split-wide galleries through ``search.search_gallery`` (exact by default, or a faiss index); under torchrun
-the images and queries are encoded in shards (``evaluation.distributed``) and only rank 0 ranks and scores.
+No files are written here except the feature cache; the caller decides what becomes a result. One ranking path
+serves every method and benchmark: a part's queries are scored through ``_Scorer`` (one query embedding against
+the normalised gallery, or a method's fusion of its image and text similarity matrices), split-wide galleries are
+ranked with the reference masked (``search.search_gallery`` for one embedding: exact by default, or a faiss index;
+``retrieval.topk_scored`` for fused scores; ``retrieval.rank_with_positives`` when the benchmark
+``needs_positive_ranks``), per-query candidate lists and CIRR subsets by the same scores. The gallery is encoded by
+the shared backbone or the method's own encoder (whatever is passed as ``backbone``: ``encoders.GalleryEncoder``);
+a method whose entry consumes ``reference_images`` gets the reference images, opened by the benchmark's reader,
+instead of their features. Under torchrun the images and queries are encoded in shards
+(``evaluation.distributed``) and only rank 0 ranks and scores.
 """
 
 from __future__ import annotations
@@ -20,16 +23,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Part, Rankings
 from cirbench.benchmarks.ranks import RankingsWithPositives
 from cirbench.decoding import DeviceDecoder
+from cirbench.encoders import GalleryEncoder
 from cirbench.errors import SearchIndexError
 from cirbench.evaluation.distributed import SINGLE, Group, encode_images_sharded, encode_queries_sharded
 from cirbench.features import FeatureSet, encode_images
 from cirbench.finite import require_finite_features, require_finite_tensor
-from cirbench.methods.base import Method, fuses_scores
-from cirbench.retrieval import rank_candidate_scores, rank_candidates, rank_with_positives, topk_scored
+from cirbench.methods.base import Method, QueryInput
+from cirbench.retrieval import rank_candidate_scores, rank_with_positives, topk_scored
 from cirbench.search import EXACT, IndexSpec, search_gallery
 
 TOP_K = 50
@@ -49,7 +52,7 @@ class EngineOutput:
 
 def run_engine(
     method: Method,
-    backbone: Backbone,
+    backbone: GalleryEncoder,
     data: BenchmarkSplit,
     benchmark: Benchmark,
     *,
@@ -62,15 +65,14 @@ def run_engine(
     group: Group = SINGLE,
     index: IndexSpec = EXACT,
     decoder: DeviceDecoder | None = None,
+    inputs: QueryInput = "reference_features",
 ) -> EngineOutput | None:
     """Encode (cached) images, build queries, rank, and score (when the split has labels). Under torchrun every
     rank encodes its shards and only rank 0 gets the output (None on the others). ``decoder``: decode JPEGs on
-    the device (``cirbench.decoding``); None: the CPU workers."""
-    check_queries = getattr(method, "check_queries", None)
-    if callable(check_queries):  # a method that can tell early it cannot encode some query, before any image
-        check_queries(data.queries)
-    fused = fuses_scores(method)
-    positives: dict[str, list[int]] | None = {} if getattr(benchmark, "needs_positive_ranks", False) else None
+    the device (``cirbench.decoding``); None: the CPU workers. ``inputs``: what the method's entry consumes."""
+    method.check_queries(data.queries)  # a method that can tell early it cannot encode some query, before any image
+    fused = method.fuses_scores
+    positives: dict[str, list[int]] | None = {} if benchmark.wants_positive_ranks(data) else None
     if index.name != EXACT.name:
         check_index(index, data, fused=fused, full_ranking=positives is not None)
     common: dict[str, Any] = dict(
@@ -92,7 +94,8 @@ def run_engine(
     require_finite_features(feats, backbone.id)
     timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)} if feats else {}
     query_s = rank_s = 0.0
-    placeholder = getattr(method, "placeholder", None)
+    placeholder = method.placeholder
+    references = _reference_images(data, benchmark) if inputs == "reference_images" else None
     with_placeholder = 0
     top: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
@@ -104,7 +107,7 @@ def run_engine(
         texts = [benchmark.query_texts(q, method.caption_join) for q in part.queries]
         if placeholder:
             with_placeholder += sum(any(placeholder in t for t in variants) for variants in texts)
-        encoded = _encode_part(method, part, texts, feats, batch_size * 4, device, fused, group)
+        encoded = _encode_part(method, part, texts, references or feats, batch_size * 4, device, fused, group)
         if encoded is None:  # a torchrun rank other than 0: it encoded its slice, rank 0 ranks
             continue
         what = f"method {method.info.name} on {data.benchmark}/{data.split}"
@@ -112,14 +115,10 @@ def run_engine(
         if fused:
             scorer = _Scorer(image=encoded[0].to(device), text=encoded[1].to(device), fuse=method.fuse, what=what)
         else:
-            queries = encoded.to(device)
-            scorer = _Scorer(embed=queries, what=what)
+            scorer = _Scorer(embed=encoded.to(device), what=what)
         query_s += time.perf_counter() - start
         start = time.perf_counter()
-        if fused or positives is not None:
-            _rank_part_scored(part, scorer, feats, top_k, (top, scores, subset), positives, device)
-        else:
-            _rank_part(part, queries, feats, top_k, (top, scores, subset), device, index, searched)
+        _rank_part(part, scorer, feats, top_k, (top, scores, subset), positives, device, index, searched)
         rank_s += time.perf_counter() - start
         if progress:
             progress("queries", len(top), len(data.queries))
@@ -163,91 +162,145 @@ def index_record(index: IndexSpec, searched: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _encode_part(method, part, texts, feats, batch, device, fused, group) -> Any:
-    """A part's query features (a tuple of image and text features for a fused method); under torchrun each rank
-    encodes a slice of the queries and rank 0 gets them all (None on the other ranks)."""
+class ReferenceImages:
+    """The reference images of a split, opened by the benchmark's reader when a batch asks for them (never all at
+    once): what a method whose entry consumes ``reference_images`` gets in place of feature rows."""
+
+    def __init__(self, data: BenchmarkSplit, benchmark: Benchmark) -> None:
+        self.images = data.images
+        self.open_image = benchmark.open_image
+
+    def rows(self, keys: list[str]) -> list[Any]:
+        return [self.open_image(self.images[key]) for key in keys]
+
+
+def _reference_images(data: BenchmarkSplit, benchmark: Benchmark) -> ReferenceImages:
+    return ReferenceImages(data, benchmark)
+
+
+def _encode_part(method, part, texts, references, batch, device, fused, group) -> Any:
+    """A part's query features (a tuple of image and text features for a fused method); ``references`` gives a
+    batch's reference feature rows or images. Under torchrun each rank encodes a slice of the queries and rank 0
+    gets them all (None on the other ranks); reference images are opened by each rank itself."""
     encode = _encode_part_modalities if fused else _encode_part_queries
     if not group.enabled:
-        return encode(method, part, texts, feats, batch, device)
+        return encode(method, part, texts, references, batch, device)
+    images = references if isinstance(references, ReferenceImages) else None
 
     def encode_slice(a: int, b: int, local: FeatureSet) -> Any:
-        return encode(method, dataclasses.replace(part, queries=part.queries[a:b]), texts[a:b], local, batch, device)
+        part_slice = dataclasses.replace(part, queries=part.queries[a:b])
+        return encode(method, part_slice, texts[a:b], images or local, batch, device)
 
     pieces = encode_queries_sharded(
         group,
         [q.reference for q in part.queries],
         batch,
-        feats,
+        None if images is not None else references,
         encode_slice,
         (lambda out: len(out[0])) if fused else len,
     )
     if pieces is None:
         return None
     if fused:
-        return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
-    return torch.cat(pieces)
+        return _cat([p[0] for p in pieces]), _cat([p[1] for p in pieces])
+    return _cat(pieces)
 
 
-def _encode_part_queries(
-    method: Method, part: Part, texts: list[list[str]], feats: FeatureSet, batch: int, device: torch.device
-) -> torch.Tensor:
+def _cat(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """The ranks' query rows in order; a rank with no queries sends an empty piece whose width may be unknown."""
+    return torch.cat([p for p in pieces if len(p)] or pieces[:1])
+
+
+def _batch_references(references: FeatureSet | ReferenceImages, chunk: list[Any], device: torch.device) -> Any:
+    rows = references.rows([q.reference for q in chunk])
+    return rows.to(device) if isinstance(rows, torch.Tensor) else rows
+
+
+def _encode_part_queries(method, part: Part, texts: list[list[str]], references, batch: int, device) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for start in range(0, len(part.queries), batch):
             chunk = part.queries[start : start + batch]
-            refs = feats.rows([q.reference for q in chunk]).to(device)
+            refs = _batch_references(references, chunk, device)
             out.append(method.encode_queries(chunk, texts[start : start + batch], refs).float().cpu())
-    if not out:
-        return torch.zeros(0, feats.features.shape[1])
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, _width(references))
 
 
-def _rank_part(part, queries, feats, top_k, out, device, index: IndexSpec, searched: dict[str, Any]) -> None:
-    """Rank one part: its queries' candidate lists exactly, or its split-wide gallery through ``search_gallery``
-    (CIRR subsets exactly, whatever the index)."""
+def _width(references: FeatureSet | ReferenceImages) -> int:
+    return references.features.shape[1] if isinstance(references, FeatureSet) else 0
+
+
+def _rank_part(part, scorer, feats, top_k, out, positives, device, index: IndexSpec, searched: dict) -> None:
+    """Rank one part (the one ranking path): its queries' own candidate lists, or its split-wide gallery with the
+    reference masked (``search_gallery`` for one embedding, whatever the index; ``topk_scored`` for fused scores;
+    ``rank_with_positives`` when every ground truth's position is needed), then CIRR's subsets by the same scores."""
     top, scores, subset = out
     if part.gallery is None:
-        for q, row in zip(part.queries, queries, strict=True):
+        for i, q in enumerate(part.queries):
             cands = F.normalize(feats.rows(list(q.candidates)).to(device), dim=-1)
-            order = rank_candidates(row, cands)
-            top[q.qid] = [q.candidates[i] for i in order]
-            scores[q.qid] = [float(cands[i] @ row) for i in order]
+            values = scorer.one(i, cands)
+            order = rank_candidate_scores(values, scorer.scores)
+            top[q.qid] = [q.candidates[j] for j in order]
+            scores[q.qid] = [float(values[j]) for j in order]
+            if positives is not None:
+                ranked = {key: r for r, key in enumerate(top[q.qid])}
+                positives[q.qid] = sorted(ranked[g] for g in q.gt or () if g in ranked)
         return
     gallery = F.normalize(feats.rows(part.gallery).to(device), dim=-1)
     position = {key: i for i, key in enumerate(part.gallery)}
     exclude = [position.get(q.reference) for q in part.queries] if part.remove_reference else None
-    same = searched.get("gallery") == part.gallery  # parts that share a gallery (shapes' two wordings) build it once
-    found = search_gallery(queries, gallery, top_k, exclude, index, searched.get("built") if same else None)
-    searched.update(gallery=part.gallery, built=found.built)
-    searched["params"] = {**searched["params"], **found.used}
-    if index.name != EXACT.name:
-        searched["build_s"] = searched.get("build_s", 0.0) + found.build_s
-    for name in ("recall_hits", "recall_total", "recall_queries"):
-        searched[name] = searched.get(name, 0) + getattr(found, name)
-    for q, row_idx, row_vals, row in zip(part.queries, found.indices, found.scores, queries, strict=True):
-        top[q.qid] = [part.gallery[i] for i in row_idx]
+    n = len(part.queries)
+    if positives is not None:
+        wanted = [[position[g] for g in q.gt or () if g in position] for q in part.queries]
+        idx, vals, ranks = rank_with_positives(
+            lambda a, b: scorer.block(a, b, gallery), n, len(part.gallery), top_k, wanted, exclude, what=scorer.scores
+        )
+        positives.update({q.qid: r for q, r in zip(part.queries, ranks, strict=True)})
+    elif scorer.embed is None:
+        rows = lambda a, b: scorer.block(a, b, gallery)  # noqa: E731
+        idx, vals = topk_scored(rows, n, len(part.gallery), top_k, exclude=exclude, what=scorer.scores)
+    else:
+        idx, vals = _search(scorer.embed, gallery, part.gallery, top_k, exclude, index, searched)
+    for i, (q, row_idx, row_vals) in enumerate(zip(part.queries, _as_lists(idx), _as_lists(vals), strict=True)):
+        top[q.qid] = [part.gallery[j] for j in row_idx]
         scores[q.qid] = [round(v, 6) for v in row_vals]
         if q.subset is not None:
             members = [m for m in q.subset if m in position]
-            order = rank_candidates(row, gallery[[position[m] for m in members]])
-            subset[q.qid] = [members[i] for i in order]
+            order = rank_candidate_scores(scorer.one(i, gallery[[position[m] for m in members]]), scorer.scores)
+            subset[q.qid] = [members[j] for j in order]
 
 
-def _encode_part_modalities(
-    method: Method, part: Part, texts: list[list[str]], feats: FeatureSet, batch: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_lists(values: Any) -> list[list[Any]]:
+    return values.tolist() if isinstance(values, torch.Tensor) else [list(row) for row in values]
+
+
+def _search(queries, gallery, keys, top_k, exclude, index: IndexSpec, searched: dict) -> tuple[Any, Any]:
+    """One embedding per query against a split-wide gallery through ``search_gallery``; parts that share a gallery
+    (shapes' two wordings) build its index once, and what the index did is added to ``searched``."""
+    same = searched.get("gallery") == keys
+    found = search_gallery(queries, gallery, top_k, exclude, index, searched.get("built") if same else None)
+    searched.update(gallery=keys, built=found.built)
+    searched["params"] = {**searched["params"], **found.used}
+    if index.name != EXACT.name:
+        searched["build_s"] = searched.get("build_s", 0.0) + found.build_s
+    searched["recall_hits"] = searched.get("recall_hits", 0) + found.recall_hits
+    searched["recall_total"] = searched.get("recall_total", 0) + found.recall_total
+    searched["recall_queries"] = searched.get("recall_queries", 0) + found.recall_queries
+    return found.indices, found.scores
+
+
+def _encode_part_modalities(method, part: Part, texts: list[list[str]], references, batch: int, device) -> Any:
     """Normalised (image, text) query features of a score-fusion method, in the chunks ``encode_queries`` gets."""
     images, words = [], []
     with torch.no_grad():
         for start in range(0, len(part.queries), batch):
             chunk = part.queries[start : start + batch]
-            refs = feats.rows([q.reference for q in chunk]).to(device)
+            refs = _batch_references(references, chunk, device)
             image, text = method.encode_modalities(chunk, texts[start : start + batch], refs)
             images.append(image.float().cpu())
             words.append(text.float().cpu())
     if not images:
-        empty = torch.zeros(0, feats.features.shape[1])
-        return empty, empty
+        return torch.zeros(0, _width(references)), torch.zeros(0, _width(references))
     return torch.cat(images), torch.cat(words)
 
 
@@ -276,43 +329,3 @@ class _Scorer:
         if self.embed is not None:
             return candidates @ self.embed[i]
         return self.fuse(candidates @ self.image[i], candidates @ self.text[i])
-
-
-def _rank_part_scored(part, scorer: _Scorer, feats, top_k, out, positives, device) -> None:
-    """``_rank_part`` through a ``_Scorer``; with ``positives`` (a dict) it also records the full-ranking positions
-    of every ground truth."""
-    top, scores, subset = out
-    if part.gallery is None:
-        for i, q in enumerate(part.queries):
-            cands = F.normalize(feats.rows(list(q.candidates)).to(device), dim=-1)
-            values = scorer.one(i, cands)
-            order = rank_candidate_scores(values, scorer.scores)
-            top[q.qid] = [q.candidates[j] for j in order]
-            scores[q.qid] = [float(values[j]) for j in order]
-            if positives is not None:
-                ranked = {key: r for r, key in enumerate(top[q.qid])}
-                positives[q.qid] = sorted(ranked[g] for g in q.gt or () if g in ranked)
-        return
-    gallery = F.normalize(feats.rows(part.gallery).to(device), dim=-1)
-    position = {key: i for i, key in enumerate(part.gallery)}
-    exclude = [position.get(q.reference) for q in part.queries] if part.remove_reference else None
-    n = len(part.queries)
-
-    def rows(start: int, stop: int) -> torch.Tensor:
-        return scorer.block(start, stop, gallery)
-
-    if positives is None:
-        idx, vals = topk_scored(rows, n, len(part.gallery), top_k, exclude=exclude, what=scorer.scores)
-    else:
-        wanted = [[position[g] for g in q.gt or () if g in position] for q in part.queries]
-        idx, vals, ranks = rank_with_positives(
-            rows, n, len(part.gallery), top_k, wanted, exclude=exclude, what=scorer.scores
-        )
-        positives.update({q.qid: r for q, r in zip(part.queries, ranks, strict=True)})
-    for i, (q, row_idx, row_vals) in enumerate(zip(part.queries, idx.tolist(), vals.tolist(), strict=True)):
-        top[q.qid] = [part.gallery[j] for j in row_idx]
-        scores[q.qid] = [round(v, 6) for v in row_vals]
-        if q.subset is not None:
-            members = [m for m in q.subset if m in position]
-            order = rank_candidate_scores(scorer.one(i, gallery[[position[m] for m in members]]), scorer.scores)
-            subset[q.qid] = [members[j] for j in order]

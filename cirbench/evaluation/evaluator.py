@@ -33,10 +33,11 @@ from typing import Any
 
 import torch
 
-from cirbench.backbones import Backbone, load_backbone
+from cirbench.backbones import load_backbone
 from cirbench.benchmarks.base import Benchmark, BenchmarkSplit, Rankings
 from cirbench.decoding import device_decoder, planned_decoder
-from cirbench.errors import BackboneError, ResultError
+from cirbench.encoders import GalleryEncoder
+from cirbench.errors import BackboneError, MethodError, ResultError
 from cirbench.evaluation.distributed import SINGLE, Group, broadcast
 from cirbench.evaluation.engine import Progress, run_engine
 from cirbench.evaluation.prepare import limit_queries, missing_images_hash, prepare_split, refuse_blocked
@@ -59,7 +60,7 @@ from cirbench.results import (
 from cirbench.runkey import run_key
 
 _SPLITS: dict[tuple, BenchmarkSplit] | None = None  # a dict only inside keep_splits()
-_BACKBONES: dict[tuple, Backbone] = {}
+_BACKBONES: dict[tuple, GalleryEncoder] = {}
 
 
 @dataclass(frozen=True)
@@ -113,28 +114,38 @@ def load_split(benchmark: Benchmark, split: str, root: Path | None, options: Map
     return data
 
 
-def get_backbone(spec: RunSpec, device: str, allow_download: bool) -> Backbone:
-    """Load a backbone once per (weights identity, device) for the whole process.
+def get_backbone(spec: RunSpec, device: str, allow_download: bool) -> GalleryEncoder:
+    """Load what encodes the gallery once per (weights identity, device) for the whole process: the shared backbone,
+    or the method's own encoder (``MethodEntry.gallery == "own"``).
 
     The identity was computed before loading (a local file's hash); a model whose loaded weights differ from it
     (the file changed in between) is refused and not kept, so a result is never stored under another file's key.
     """
     key = (spec.backbone.id, spec.backbone.weights_id, device)
     if key not in _BACKBONES:
-        backbone = load_backbone(
-            spec.backbone.id, device=device, allow_download=allow_download, quick_gelu=spec.backbone.quick_gelu
-        )
+        own = spec.method.entry.encoder
+        if own is not None:
+            backbone: GalleryEncoder = own.load(dict(spec.method.options), device, allow_download)
+        else:
+            backbone = load_backbone(
+                spec.backbone.id, device=device, allow_download=allow_download, quick_gelu=spec.backbone.quick_gelu
+            )
         if backbone.weights_id != spec.backbone.weights_id:
             raise BackboneError(
                 f"{spec.backbone.id}: loaded weights {backbone.weights_id} differ from the ones identified "
-                f"before loading ({spec.backbone.weights_id}); the checkpoint file changed during the run"
+                f"before loading ({spec.backbone.weights_id}); the model files changed during the run"
             )
         _BACKBONES[key] = backbone
     return _BACKBONES[key]
 
 
-def build(spec: RunSpec, backbone: Backbone) -> Method:
+def build(spec: RunSpec, backbone: GalleryEncoder) -> Method:
     method = spec.method.entry.factory(backbone, spec.method.checkpoint, dict(spec.method.options))
+    if not isinstance(method, Method):
+        raise MethodError(
+            f"method {spec.method.name!r}: its factory built {type(method).__name__}, not a subclass of "
+            "cirbench.methods.base.Method (where the capabilities evaluation reads are declared)"
+        )
     if spec.method.variant and not method.info.variant:
         method.info.variant = spec.method.variant
     return method
@@ -145,7 +156,7 @@ def evaluate(
     settings: EvalSettings = EvalSettings(),
     *,
     method: Method | None = None,
-    backbone: Backbone | None = None,
+    backbone: GalleryEncoder | None = None,
     progress: Progress | None = None,
 ) -> Outcome:
     """Reuse the result of ``spec`` when it exists (unless ``overwrite``), else compute it and write it.
@@ -203,7 +214,7 @@ def _compute(
     target: tuple[dict[str, Any], str, Path | None],
     locks: contextlib.ExitStack,
     method: Method | None,
-    backbone: Backbone | None,
+    backbone: GalleryEncoder | None,
     progress: Progress | None,
 ) -> Outcome:
     """Encode, rank, score and write one result (its path locked by the caller)."""
@@ -213,9 +224,7 @@ def _compute(
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
     method = method or build(spec, backbone)
-    check_split = getattr(method, "check_split", None)
-    if callable(check_split):  # the whole split, before --limit and --skip-missing leave queries out
-        check_split(data.queries)
+    method.check_split(data.queries)  # the whole split, before --limit and --skip-missing leave queries out
     decoder = None
     if planned is not None:
         decoder, why_workers = device_decoder(settings.decode, backbone, method.preprocess)
@@ -241,6 +250,7 @@ def _compute(
             group=group,
             index=spec.index,
             decoder=decoder,
+            inputs=spec.method.entry.inputs,
         )
     if output is None:  # a torchrun rank other than 0: rank 0 ranks, scores and writes
         return Outcome(broadcast(group, None), path, reused=False)
@@ -280,7 +290,7 @@ def _compute(
             images_verified=settings.verify,
         ),
         metrics={k: round(float(v), 6) for k, v in output.metrics.items()},
-        main_metric=spec.benchmark.main_metric,
+        main_metric=spec.benchmark.main_metric_for(data.options),
         n_queries=output.n_queries,
         skipped=skipped,
         timing={
@@ -360,7 +370,7 @@ def rankings_record(rankings: Rankings) -> dict[str, Any]:
         record["subset"] = rankings.subset
     if rankings.scores:
         record["scores"] = rankings.scores
-    positives = getattr(rankings, "positive_ranks", None)
+    positives = rankings.positive_ranks
     if positives:  # full-ranking positions (FreeDom's mAP, K > 50): statistics rescore stored runs from them
         record["positive_ranks"] = positives
     return record

@@ -2,8 +2,9 @@
 
 ``RunRequest`` is what a user asked for (CLI flags, a pair of cards, the demo). ``resolve`` validates it strictly
 (method and protocol options typed, unknown keys refused, split names checked; a method option the user leaves out
-takes the benchmark's ``method_defaults`` when it has one, else the option's default) and identifies the weights: the
-backbone's from its id (a local file is hashed, never loaded) and the checkpoint's from its tensors or bytes.
+takes the value the method declares for that benchmark, ``MethodEntry.benchmark_defaults``, else the option's
+default) and identifies the weights: the backbone's from its id (a local file is hashed, never loaded), or a method's
+own gallery encoder's (``OwnEncoder.identify``), and the checkpoint's from its tensors or bytes.
 The result is a ``RunSpec``; with the split's data identity it gives the run key, so a finished result is found
 before anything heavy is loaded.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from cirbench.backbones import BackboneIdentity, backbone_identity
 from cirbench.benchmarks import get_benchmark
 from cirbench.benchmarks.base import Benchmark
-from cirbench.errors import MethodError, OptionError
+from cirbench.errors import MethodError, OptionError, shown
 from cirbench.methods import get_method_entry
 from cirbench.methods.base import MethodEntry
 from cirbench.options import keyed_options
@@ -118,7 +119,7 @@ def resolve(request: RunRequest, *, prebuilt: bool = False) -> RunSpec:
     split = bench.resolve_split(request.split)
     protocol = bench.parse_options(request.protocol_options)
     entry = get_method_entry(request.method)
-    options = entry.parse_options({**method_defaults(bench, entry.name), **dict(request.method_options)})
+    options = entry.parse_options({**entry.defaults_for(bench.name), **dict(request.method_options)})
     checkpoint = checkpoint_id = None
     if request.checkpoint is not None and not entry.needs_checkpoint:
         raise MethodError(f"method {entry.name!r} takes no checkpoint; leave out --checkpoint ({request.checkpoint})")
@@ -127,20 +128,29 @@ def resolve(request: RunRequest, *, prebuilt: bool = False) -> RunSpec:
         checkpoint_id = entry.checkpoint_id(checkpoint)
     elif entry.needs_checkpoint and not prebuilt:
         raise MethodError(f"method {entry.name!r} needs --checkpoint ({entry.checkpoint_hint})")
-    backbone_id = request.backbone or _inferred_backbone(entry, checkpoint)
     method = MethodRef(entry, options, checkpoint, checkpoint_id, request.variant)
     root = Path(request.root) if request.root is not None else None
     if request.limit is not None and request.limit < 1:
         raise OptionError(f"--limit {request.limit}: give a positive number of queries (e.g. --limit 20)")
-    identity = backbone_identity(backbone_id, request.quick_gelu)
+    identity = _gallery_identity(entry, options, request, checkpoint)
     index = parse_index(request.index, request.index_params)
     return RunSpec(method, identity, bench, split, root, protocol, limit=request.limit, index=index)
 
 
-def method_defaults(bench: Benchmark, method: str) -> dict[str, Any]:
-    """Option values a benchmark's published protocol uses for a method (Slerp's alpha per benchmark), which the
-    user's own options override; the benchmark owns them (``method_defaults``), so no code here names a benchmark."""
-    return dict(getattr(bench, "method_defaults", {}).get(method, {}))
+def _gallery_identity(
+    entry: MethodEntry, options: Mapping[str, Any], request: RunRequest, checkpoint: Path | None
+) -> BackboneIdentity:
+    """What encodes the gallery, identified without loading it: the method's own encoder, or the shared backbone
+    (given, or implied by a released checkpoint)."""
+    if entry.encoder is None:
+        backbone_id = request.backbone or _inferred_backbone(entry, checkpoint)
+        return backbone_identity(backbone_id, request.quick_gelu)
+    if request.backbone is not None:
+        raise MethodError(
+            f"method {entry.name!r} encodes the gallery with its own model (its options name it); "
+            f"leave out --backbone ({shown(request.backbone)})"
+        )
+    return entry.encoder.identify(options)
 
 
 def _inferred_backbone(entry: MethodEntry, checkpoint: Path | None) -> str:

@@ -18,8 +18,10 @@ from cirbench.leaderboard.tables import (
     benchmarks_in,
     chosen_columns,
     not_compared,
+    section_rows,
     summary_table,
     title,
+    views_present,
 )
 
 DECIMALS = 2
@@ -169,22 +171,28 @@ def render_markdown(
             *(["", *notes] if notes else []),
         ]
     for name in names:
-        rows = [e for e in entries if e.benchmark == name]
-        shown = chosen_columns(name, rows, columns)
-        df = benchmark_table(entries, name, shown)
-        table, footnotes = markdown_table(df, shown)
-        parts += ([] if bare else ["", f"## {title(name)}"]) + ["", table]
-        kinds = {e.source for e in rows}
-        extra = [DELTA_NOTE] if {"run", "reported"} <= kinds else []
-        skipped = not_compared(entries, name)
-        if skipped:
-            extra.append(f"Not compared (different split or protocol): {'; '.join(skipped)}.")
-        bench = registered(name)
-        extra[:0] = list(bench.leaderboard_notes) if bench is not None and not bare else []
-        extra += spread_notes(rows) + list(benchmark_notes.get(name, ()))
-        parts += ["", *footnotes] if footnotes else []
-        for line in extra:
-            parts += ["", line]
+        rows = section_rows(entries, name)
+        if rows:
+            shown = chosen_columns(name, rows, columns)
+            table, footnotes = markdown_table(benchmark_table(entries, name, shown), shown)
+            parts += ([] if bare else ["", f"## {title(name)}"]) + ["", table]
+            kinds = {e.source for e in rows}
+            extra = [DELTA_NOTE] if {"run", "reported"} <= kinds else []
+            skipped = not_compared(entries, name)
+            if skipped:
+                extra.append(f"Not compared (different split or protocol): {'; '.join(skipped)}.")
+            bench = registered(name)
+            extra[:0] = list(bench.leaderboard_notes) if bench is not None and not bare else []
+            extra += spread_notes(rows) + list(benchmark_notes.get(name, ()))
+            parts += ["", *footnotes] if footnotes else []
+            for line in extra:
+                parts += ["", line]
+        for view in views_present(entries, name):  # protocol variants: their own section, never ranked with the above
+            table, footnotes = markdown_table(benchmark_table(entries, name, None, view), view.columns)
+            parts += ([] if bare else ["", f"## {view.title}"]) + ["", table]
+            parts += ["", *footnotes] if footnotes else []
+            for line in [*view.notes, *spread_notes(section_rows(entries, name, view))]:
+                parts += ["", line]
     return "\n".join(parts).strip() + "\n"
 
 
@@ -199,6 +207,10 @@ def csv_frame(
         df = benchmark_table(entries, name, chosen_columns(name, entries, columns) if columns else None)
         if len(df):
             df.insert(0, "Benchmark", name)
+            frames.append(df)
+        for view in views_present(entries, name):  # a protocol variant: its own rows, marked in "Benchmark"
+            df = benchmark_table(entries, name, None, view)
+            df.insert(0, "Benchmark", f"{name} [{view.deviation}]")
             frames.append(df)
     if not frames:
         what = f"benchmark {benchmark!r}" if benchmark else "any benchmark"

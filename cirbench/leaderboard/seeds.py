@@ -21,9 +21,9 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from cirbench.leaderboard.durations import format_train_time
+from cirbench.leaderboard.row import Entry
 
 if TYPE_CHECKING:
-    from cirbench.leaderboard.entries import Entry
     from cirbench.results import RunResult
 
 

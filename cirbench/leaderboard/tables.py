@@ -3,6 +3,11 @@
 Columns, titles, the headline metric, derived metrics (CIRR's Avg) and section order come from each benchmark's
 class; a benchmark this install does not know shows every metric its rows have. Deltas are only shown for the same
 method, variant, backbone, benchmark and split under the default protocol. Missing values stay missing (NaN).
+
+A benchmark may declare protocol variants that are never ranked beside its official rows (``separate_protocols``:
+CIRR's and FashionIQ's ``protocol=mieb``, scored as MIEB does with other metrics, pool and queries): their rows form
+a section of their own, with its own title, columns and notes, and are left out of the official table and the
+summary.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from cirbench.benchmarks.base import ProtocolView
 from cirbench.errors import LeaderboardError
 from cirbench.leaderboard.entries import Entry, registered
 
@@ -34,6 +40,27 @@ def headline_metric(benchmark: str) -> str | None:
     """The summary table's metric of a benchmark: its main metric (None when the benchmark is unknown)."""
     bench = registered(benchmark)
     return bench.main_metric if bench is not None else None
+
+
+def protocol_views(benchmark: str) -> tuple[ProtocolView, ...]:
+    """The protocol variants ``benchmark`` shows in sections of their own (none for an unknown benchmark)."""
+    bench = registered(benchmark)
+    return bench.separate_protocols if bench is not None else ()
+
+
+def view_of(entry: Entry) -> ProtocolView | None:
+    """The separate section a row belongs to (None: the benchmark's official table)."""
+    return next((v for v in protocol_views(entry.benchmark) if v.deviation in entry.protocol), None)
+
+
+def section_rows(entries: Iterable[Entry], benchmark: str, view: ProtocolView | None = None) -> list[Entry]:
+    """``benchmark``'s rows of one section: the official table (``view`` None) or one protocol variant's."""
+    return [e for e in entries if e.benchmark == benchmark and view_of(e) == view]
+
+
+def views_present(entries: Iterable[Entry], benchmark: str) -> list[ProtocolView]:
+    rows = [e for e in entries if e.benchmark == benchmark]
+    return [v for v in protocol_views(benchmark) if any(view_of(e) == v for e in rows)]
 
 
 def benchmark_columns(benchmark: str, entries: Iterable[Entry]) -> list[str]:
@@ -118,9 +145,14 @@ def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dic
     }
 
 
-def chosen_columns(benchmark: str, entries: Iterable[Entry], wanted: Sequence[str] | None) -> list[str]:
-    """``wanted`` metric columns (checked against what the benchmark's rows have), or the benchmark's own."""
-    rows = [e for e in entries if e.benchmark == benchmark]
+def chosen_columns(
+    benchmark: str, entries: Iterable[Entry], wanted: Sequence[str] | None, view: ProtocolView | None = None
+) -> list[str]:
+    """``wanted`` metric columns (checked against what the benchmark's rows have), or the benchmark's own; a
+    protocol variant's section always has its own columns."""
+    if view is not None:
+        return list(view.columns)
+    rows = section_rows(entries, benchmark)
     if not wanted:
         return benchmark_columns(benchmark, rows)
     known = set(benchmark_columns(benchmark, rows)) | {m for e in rows for m in e.metrics}
@@ -131,10 +163,12 @@ def chosen_columns(benchmark: str, entries: Iterable[Entry], wanted: Sequence[st
     return list(wanted)
 
 
-def benchmark_table(entries: Sequence[Entry], benchmark: str, wanted: Sequence[str] | None = None) -> pd.DataFrame:
-    """One benchmark's rows (floats, NaN = missing), each run followed by its Δ row when comparable."""
-    rows_in = sorted((e for e in entries if e.benchmark == benchmark), key=sort_key)
-    columns = chosen_columns(benchmark, rows_in, wanted)
+def benchmark_table(
+    entries: Sequence[Entry], benchmark: str, wanted: Sequence[str] | None = None, view: ProtocolView | None = None
+) -> pd.DataFrame:
+    """One benchmark's rows of one section (floats, NaN = missing), each run followed by its Δ row when comparable."""
+    rows_in = sorted(section_rows(entries, benchmark, view), key=sort_key)
+    columns = chosen_columns(benchmark, rows_in, wanted, view)
     reported = [e for e in rows_in if e.source == "reported"]
     rows = []
     for entry in rows_in:
@@ -157,7 +191,7 @@ def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
     """Runs whose reported counterpart is on another split or protocol: listed so nobody compares them."""
     reported = [e for e in entries if e.benchmark == benchmark and e.source == "reported"]
     notes = set()
-    for run in (e for e in entries if e.benchmark == benchmark and e.source == "run"):
+    for run in (e for e in section_rows(entries, benchmark) if e.source == "run"):
         same = [r for r in reported if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)]
         if not same:
             continue

@@ -8,10 +8,12 @@ Every ``TrainConfig`` field declares one role in its metadata, and everything el
 - ``location``: paths (the run, a mask cache, validation data); not stored, not hashed, may change on resume;
 - ``runtime``: how this process runs (threads, device, logging); not stored, not hashed, may change on resume.
 
-One declaration, so a new option cannot be listed as resumable but hashed, or stored but forgotten. A field also
-declares its bounds and allowed values; every config (``from_dict``: cards, ``--set``, flags, a resumed run; or built
-in code) is checked through the shared strictness of ``cirbench.options``: an unknown name with a "did you mean", a
-value of the wrong type, out of range (``lr=0``, ``steps=0``, ``phi_dropout=1``) or not allowed is one ``TrainError``.
+One declaration, so a new option cannot be listed as resumable but hashed, or stored but forgotten. A field's type,
+its role, bounds and allowed values make one strict ``cirbench.options.Option`` (``TRAIN_OPTIONS``), and every config
+(``from_dict``: cards, ``--set``, flags, a resumed run; or built in code) is read through ``parse_options``, the path
+method and benchmark options take: an unknown name with a "did you mean", a value of the wrong type, out of range
+(``lr=0``, ``steps=0``, ``phi_dropout=1``) or not allowed is one ``TrainError`` naming the option, the value and what
+is expected.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from cirbench.lincir.levers import HOST_SYNC
 from cirbench.lincir.masking import MODES as MASK_MODES
 from cirbench.lincir.objective import SpeedOptions
 from cirbench.lincir.varlen import CHOICES as VARLEN_CHOICES
-from cirbench.options import SEED_MAX, range_problem, refuse_unknown
+from cirbench.options import SEED_MAX, Option, OptionValueError, parse_options
 
 Role = Literal["recipe", "schedule", "location", "runtime"]
 ROLES: tuple[Role, ...] = ("recipe", "schedule", "location", "runtime")
@@ -53,12 +55,12 @@ def option(
     check: Callable[[Any], str | None] | None = None,
     **bounds: float,
 ) -> Any:
-    """A ``TrainConfig`` field with its role (see the module docstring), its allowed values and its bounds
-    (``minimum``, ``maximum``, ``exclusive_minimum``, ``exclusive_maximum``, as ``cirbench.options.Option``);
-    ``check(value)`` returns what is wrong with a value, or None."""
+    """A ``TrainConfig`` field with its role (see the module docstring) and what its ``Option`` adds to the field's
+    type: allowed values, bounds (``minimum``, ``maximum``, ``exclusive_minimum``, ``exclusive_maximum``) and
+    ``check(value)``, which says what is wrong with a value (``is not a device; ...``) or returns None."""
     if role not in ROLES:
         raise ValueError(f"unknown option role {role!r}; known: {', '.join(ROLES)}")
-    metadata = {"role": role, "choices": choices, "bounds": bounds, "check": check}
+    metadata = {"role": role, "rules": {"choices": choices, "check": check, **bounds}}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -123,21 +125,13 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """A config from options (a card's ``train:``, ``--set``, flags, a saved run); an unknown name (with a "did
         you mean"), a value of the wrong type, out of range or not allowed is a ``TrainError`` naming the option."""
-        types = {f.name: f.type for f in dataclasses.fields(cls)}
         if data.get("varlen_attention") is False:  # YAML (cards, --set) reads the documented value `off` as false
             data = {**data, "varlen_attention": "off"}
-        refuse_unknown(data, types, "train lincir", noun="training option", error=TrainError)
-        for name, value in data.items():
-            if not _fits(value, str(types[name])):
-                raise TrainError(f"training option {name}={shown(value)} is not valid; expected {types[name]}")
-        return cls(**dict(data))
+        return cls(**_typed(data))
 
     def __post_init__(self) -> None:
-        """Every config, however built, is inside its declared bounds and allowed values."""
-        for f in dataclasses.fields(self):
-            problem = _value_problem(getattr(self, f.name), f.metadata)
-            if problem:
-                raise TrainError(f"training option {f.name}={shown(getattr(self, f.name))} {problem}")
+        """Every config, however built, is of its declared types, inside its bounds and allowed values."""
+        _typed({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,34 +152,38 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k in stored}
 
 
-_CHECKS = {
-    "str": lambda v: isinstance(v, str),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),  # an int lr stays as written
-    "bool": lambda v: isinstance(v, bool),
-    "None": lambda v: v is None,
-    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-}
+_KINDS = {int: "int", float: "float", bool: "bool", str: "str", list[str]: "list"}
 
 
-def _value_problem(value: Any, metadata: Mapping[str, Any]) -> str | None:
-    """What is wrong with ``value``, when it is outside the field's bounds or choices (wrong types: ``_fits``)."""
-    choices, check = metadata.get("choices") or (), metadata.get("check")
-    if choices and isinstance(value, str) and value not in choices:
-        return f"is not one of {', '.join(choices)}"
-    if check is not None and isinstance(value, str):
-        return check(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return "is not valid; expected a finite number"
-    problem = range_problem(value, **(metadata.get("bounds") or {}))
-    return f"is not valid; expected {problem}" if problem else None
+def _declared_options(cls: type) -> tuple[Option, ...]:
+    """One strict ``Option`` per field, made from the field's one declaration: its type (``int | None`` is a nullable
+    int) and its ``option(...)``."""
+    hints, out = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        nullable = type(None) in args
+        base = next(a for a in args if a is not type(None)) if nullable else hint
+        rules = dict(f.metadata["rules"])
+        kind = "choice" if rules["choices"] else _KINDS[base]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        out.append(Option(f.name, kind, default, strict=True, nullable=nullable, **rules))
+    return tuple(out)
 
 
-def _fits(value: Any, annotation: str) -> bool:
-    """Whether ``value`` fits a field annotation such as ``int | None`` or ``list[str]``."""
-    return any(_CHECKS[part.strip()](value) for part in annotation.split("|"))
+TRAIN_OPTIONS = _declared_options(TrainConfig)
+
+
+def _typed(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every training option, typed by ``parse_options``; its refusals worded as training messages."""
+    try:
+        return parse_options(TRAIN_OPTIONS, values, "train lincir", noun="training option", error=TrainError)
+    except OptionValueError as error:
+        if error.reason == "choice":
+            said = f"is not one of {', '.join(error.option.choices)}"
+        else:  # a check says what is wrong ("is not a device; ..."); the rest say what is expected
+            said = error.wanted if error.reason == "check" else f"is not valid; expected {error.wanted}"
+        raise TrainError(f"training option {error.option.name}={shown(error.value)} {said}") from error
 
 
 def fields_with_role(*roles: Role) -> frozenset[str]:

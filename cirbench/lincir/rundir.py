@@ -20,7 +20,7 @@ import random
 import resource
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -37,9 +37,34 @@ from cirbench.torchrun import Dist
 
 if TYPE_CHECKING:
     from cirbench.lincir.maskcache import MaskCache
-    from cirbench.lincir.trainer import Trainer
+    from cirbench.lincir.objective import SpeedOptions
+    from cirbench.lincir.selection import ModelSelector
+    from cirbench.lincir.targets import TargetCache
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    """What a run folder reads from and restores into a trainer (``trainer.Trainer`` has it; declared here, the
+    lower module, so the run folder never imports the trainer)."""
+
+    cfg: TrainConfig
+    out: Path
+    dist: Dist
+    device: torch.device
+    precision: str
+    micro: int
+    model: Any
+    phi: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    masks: MaskCache
+    targets: TargetCache | None
+    selector: ModelSelector
+    speed: SpeedOptions
+    corpus_info: dict[str, Any] | None
+
 
 STATE_FILE = "state.pt"
 META_FILE = "train_meta.json"

@@ -1,7 +1,8 @@
-"""The method registry: the built-in modules and ``cirbench.methods`` entry points, loaded on first lookup.
+"""The method registry: every module of this folder and the ``cirbench.methods`` entry points, loaded on first lookup.
 
-A method module registers a ``MethodEntry`` with ``METHODS.register(entry)``; a package adds one through an entry
-point in the ``cirbench.methods`` group pointing at the entry (or at a function returning it).
+A method module registers a ``MethodEntry`` with ``METHODS.register(entry)``; dropping the module in this folder is
+all it takes (no list to edit). A package adds one through an entry point in the ``cirbench.methods`` group
+pointing at the entry (or at a function returning it).
 """
 
 from __future__ import annotations
@@ -15,16 +16,6 @@ from cirbench.methods.base import Method, MethodEntry
 from cirbench.options import check_declared_options
 from cirbench.registry import Registry
 
-BUILTIN_MODULES = (
-    "cirbench.methods.baselines",
-    "cirbench.methods.fusion",
-    "cirbench.methods.lincir",
-    "cirbench.methods.pic2word",
-    "cirbench.methods.precomputed_text",
-    "cirbench.methods.searle",
-    "cirbench.methods.slerp",
-)
-
 
 def _adapt(obj: Any) -> MethodEntry:
     if callable(obj) and not isinstance(obj, MethodEntry):
@@ -36,7 +27,7 @@ def _adapt(obj: Any) -> MethodEntry:
 
 
 METHODS: Registry[MethodEntry] = Registry(
-    "method", adapt=_adapt, name_of=lambda entry: entry.name, builtin_modules=BUILTIN_MODULES
+    "method", adapt=_adapt, name_of=lambda entry: entry.name, builtin_packages=("cirbench.methods",)
 )
 
 

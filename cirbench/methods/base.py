@@ -1,12 +1,16 @@
-"""The method contract: turn reference-image features and modification texts into query features.
+"""The method contract: what a method consumes, what encodes the gallery, and its capabilities, all declared.
 
-Every method shares the frozen backbone image tower, so gallery and reference features are computed once per
-(backbone, preprocessing, image list) by the feature cache and handed to methods *unnormalised*, the form
-phi / IM2TEXT consume. A method returns L2-normalised query features; ranking is cosine similarity against the
-L2-normalised gallery. Methods never see benchmark names: the benchmark turns each query into the text(s) to
-encode (``Benchmark.query_texts``), following the method's ``caption_join``. Two optional capabilities: score
-fusion (``FusesScores``, ranked by ``fuse(s_image, s_text)`` instead of one embedding) and ``check_queries(queries)``
-(refuse queries it cannot encode before any image is encoded).
+A registered method is a ``MethodEntry`` (typed options, factory, checkpoint identity) whose factory builds a
+``Method``. The entry declares, before anything is loaded:
+- ``inputs``: the gallery encoder's *unnormalised* reference features (what phi / IM2TEXT consume; the default) or
+  the reference **images** (a joint image+text encoder, e.g. an MLLM embedder);
+- ``gallery``: the shared open_clip backbone encodes the gallery (the default) or the method's ``OwnEncoder``, whose
+  identity then takes the backbone's place in the feature-cache and run keys;
+- ``benchmark_defaults``: option values a benchmark's published protocol uses for this method (Slerp's alpha).
+The built ``Method`` declares the rest (score fusion, early query checks, placeholder) with defaults on the base
+class. A method returns L2-normalised query features; ranking is cosine similarity against the L2-normalised
+gallery. Methods never see benchmark names: the benchmark turns each query into the text(s) to encode
+(``Benchmark.query_texts``), following the method's ``caption_join``.
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
+from cirbench.backbones import BackboneIdentity
 from cirbench.benchmarks.base import CAPTION_JOINS, Query
-from cirbench.errors import MethodError
+from cirbench.errors import MethodError, RegistryError
 from cirbench.identity import file_sha256
 from cirbench.methods.preprocessing import PREPROCESS_KINDS
 from cirbench.options import Option, parse_options
+
+if TYPE_CHECKING:
+    from cirbench.encoders import GalleryEncoder
 
 # Options most methods share, declared once.
 BATCH_SIZE = Option(
@@ -52,7 +60,7 @@ class MethodInfo:
     name: str
     variant: str = ""
     training_data: str = "none (training-free)"
-    zero_shot: bool = True
+    zero_shot: bool | None = True  # None: not known (an embedder whose training data its card does not list)
     checkpoint: str | None = None
     checkpoint_id: str | None = None
     train_meta: dict[str, Any] | None = None
@@ -63,44 +71,70 @@ def released_checkpoint_info(name: str, variant: str, training_data: str, path: 
     return MethodInfo(name, variant, training_data, True, str(path), file_sha256(path))
 
 
-class Method(Protocol):
-    """What evaluation needs from a built method."""
+QueryInput = Literal["reference_features", "reference_images"]
+GalleryKind = Literal["backbone", "own"]
+QUERY_INPUTS: tuple[str, ...] = get_args(QueryInput)
+GALLERY_KINDS: tuple[str, ...] = get_args(GalleryKind)
+
+
+class Method:
+    """Base class of every built method: the capabilities evaluation reads, each declared here with its default.
+
+    ``encode_queries(queries, texts, references)`` returns L2-normalised query features, one row per query:
+    ``texts[i]`` are query i's text variants (their normalised features are averaged), and ``references`` are what
+    the method's entry says it consumes (``MethodEntry.inputs``): the gallery encoder's unnormalised features of the
+    reference images (a tensor, rows aligned with ``queries``), or the reference images themselves (a list of RGB
+    PIL images, opened by the benchmark's reader, so GeneCIS crops are honoured).
+
+    Capabilities (override to use):
+    - ``fuses_scores``: rank by ``fuse(s_image, s_text)`` of two similarity matrices (``encode_modalities``), not
+      by one query embedding (FreeDom's product, a weighted sum of similarities);
+    - ``check_queries(queries)``: refuse queries it cannot encode before any image is encoded; ``check_split``
+      the same over the whole split, before ``--limit`` and ``--skip-missing`` leave queries out;
+    - ``placeholder``: the character a pseudo-token prompt reserves (results count the texts holding it).
+    """
 
     info: MethodInfo
-    preprocess: str  # "clip" or "targetpad"; part of the feature-cache key
-    caption_join: str  # one of CAPTION_JOINS: how a benchmark joins several captions for this method
+    preprocess: str = "clip"  # "clip" or "targetpad" (part of the feature-cache key); own encoders: "clip"
+    caption_join: str = "both-orders"  # one of CAPTION_JOINS: how a benchmark joins several captions
+    placeholder: str | None = None
+    fuses_scores: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """How the method builds its queries (prompts, mapper sizes): recorded with every result, not hashed."""
+        return {}
 
-    def encode_queries(
-        self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features: torch.Tensor
-    ) -> torch.Tensor:
-        """L2-normalised query features, one row per query: ``texts[i]`` are query i's text variants (their
-        normalised features are averaged), ``reference_features`` the unnormalised reference-image features."""
+    def check_queries(self, queries: Sequence[Query]) -> None:
+        """Raise a ``UserError`` for queries this method cannot encode (default: every query is fine)."""
 
+    def check_split(self, queries: Sequence[Query]) -> None:
+        """Like ``check_queries`` over the whole split, before any query is left out (default: nothing)."""
 
-class FusesScores(Protocol):
-    """Optional capability: rank by fusing an image and a text similarity matrix, not by one query embedding.
-
-    Score-level baselines (FreeDom's ``Text x Image`` product, a weighted sum of similarities) have no single query
-    vector, so a method that has ``encode_modalities`` and ``fuse`` is ranked by the engine with
-    ``fuse(s_image, s_text)``, where ``s = normalised query modality @ normalised gallery`` (split-wide galleries,
-    chunked with the reference excluded, and per-query candidate lists alike). Its ``encode_queries`` is not used.
-    """
+    def encode_queries(self, queries: Sequence[Query], texts: Sequence[Sequence[str]], references: Any) -> torch.Tensor:
+        raise NotImplementedError
 
     def encode_modalities(
-        self, queries: Sequence[Query], texts: Sequence[Sequence[str]], reference_features: torch.Tensor
+        self, queries: Sequence[Query], texts: Sequence[Sequence[str]], references: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised (image, text) query features, one row per query each."""
+        """``fuses_scores`` methods: L2-normalised (image, text) query features, one row per query each."""
+        raise NotImplementedError
 
     def fuse(self, image_scores: torch.Tensor, text_scores: torch.Tensor) -> torch.Tensor:
-        """Element-wise fusion of the two cosine matrices (queries x candidates) into ranking scores."""
+        """``fuses_scores`` methods: element-wise fusion of the two cosine matrices into ranking scores."""
+        raise NotImplementedError
 
 
-def fuses_scores(method: Any) -> bool:
-    """Whether ``method`` ranks by fused similarities (``FusesScores``) rather than by a query embedding."""
-    return callable(getattr(method, "encode_modalities", None)) and callable(getattr(method, "fuse", None))
+@dataclass(frozen=True)
+class OwnEncoder:
+    """A method's own gallery encoder (``MethodEntry.gallery == "own"``).
+
+    ``identify(options)`` names its weights without loading them (it enters the run and feature-cache keys, as a
+    backbone's identity does); ``load(options, device, allow_download)`` returns the ``GalleryEncoder`` that
+    encodes the gallery and that the method's factory receives in place of a backbone.
+    """
+
+    identify: Callable[[Mapping[str, Any]], BackboneIdentity]
+    load: Callable[[Mapping[str, Any], str, bool], GalleryEncoder]
 
 
 MethodFactory = Callable[[Any, "Path | None", Mapping[str, Any]], Method]
@@ -140,9 +174,29 @@ class MethodEntry:
     infer_backbone: Callable[[Path], str] | None = None
     checkpoint_hint: str = "see its card in methods/"
     extra: dict[str, Any] = field(default_factory=dict)
+    inputs: QueryInput = "reference_features"
+    gallery: GalleryKind = "backbone"
+    encoder: OwnEncoder | None = None  # required when ``gallery == "own"``
+    benchmark_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def parse_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
-        return parse_options(self.options, options, f"method {self.name}")
+    def __post_init__(self) -> None:
+        if self.inputs not in QUERY_INPUTS:
+            raise RegistryError(f"method {self.name!r}: inputs {self.inputs!r} is not one of {', '.join(QUERY_INPUTS)}")
+        if self.gallery not in GALLERY_KINDS:
+            raise RegistryError(
+                f"method {self.name!r}: gallery {self.gallery!r} is not one of {', '.join(GALLERY_KINDS)}"
+            )
+        if (self.gallery == "own") != (self.encoder is not None):
+            raise RegistryError(f"method {self.name!r}: an OwnEncoder is given exactly when gallery is 'own'")
+        for bench, values in self.benchmark_defaults.items():  # typed like a user's options, at registration
+            self.parse_options(values, f"method {self.name} (benchmark_defaults for {bench})")
+
+    def defaults_for(self, benchmark: str) -> dict[str, Any]:
+        """Option values the published protocol of ``benchmark`` uses for this method (a user's own override)."""
+        return dict(self.benchmark_defaults.get(benchmark, {}))
+
+    def parse_options(self, options: Mapping[str, Any] | None, owner: str = "") -> dict[str, Any]:
+        return parse_options(self.options, options, owner or f"method {self.name}")
 
 
 def average_variants(

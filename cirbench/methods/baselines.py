@@ -12,11 +12,19 @@ import torch.nn.functional as F
 
 from cirbench.benchmarks.base import Query
 from cirbench.methods import METHODS
-from cirbench.methods.base import BATCH_SIZE, CAPTION_JOIN, MethodEntry, MethodInfo, average_variants, batched
+from cirbench.methods.base import (
+    BATCH_SIZE,
+    CAPTION_JOIN,
+    Method,
+    MethodEntry,
+    MethodInfo,
+    average_variants,
+    batched,
+)
 from cirbench.options import seed_option
 
 
-class _Baseline:
+class _Baseline(Method):
     preprocess = "clip"
 
     def __init__(self, name: str, backbone: Any, options: Mapping[str, Any]):

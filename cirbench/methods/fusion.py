@@ -11,7 +11,7 @@ normalised average). Definitions (MORE_BENCHMARKS_AND_METHODS.md §C.5, §D.5):
 - ``fusion-product``: ``s_image · s_text``, FreeDom's "Text x Image" (utils_retrieval.py#L98-L101), on raw cosines:
   two negative similarities give a positive score (§C.9), kept as the official code does.
 
-Both go through the engine's fusion hook (``methods.base.FusesScores``).
+Both go through the engine's fusion hook (``Method.fuses_scores``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class _ScoreFusion(_Baseline):
     """Image and text query features for the engine, which ranks by ``fuse(s_image, s_text)``."""
 
     formula = ""
+    fuses_scores = True
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "fusion": self.formula, "text": "the modification text encoded alone"}

@@ -19,11 +19,11 @@ from torch import nn
 from cirbench.benchmarks.base import Query
 from cirbench.benchmarks.prompts import fixed_prompt
 from cirbench.errors import MethodError
-from cirbench.methods.base import MethodInfo, average_variants, batched
+from cirbench.methods.base import Method, MethodInfo, average_variants, batched
 from cirbench.text_encoding import encode_tokens
 
 
-class PseudoTokenMethod:
+class PseudoTokenMethod(Method):
     """A frozen mapper (image feature -> one word token) plus a prompt template with a placeholder slot.
 
     Subclasses set ``placeholder`` / ``placeholder_id``, ``template`` (with ``{caption}``) and ``fill``: ``every``

@@ -9,9 +9,10 @@ the same queries: the difference, its paired bootstrap interval and a sign-flip 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from cirbench.errors import UsageError, shown
+from cirbench.errors import AnnotationError, DataError, OptionError, UsageError, shown
 from cirbench.evaluation import EvalSettings, RunRequest, evaluate, keep_splits, resolve
 from cirbench.evaluation.evaluator import load_split
 from cirbench.methods.base import CAPTION_JOIN
@@ -36,6 +37,7 @@ class Row:
     high: float
     p: float
     run_key: str
+    metric: str = ""  # set when ``value`` is of another metric than the table's (a variant with its own metrics)
 
 
 def variants(request: RunRequest) -> list[Variant]:
@@ -54,40 +56,58 @@ def variants(request: RunRequest) -> list[Variant]:
     return out
 
 
+def main_metric(bench, options) -> str:
+    """The benchmark's headline metric under ``options`` (a protocol variant such as CIRR's ``protocol=mieb``
+    names its own metrics: nDCG@10 instead of R@1)."""
+    return bench.main_metric_for(options)
+
+
+def metric_names(bench, options) -> tuple[str, ...]:
+    return tuple(bench.metric_names_for(options))
+
+
 def sensitivity(
     request: RunRequest, settings: EvalSettings, metric: str | None = None, resamples: int = 10_000, seed: int = 0
 ) -> tuple[RunScores, list[Row]]:
     """The default run and one row per variant (``metric``: the benchmark's main metric by default). An unknown
-    ``metric`` is refused before anything is evaluated."""
+    ``metric`` is refused before anything is evaluated.
+
+    A variant whose protocol has other metrics (``protocol=mieb``: mteb's names, other queries) shows its own main
+    metric beside the default's number, with no difference, interval or p: the two are not the same quantity. A
+    variant whose data cannot be read (``protocol=mieb`` needs every split's image list and images) is listed with the
+    reason instead of stopping the others.
+    """
+    spec = resolve(request)
     if metric is not None:
-        names = resolve(request).benchmark.metric_names
+        names = metric_names(spec.benchmark, spec.options)
         if metric not in names:
             raise UsageError(
                 f"--metric {shown(metric)} is not a metric of {request.benchmark}{did_you_mean(metric, names)} "
                 f"(its metrics: {', '.join(names)})"
             )
+    nan = float("nan")
     with keep_splits():
-        base = run_scores(evaluate(resolve(request), settings).result)
-        metric = metric or base.result.main_metric
+        base = run_scores(evaluate(spec, settings).result)
+        metric = metric or main_metric(spec.benchmark, spec.options)
         rows = []
         for variant in variants(request):
-            changed = _with(request, variant)
-            run = run_scores(evaluate(resolve(changed), settings).result)
             label = f"{variant.where} {variant.option}={variant.value}"
+            try:
+                changed = resolve(_with(request, variant))
+                run = run_scores(evaluate(changed, settings).result)
+            except (AnnotationError, DataError, OptionError) as exc:  # files or images this variant needs are absent
+                rows.append(Row(f"{label} (not evaluated: {exc})", nan, nan, nan, nan, nan, ""))
+                continue
+            if metric not in run.metrics:  # another protocol's metrics: shown beside, never subtracted
+                own = main_metric(changed.benchmark, changed.options)
+                value = run.metrics.get(own, nan)
+                note = f" (its own metrics and queries: no {metric}, not compared)"
+                rows.append(Row(label + note, value, nan, nan, nan, nan, run.result.run_key, metric=own))
+                continue
             delta = run.metrics[metric] - base.metrics[metric]
             if run.scores.query_ids != base.scores.query_ids:  # not paired: the difference alone, said so
-                nan = float("nan")
-                rows.append(
-                    Row(
-                        label + " (other queries: not paired)",
-                        run.metrics[metric],
-                        delta,
-                        nan,
-                        nan,
-                        nan,
-                        run.result.run_key,
-                    )
-                )
+                label += " (other queries: not paired)"
+                rows.append(Row(label, run.metrics[metric], delta, nan, nan, nan, run.result.run_key))
                 continue
             interval = paired(run.scores, base.scores, resamples, seed)[metric]
             p = permutation_p(difference(run.scores, base.scores), metric, resamples, seed)
@@ -104,11 +124,19 @@ def _with(request: RunRequest, variant: Variant) -> RunRequest:
 
 
 def markdown(base: RunScores, rows: list[Row], metric: str) -> str:
-    """The table docs/PROTOCOLS.md shows."""
+    """The table docs/PROTOCOLS.md shows; a variant with its own metrics shows that metric's name by its value."""
     head = f"| variant | {metric} | Δ vs default | 95 % paired CI of Δ | p (sign-flip) | run |"
     lines = [head, "|---|---|---|---|---|---|"]
     lines.append(f"| default | {base.metrics[metric]:.2f} | | | | `{base.result.run_key[:8]}` |")
     for r in rows:
-        interval = f"[{r.low:+.2f}, {r.high:+.2f}]"
-        lines.append(f"| {r.label} | {r.value:.2f} | {r.delta:+.2f} | {interval} | {r.p:.4f} | `{r.run_key[:8]}` |")
+        value = _num(r.value, f"{r.metric} " if r.metric and r.metric != metric else "")
+        interval = "" if math.isnan(r.low) else f"[{r.low:+.2f}, {r.high:+.2f}]"
+        delta = "" if math.isnan(r.delta) else f"{r.delta:+.2f}"
+        p = "" if math.isnan(r.p) else f"{r.p:.4f}"
+        run = f"`{r.run_key[:8]}`" if r.run_key else ""
+        lines.append(f"| {r.label} | {value} | {delta} | {interval} | {p} | {run} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float, prefix: str = "") -> str:
+    return "–" if math.isnan(value) else f"{prefix}{value:.2f}"

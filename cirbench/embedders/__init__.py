@@ -1,0 +1,1 @@
+"""Universal multimodal embedders that encode their own gallery: mteb models and Hugging Face families."""
