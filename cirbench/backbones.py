@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from cirbench.backbone_hints import available_here, hub_files, unknown_model, unknown_tag
 from cirbench.errors import BackboneError, RegistryError
 from cirbench.finite import require_finite_module
 from cirbench.identity import file_sha256
@@ -242,7 +243,7 @@ def _resolve(backbone_id: str, quick_gelu: bool | None, precision: str) -> _Reso
     register_configs()
     spec = parse_backbone_id(backbone_id, quick_gelu)
     if spec.model not in open_clip.list_models():
-        raise BackboneError(f"unknown open_clip architecture {spec.model!r} in backbone id {backbone_id!r}")
+        raise BackboneError(unknown_model(spec.model, backbone_id, BACKBONES.names()))
     cfg: dict[str, Any] = {}
     if spec.checkpoint is not None:
         if not spec.checkpoint.is_file():
@@ -263,10 +264,7 @@ def _resolve(backbone_id: str, quick_gelu: bool | None, precision: str) -> _Reso
     else:
         cfg = open_clip.get_pretrained_cfg(spec.model, spec.tag)
         if not cfg:
-            tags = open_clip.list_pretrained_tags_by_model(spec.model)
-            raise BackboneError(
-                f"unknown pretrained tag {spec.tag!r} for {spec.model}; open_clip knows: {', '.join(tags) or 'none'}"
-            )
+            raise BackboneError(unknown_tag(spec.model, spec.tag, BACKBONES.names()))
         tag_quick = bool(cfg.get("quick_gelu", False))
         if spec.quick_gelu is not None and spec.quick_gelu != tag_quick:
             raise BackboneError(
@@ -313,19 +311,16 @@ def resolve_pretrained_file(model: str, tag: str, allow_download: bool, cache_di
 
     cfg = open_clip.get_pretrained_cfg(model, tag)
     if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(model)
-        raise BackboneError(f"unknown pretrained tag {tag!r} for {model}; open_clip knows: {', '.join(tags) or 'none'}")
+        raise BackboneError(unknown_tag(model, tag, BACKBONES.names()))
     if cfg.get("file"):
         return cfg["file"]
     hint = (
         f"weights for {model}:{tag} are not in the local cache; run once with --allow-download (or set "
-        "CIRBENCH_ALLOW_DOWNLOAD=1) on a machine with network, or pass a local checkpoint as MODEL:/path/to/file"
+        f"CIRBENCH_ALLOW_DOWNLOAD=1) on a machine with network, or pass a local checkpoint as MODEL:/path/to/file; "
+        f"{available_here(BACKBONES.names())}"
     )
     if cfg.get("hf_hub"):
-        repo_id, filename = os.path.split(cfg["hf_hub"])
-        filenames = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        if filename.endswith((".bin", ".pth")):
-            filenames.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
+        repo_id, filenames = hub_files(cfg["hf_hub"])
         last_error: Exception | None = None
         for name in filenames:
             try:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cirbench import yaml_io
 from cirbench.errors import CardError, OptionError, UnknownNameError, shown
 from cirbench.options import refuse_unknown
+from cirbench.paths import nearest_upward
 
 PACKAGE_CARDS = Path(__file__).parent / "default_cards"
 TRAIN_PATH_FIELDS = ("out", "masks", "val_root")
@@ -217,10 +218,9 @@ def load_cards(folder: Path, loader) -> list:
 def find_card_dirs(start: Path | None = None) -> tuple[Path, Path]:
     """(methods dir, benchmarks dir): the nearest folder upward from ``start`` that holds both, else the package's
     own shapes cards."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if _holds_cards(folder / "methods") and _holds_cards(folder / "benchmarks"):
-            return folder / "methods", folder / "benchmarks"
+    folder = nearest_upward(lambda f: _holds_cards(f / "methods") and _holds_cards(f / "benchmarks"), start)
+    if folder is not None:  # the same upward search that finds the results folder (``paths.find_results_dir``)
+        return folder / "methods", folder / "benchmarks"
     return PACKAGE_CARDS / "methods", PACKAGE_CARDS / "benchmarks"
 
 

@@ -36,7 +36,7 @@ from cirbench.encoders import GalleryEncoder as Backbone
 from cirbench.errors import UserError
 from cirbench.finite import NAN_FEATURES_FIX, require_finite_array
 from cirbench.images import check_images, identity_hash, open_rgb
-from cirbench.io import atomic_write_json, atomic_write_npy
+from cirbench.io import atomic_write, atomic_write_json, atomic_write_npy
 from cirbench.methods.preprocessing import build_preprocess
 from cirbench.paths import cache_root
 
@@ -228,12 +228,16 @@ def _write_manifest(
     )
 
 
-def _finish(folder: Path, keys: list[str], features: np.ndarray, counts: dict[str, int] | None = None) -> None:
+def _finish(folder: Path, keys: list[str], features: Any, counts: dict[str, int] | None = None) -> None:
     """Make an entry whole (ids, then the memory-mappable features) under the entry's lock; drop its chunks. A
-    device decoder's entry records in its manifest how many images each path decoded."""
+    device decoder's entry records in its manifest how many images each path decoded. ``features``: an array, or
+    a function writing the ``.npy`` bytes to a handle (``store_feature_blocks``)."""
     with FileLock(folder / ".lock"):
         atomic_write_json(folder / "ids.json", keys)
-        atomic_write_npy(folder / "features.npy", features)
+        if callable(features):
+            atomic_write(folder / "features.npy", features)
+        else:
+            atomic_write_npy(folder / "features.npy", features)
         seal_entry(folder, {"images_decoded": counts} if counts is not None else None)
         for chunk_path in [*folder.glob("chunk_*.npy"), *folder.glob("chunk_*.json"), *folder.glob("digest_*.txt")]:
             chunk_path.unlink(missing_ok=True)

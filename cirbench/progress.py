@@ -16,6 +16,7 @@ from typing import IO, Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cirbench.console import is_terminal, make_console
+from cirbench.threads import say_pending
 
 Report = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -100,6 +101,14 @@ class PlainProgress:
         return int(100 * done / total // self.every_percent)
 
 
+def note(line: str) -> None:
+    """One plain status line on stderr before a step that may take a while (loading a model), so a run is never
+    silent for long before its first progress line; on a terminal and in a log alike."""
+    say_pending()  # the command's thread choice (cirbench.threads), said once as work starts
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def stage_progress(label: str, enabled: bool = True) -> Iterator[Report | None]:
     """A ``report(stage, done, total)`` callback: one transient bar per stage on a terminal, else plain lines
@@ -107,6 +116,7 @@ def stage_progress(label: str, enabled: bool = True) -> Iterator[Report | None]:
     if not enabled:
         yield None
         return
+    say_pending()  # the command's thread choice (cirbench.threads), said once as work starts
     if not is_terminal(stderr=True):
         plain = PlainProgress()
         yield lambda stage, done, total: plain.update(f"{label} {stage}", done, total)

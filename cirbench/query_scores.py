@@ -33,12 +33,15 @@ RATE, MEAN = Rule("rate"), Rule("mean")
 @dataclass
 class QueryScores:
     """Per-query values of every metric of one evaluation, aligned with ``query_ids``; ``strata`` names each
-    query's part (FashionIQ category, GeneCIS task, shapes style, or one part), within which resampling happens."""
+    query's part (FashionIQ category, GeneCIS task, shapes style, or one part), within which resampling happens.
+    ``clusters`` names each query's cluster of dependent queries (CIRR's image set, a repeated reference image;
+    ``Benchmark.query_clusters``), resampled and sign-flipped whole; None: every query is its own."""
 
     query_ids: list[str]
     strata: list[str]
     values: dict[str, np.ndarray] = field(default_factory=dict)
     rules: dict[str, Rule] = field(default_factory=dict)
+    clusters: list[str] | None = None
 
     def add(self, name: str, values: Sequence[float] | np.ndarray, rule: Rule = RATE) -> None:
         array = np.asarray(values, dtype=np.float64)
@@ -67,6 +70,7 @@ class QueryScores:
     def subset(self, keep: np.ndarray) -> QueryScores:
         """The same metrics on some queries (in their order)."""
         out = QueryScores([self.query_ids[i] for i in keep], [self.strata[i] for i in keep], rules=dict(self.rules))
+        out.clusters = None if self.clusters is None else [self.clusters[i] for i in keep]
         out.values = {k: v[keep] for k, v in self.values.items()}
         return out
 

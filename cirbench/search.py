@@ -2,9 +2,12 @@
 
 Why an index: exact search costs queries x gallery products, which a web-size gallery (millions of images) makes
 the slowest step. ``faiss-flat`` is brute force too, in faiss's kernels (the same ranking up to ties and float
-rounding, so like the batch size it stays out of the run key). ``faiss-ivf`` and ``faiss-hnsw`` are approximate:
-their name and parameters enter the run key, and every run measures their recall@50 against exact search on an
-evenly spaced sample of at most ``recall_sample`` queries per part, stored in the result.
+rounding, so like the batch size it stays out of the run key). ``faiss-ivf``, ``faiss-hnsw`` and the compressed
+``faiss-ivfpq`` (product-quantised codes in IVF lists) and ``faiss-sq8`` (8-bit scalars) are approximate: their name
+and parameters enter the run key, and every run measures their recall@50 against exact search on an evenly spaced
+sample of at most ``recall_sample`` queries per part, stored in the result. Exact search reads the gallery a block
+at a time (``retrieval.topk_streamed``); the compressed indexes train on a sample and are filled a block at a time,
+so neither holds the float32 gallery; the other faiss indexes read it whole, as faiss keeps it.
 
 The benchmark's rules stay the caller's: the reference is removed the same way (one more neighbour is searched and
 the reference dropped, as masking its score does), while candidate lists and CIRR subsets are always ranked exactly
@@ -25,7 +28,7 @@ import torch
 from cirbench.errors import SearchIndexError
 from cirbench.finite import require_finite_tensor
 from cirbench.options import Option, keyed_options, parse_options
-from cirbench.retrieval import topk_chunked
+from cirbench.retrieval import GalleryBlocks, TensorBlocks, clipped_k, product, topk_streamed
 
 RECALL_K = 50
 TRAIN_PER_LIST = 64  # IVF k-means sees at most this many gallery rows per list (faiss's default is 256)
@@ -44,8 +47,18 @@ INDEX_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("ef_search", "int", 128, "candidate list while searching (at least k + 1 is used)", minimum=1),
         _SAMPLE,
     ),
+    "faiss-ivfpq": (
+        Option("nlist", "int", 0, "inverted lists (0: 4 x sqrt(gallery), at most gallery / 39)", minimum=0),
+        Option("nprobe", "int", 32, "lists visited per query", minimum=1),
+        Option("m", "int", 0, "product-quantiser sub-vectors (0: dim / 8; must divide dim)", minimum=0),
+        Option("nbits", "int", 8, "bits per sub-vector code", minimum=1),
+        _SAMPLE,
+    ),
+    "faiss-sq8": (_SAMPLE,),
 }
-APPROXIMATE = frozenset({"faiss-ivf", "faiss-hnsw"})
+APPROXIMATE = frozenset({"faiss-ivf", "faiss-hnsw", "faiss-ivfpq", "faiss-sq8"})
+COMPRESSED = frozenset({"faiss-ivfpq", "faiss-sq8"})  # trained on a sample and filled a block at a time
+TRAIN_SAMPLE = 100_000  # rows a compressed index trains on (evenly spaced over the gallery)
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ class Searched:
 
 def search_gallery(
     queries: torch.Tensor,
-    gallery: torch.Tensor,
+    gallery: torch.Tensor | GalleryBlocks,
     k: int,
     exclude: Sequence[int | None] | None,
     index: IndexSpec = EXACT,
@@ -127,22 +140,30 @@ def search_gallery(
     """The one place a split-wide gallery is searched: the top-``k`` rows of L2-normalised ``gallery`` per query,
     ``exclude[i]`` (the reference) never among them. ``built``: the ``(index, parameters)`` a previous search of the
     same gallery returned in ``Searched.built`` (parts that share a gallery build it once)."""
+    blocks = gallery if not isinstance(gallery, torch.Tensor) else TensorBlocks(gallery)
     if index.name == "exact":
-        idx, vals = topk_chunked(queries, gallery, k, exclude=exclude)
+        idx, vals, _ = topk_streamed(
+            blocks, _product(queries), len(queries), clipped_k(k, len(blocks), exclude), exclude
+        )
         return Searched(idx.tolist(), vals.tolist())
-    require_finite_tensor([queries, gallery], f"features searched with --index {index.name}")  # faiss never checks
     xq = np.ascontiguousarray(queries.detach().float().cpu().numpy())
-    xb = np.ascontiguousarray(gallery.detach().float().cpu().numpy())
+    require_finite_tensor([queries], f"query features searched with --index {index.name}")  # faiss never checks
     start = time.perf_counter()
     reused = built is not None
-    built = built if built is not None else build_index(xb, index)
+    if built is None and index.name in COMPRESSED:
+        built = build_compressed(blocks, index, f"features searched with --index {index.name}")
+    elif built is None:
+        whole = gallery if isinstance(gallery, torch.Tensor) else gallery.whole()
+        require_finite_tensor([whole], f"features searched with --index {index.name}")
+        built = build_index(np.ascontiguousarray(whole.detach().float().cpu().numpy()), index)
     build_s = 0.0 if reused else time.perf_counter() - start
-    out = Searched(*faiss_topk(built[0], xq, k, exclude, len(xb)), build_s=build_s, used=built[1], built=built)
+    out = Searched(*faiss_topk(built[0], xq, k, exclude, len(blocks)), build_s=build_s, used=built[1], built=built)
     sample = index.params.get("recall_sample", 0)
     if index.approximate and sample and len(xq):
         rows = sorted(set(np.linspace(0, len(xq) - 1, min(sample, len(xq))).round().astype(int).tolist()))
         sub_exclude = [exclude[r] for r in rows] if exclude is not None else None
-        exact, _ = topk_chunked(queries[rows], gallery, min(k, RECALL_K), exclude=sub_exclude)
+        wanted = clipped_k(min(k, RECALL_K), len(blocks), sub_exclude)
+        exact, _, _ = topk_streamed(blocks, _product(queries[rows]), len(rows), wanted, sub_exclude)
         for row, truth in zip(rows, exact.tolist(), strict=True):
             out.recall_hits += len(set(truth) & set(out.indices[row][:RECALL_K]))
             out.recall_total += len(truth)
@@ -172,6 +193,46 @@ def build_index(gallery: np.ndarray, index: IndexSpec) -> tuple[Any, dict[str, A
         built.hnsw.efConstruction = params["ef_construction"]
         built.hnsw.efSearch = params["ef_search"]
     built.add(gallery)
+    return built, params
+
+
+def _product(queries: torch.Tensor) -> Any:
+    return lambda a, b, block: product(queries[a:b], block)
+
+
+def build_compressed(gallery: GalleryBlocks, index: IndexSpec, what: str) -> tuple[Any, dict[str, Any]]:
+    """IVF-PQ or 8-bit scalar-quantised storage: trained on an evenly spaced sample of at most ``TRAIN_SAMPLE``
+    rows, then filled a block at a time, so only the codes (a few bytes a row) stay in memory."""
+    faiss = require_faiss(index.name)
+    n, params = len(gallery), dict(index.params)
+    sample_at = set(np.linspace(0, n - 1, min(n, TRAIN_SAMPLE)).round().astype(int).tolist()) if n else set()
+    sample, dim = [], 0
+    for a, b, block in gallery.blocks():
+        require_finite_tensor([block], what)
+        dim = block.shape[1]
+        take = [i - a for i in range(a, b) if i in sample_at]
+        sample.append(block[take].float().cpu().numpy())
+    train = np.ascontiguousarray(np.concatenate(sample)) if sample else np.zeros((0, dim), np.float32)
+    if index.name == "faiss-sq8":
+        built = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    else:
+        nlist = params["nlist"] or max(1, min(round(4 * math.sqrt(n)), n // 39))
+        m = params["m"] or max(1, dim // 8)
+        if nlist > n or dim % m or n < 2 ** params["nbits"]:
+            raise SearchIndexError(
+                f"--index faiss-ivfpq cannot index {n} rows of {dim} dims with nlist={nlist}, m={m}, "
+                f"nbits={params['nbits']}: nlist must be at most the rows, m must divide {dim}, and the rows at least "
+                f"2^nbits; give other --index-param values"
+            )
+        built = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, params["nbits"], faiss.METRIC_INNER_PRODUCT)
+        built.cp.max_points_per_centroid = TRAIN_PER_LIST
+        params.update(nlist=nlist, m=m)
+    built.train(train)
+    for _, _, block in gallery.blocks():
+        built.add(np.ascontiguousarray(block.float().cpu().numpy()))
+    if hasattr(built, "nprobe"):
+        built.nprobe = min(params["nprobe"], params["nlist"])
+        params["nprobe"] = built.nprobe
     return built, params
 
 

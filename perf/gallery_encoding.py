@@ -34,6 +34,8 @@ from cirbench.backbones import load_backbone
 from cirbench.benchmarks.base import ImageRef
 from cirbench.decoding import device_decoder
 from cirbench.features import encode_images
+from cirbench.threads import HELP as THREADS_HELP
+from cirbench.threads import use as use_threads
 
 
 def write_jpegs(folder: Path, count: int, kind: str) -> list[ImageRef]:
@@ -75,12 +77,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--decode", default="workers", help="Comma-separated paths: workers, device.")
     parser.add_argument("--kind", default="noise", choices=("noise", "photo"))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     parser.add_argument("--min-cosine", type=float, default=0.99)
     parser.add_argument("--json", default=None, help="Also write the figures here.")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    print(use_threads(args.threads).line())  # the one rule (cirbench/threads.py)
     modes = args.decode.split(",")
     if set(modes) - {"workers", "device"}:
         raise SystemExit(f"--decode {args.decode}: give workers, device or workers,device")

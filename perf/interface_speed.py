@@ -3,7 +3,8 @@
 Issue 20 moved every method onto one typed interface and the engine onto one ranking path; this measures that the
 existing methods lost no speed. The gallery cache is warmed first, then each method is evaluated ``--repeats``
 times (overwrite, nothing reused) and the fastest query-encoding + ranking time and total time are printed as JSON.
-Run it from two checkouts (the commit before and after) alternately, with one torch thread:
+Run it from two checkouts (the commit before and after) alternately, with one torch thread (``--threads 1``, or
+OMP_NUM_THREADS=1: the rule of ``cirbench/threads.py``):
 
     OMP_NUM_THREADS=1 python perf/interface_speed.py --repeats 5
 """
@@ -15,9 +16,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import torch
-
 from cirbench.evaluation import EvalSettings, RunRequest, evaluate, resolve
+from cirbench.threads import HELP as THREADS_HELP
+from cirbench.threads import use as use_threads
 
 METHODS = ("image-only", "text-only", "image+text", "slerp", "fusion-sum", "fusion-product")
 
@@ -26,8 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backbone", default="shapes-clip:v2")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    print(use_threads(args.threads).line())  # the one rule (cirbench/threads.py)
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp)

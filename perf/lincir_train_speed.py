@@ -35,6 +35,8 @@ from cirbench.backbones import load_backbone
 from cirbench.lincir.objective import SpeedOptions, causal_attention, draw_randomness, encode, lincir_loss
 from cirbench.phi import Phi
 from cirbench.text_encoding import eot_positions
+from cirbench.threads import HELP as THREADS_HELP
+from cirbench.threads import use as use_threads
 
 
 @dataclass(frozen=True)
@@ -303,13 +305,14 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4, help="Distinct synthetic batches cycled through.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     parser.add_argument("--peak-tflops", type=float, default=None, help="Device peak (dense) for MFU.")
     parser.add_argument("--configs", default="upstream,+truncate,+buckets4,+sdpa,+target_cache,all")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    choice = use_threads(args.threads)  # the one rule (cirbench/threads.py), printed and recorded
+    args.threads = choice.threads
+    print(choice.line())
     device = torch.device(args.device)
     batches = synthetic_batches(args.pool, args.batch)
     header = {

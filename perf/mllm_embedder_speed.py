@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
+
+from cirbench.threads import HELP as THREADS_HELP
+from cirbench.threads import use as use_threads
 
 
 def main() -> None:
@@ -28,10 +30,12 @@ def main() -> None:
     parser.add_argument("--preset", default="vlm2vec-v2")
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    choice = use_threads(args.threads)  # the one rule (cirbench/threads.py)
+    args.threads = choice.threads
+    print(choice.line())
 
     from cirbench.methods import get_method_entry
 

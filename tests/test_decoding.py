@@ -423,6 +423,7 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_cli_decode_errors_are_one_line(tmp_path):
     root = make_split(tmp_path / "CIRR")
     base = ["eval", "-m", "image-only", "--benchmark", "cirr", "--root", str(root), "--results-dir", str(tmp_path)]
+    base.append("--json")  # no status line before the models load: the error is the only line
     code, out = _cli(*base, "-b", "cirbench-tiny:random", "--decode", "gpu")
     assert code == 2 and out.strip().count("\n") == 0 and "--decode 'gpu'" in out
     code, out = _cli(*base, "-b", "shapes-clip:v2", "--decode", "device", "--device", "cpu")

@@ -1,57 +1,98 @@
-"""A short `cirbench demo` end to end: LinCIR trained from text alone must beat image-only and text-only."""
+"""`cirbench demo`: the full demo once (its default folder, committed results reused byte for byte, LinCIR trained
+from text alone beating image-only and text-only), then reuse, resume and seeds on a small shapes configuration."""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from cirbench.cli import app
 from cirbench.results import iter_results
 
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {"lincir", "image-only", "text-only", "image+text", "random", "slerp", "fusion-sum", "fusion-product"}
+# A small world and corpus: 576 gallery images, 80 queries, 400 captions per seed (the demo: 1,152, 800, 20,000).
+SMALL = ["--corpus-size", "400", "-p", "renders=1", "-p", "queries_per_style=40"]
 
-def demo_args(tmp_path, steps: int = 120) -> list[str]:
+
+def demo_args(tmp_path: Path, steps: int, reuse_from: Path | None = None) -> list[str]:
+    """A small demo with its files in ``tmp_path``, reusing nothing committed unless ``reuse_from`` is given."""
+    reuse = reuse_from if reuse_from is not None else tmp_path / "nothing-committed"
     return [
-        "demo",
-        "--steps",
-        str(steps),
-        "--batch",
-        "64",
-        "--out",
-        str(tmp_path / "runs"),
-        "--results-dir",
-        str(tmp_path / "results"),
-        "--leaderboard",
-        str(tmp_path / "LEADERBOARD.md"),
-        "--chart",
-        str(tmp_path / "chart.png"),
-    ]
+        "demo", "--steps", str(steps), "--batch", "64", *SMALL, "--reuse-from", str(reuse),
+        "--out", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+        "--leaderboard", str(tmp_path / "LEADERBOARD.md"), "--chart", str(tmp_path / "chart.png"),
+    ]  # fmt: skip
 
 
-def test_short_demo_runs_end_to_end_and_lincir_beats_single_modality_baselines(tmp_path):
-    results = tmp_path / "results"
-    board = tmp_path / "LEADERBOARD.md"
-    out = CliRunner().invoke(app, demo_args(tmp_path))
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def test_full_demo_writes_only_its_own_folder_reuses_committed_results_and_lincir_beats_single_modalities(
+    tmp_path, monkeypatch, committed_results
+):
+    """The README's `cirbench demo` at its defaults (but 120 steps on 4,000 captions: masking the default 20,000
+    with spaCy alone took 14 s): every file lands in runs/demo/, which git ignores; the committed baselines are
+    copied in byte for byte and reused, the committed LinCIR runs (another phi) are neither reused nor left behind,
+    and the committed folder is only read."""
+    monkeypatch.chdir(tmp_path)
+    before = digests(committed_results)
+    out = CliRunner().invoke(
+        app, ["demo", "--steps", "120", "--corpus-size", "4000", "--reuse-from", str(committed_results)]
+    )
     assert out.exit_code == 0, out.output
-    by_method = {r.method.name: r for r in iter_results(results)}
-    assert set(by_method) == {
-        "lincir",
-        "image-only",
-        "text-only",
-        "image+text",
-        "random",
-        "slerp",
-        "fusion-sum",
-        "fusion-product",
-    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    demo = tmp_path / "runs" / "demo"
+    assert sorted(p.name for p in demo.iterdir()) == ["LEADERBOARD.md", "leaderboard.png", "results", "seed-0"]
+    assert digests(committed_results) == before
+
+    by_method = {}
+    for result in iter_results(demo / "results"):
+        assert result.method.name not in by_method  # one run per method: no copy of another key stayed
+        by_method[result.method.name] = result
+    assert set(by_method) == METHODS
+    for name, result in by_method.items():
+        if name == "lincir":
+            continue
+        mine = Path(result.path)
+        theirs = committed_results / mine.relative_to(demo / "results")
+        assert mine.read_bytes() == theirs.read_bytes(), name
+        assert mine.with_name(result.rankings_file).read_bytes() == theirs.with_name(result.rankings_file).read_bytes()
+    lines = out.output.splitlines()
+    assert sum(line.endswith("[committed result reused]") for line in lines) == 7
+    [trained] = [line for line in lines if line.startswith("  lincir s0 ")]
+    assert "reused" not in trained  # 120 steps: not the committed 600-step phi
     assert by_method["slerp"].method.options["alpha"] == 0.8  # shapes has no Slerp default: the option's own
     score = {name: r.metrics["mAP@10"] for name, r in by_method.items()}
     assert score["lincir"] > score["image-only"] and score["lincir"] > score["text-only"]
     assert score["lincir"] > score["random"] + 10
     lincir = by_method["lincir"]
     assert lincir.timing["train_s"] > 0 and lincir.timing["train_device"] == "cpu"
-    assert lincir.method.training_data.startswith("text only")
-    text = board.read_text()
+    assert lincir.method.training_data == "text only: runs/demo/seed-0/corpus-4000.txt"
+    text = (demo / "LEADERBOARD.md").read_text()
     assert "## shapes" in text and "lincir" in text and "image+text" in text
-    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (demo / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"-> {Path('runs/demo/results')}" in out.output
+    assert f"See it again: cirbench leaderboard --results-dir {Path('runs/demo/results')}" in out.output
+
+    # In the checkout, git ignores every file the demo wrote: `git status` stays clean after it.
+    written = [str(Path("runs/demo") / p.relative_to(demo)) for p in demo.rglob("*") if p.is_file()]
+    try:
+        ignored = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+            input="\n".join(written), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except OSError:
+        pytest.skip("git is not installed")
+    if ignored.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert sorted(ignored.stdout.splitlines()) == sorted(written)
 
 
 def test_demo_retrains_a_run_left_by_another_recipe(tmp_path):
@@ -86,10 +127,17 @@ def test_demo_over_seeds_reuses_finished_work_and_the_leaderboard_averages_the_s
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "torch threads: 1; --threads" in first.output
+    assert "[result reused]" not in first.output and "[committed result reused]" not in first.output
     runs = [r for r in iter_results(tmp_path / "results") if r.method.name == "lincir"]
     assert len(runs) == 2 and {r.method.train_meta["config"]["seed"] for r in runs} == {0, 1}
+    assert {r.n_queries for r in iter_results(tmp_path / "results")} == {80}  # the -p options reached every run
     for seed in (0, 1):
-        assert (tmp_path / "runs" / f"seed-{seed}" / "corpus-20000.txt").is_file()
+        assert (tmp_path / "runs" / f"seed-{seed}" / "corpus-400.txt").is_file()
+    # The chart draws default-protocol runs only: at other -p options there is none, and the demo says why.
+    assert "no chart: it shows default-protocol runs only, and these ran at -p renders=1 -p queries_per_style=40" in (
+        " ".join(first.output.split())
+    )
+    assert not (tmp_path / "chart.png").exists()
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -120,7 +168,16 @@ def test_demo_over_seeds_reuses_finished_work_and_the_leaderboard_averages_the_s
     assert refreshed.timing["train_s"] == 1234.5
 
 
-def test_demo_refuses_bad_seed_lists(tmp_path):
+def test_demo_refuses_bad_seed_lists_and_protocol_options_before_training(tmp_path):
     for bad in ("a,b", "1,1", ","):
-        out = CliRunner().invoke(app, [*demo_args(tmp_path), "--seeds", bad])
+        out = CliRunner().invoke(app, [*demo_args(tmp_path, steps=4), "--seeds", bad])
         assert out.exit_code == 2 and "--seeds" in out.output, out.output
+    base = ["demo", "--out", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    out = CliRunner().invoke(app, [*base, "-p", "renders=0"])
+    assert out.exit_code == 2, out.output
+    assert "error: benchmark shapes: option renders='0' is not valid; expected a value in [1, 32]" in out.output
+    out = CliRunner().invoke(app, [*base, "-p", "render=1"])
+    assert out.exit_code == 2 and "unknown option(s) render" in out.output, out.output
+    out = CliRunner().invoke(app, [*base, "-p", "renders=1", "-p", "renders=2"])
+    assert out.exit_code == 2 and "renders is given twice" in out.output, out.output
+    assert not (tmp_path / "runs").exists()  # refused before any corpus was written

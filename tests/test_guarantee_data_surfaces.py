@@ -34,7 +34,7 @@ def _captions(root: Path) -> dict[str, str]:
 def _eval_texts(root: Path, texts: Path, results: Path):
     return run(
         "eval", "-m", "precomputed-text", "-b", TINY, "--benchmark", "cirr", "--root", root, "--device", "cpu",
-        "--checkpoint", texts, "--results-dir", results,
+        "--checkpoint", texts, "--results-dir", results, "--json",  # --json: no status line before the error
     )  # fmt: skip
 
 

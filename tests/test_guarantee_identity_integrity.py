@@ -16,9 +16,6 @@ from filelock import FileLock
 from cirbench.integrity import seal_json
 from cirbench.results import iter_results
 
-REPO = Path(__file__).resolve().parents[1]
-COMMITTED = REPO / "results" / "runs" / "shapes" / "test"
-
 
 def eval_args(root: Path, results: Path, method: str = "image-only", *extra) -> list:
     return [
@@ -72,11 +69,11 @@ def test_a_verified_result_is_compared_by_contents_like_with_like(tmp_path, cirr
     assert stat_only.exit_code == 0 and "images changed" in caplog.text and "wrote" in stat_only.output
 
 
-def test_committed_shapes_results_are_reused_where_the_images_are_rendered_again(tmp_path, caplog):
+def test_committed_shapes_results_are_reused_where_the_images_are_rendered_again(tmp_path, caplog, committed_results):
     """A fresh clone renders the shapes gallery into its own (here: empty, per-test) cache: other paths and times,
     the same recipe (hashed in the key through spec.json). The committed result is reused, not recomputed."""
     results = tmp_path / "results"
-    shutil.copytree(COMMITTED, results / "runs" / "shapes" / "test")
+    shutil.copytree(committed_results / "runs" / "shapes" / "test", results / "runs" / "shapes" / "test")
     args = ["eval", "-m", "image-only", "-b", "shapes-clip:v2", "--benchmark", "shapes", "--split", "test"]
     out = run(*args, "--results-dir", results, "--device", "cpu")
     assert out.exit_code == 0, out.output
@@ -127,12 +124,13 @@ def test_verify_reports_ok_differs_and_damaged(tmp_path, cirr_split, one_thread)
     assert gone.exit_code == 0 and "0 ok, 0 differs, 0 damaged, 1 not checkable" in gone.output, gone.output
 
 
-def test_legacy_schema_2_is_read_with_a_note_and_migrate_seals_it_exactly(tmp_path, caplog):
+def test_legacy_schema_2_is_read_with_a_note_and_migrate_seals_it_exactly(tmp_path, caplog, committed_results):
     folder = tmp_path / "results" / "runs" / "shapes" / "test"
     folder.mkdir(parents=True)
     name = "image-only--shapes-clip_v2--736affaef6f0"
-    committed = (COMMITTED / f"{name}.json").read_text()
-    shutil.copy(COMMITTED / f"{name}.rankings.json.gz", folder)
+    shapes = committed_results / "runs" / "shapes" / "test"
+    committed = (shapes / f"{name}.json").read_text()
+    shutil.copy(shapes / f"{name}.rankings.json.gz", folder)
     legacy = {k: v for k, v in json.loads(committed).items() if k not in ("digest", "rankings_sha256")}
     (folder / f"{name}.json").write_text(json.dumps({**legacy, "schema_version": 2}, indent=2) + "\n")
     board = run("leaderboard", "--results-dir", tmp_path / "results")

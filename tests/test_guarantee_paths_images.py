@@ -40,7 +40,7 @@ PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 
 def eval_cirr(root: Path, results: Path, *extra):
     args = ["eval", "-m", "image-only", "-b", "cirbench-tiny:random", "--benchmark", "cirr", "--root", root]
-    return run(*args, "--results-dir", results, "--device", "cpu", *extra)
+    return run(*args, "--results-dir", results, "--device", "cpu", "--json", *extra)  # --json: no status lines
 
 
 # --------------------------------------------------------------------------------------------- image files

@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cirbench import leaderboard as lb
+from cirbench.leaderboard.tables import chosen_columns
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RESULTS = FIXTURES / "results"
@@ -90,11 +91,18 @@ def test_row_metadata(entries):
     assert not any(e.split == "test1" for e in entries)
 
 
-def test_unknown_benchmark_renders_its_metrics(entries):
-    cols = lb.benchmark_columns("shapes", entries)
-    assert cols[:4] == ["mAP@5", "mAP@10", "R@1", "R@10"]
-    assert cols[4:] == ["descriptive_mAP@10", "descriptive_R@10", "imperative_mAP@10", "imperative_R@10"]
+def test_headline_columns_by_default_and_every_metric_with_all(entries):
+    """shapes declares its headline few; `--columns all` gives every metric: overall first, then by prefix, mAP
+    before R, by K. A benchmark this install does not know shows every metric its rows have."""
+    assert lb.benchmark_columns("shapes", entries) == ["mAP@10", "R@1", "descriptive_R@1", "imperative_R@1"]
+    every = ["mAP@10", "R@1", "descriptive_R@1", "imperative_R@1", "mAP@5", "R@10"]
+    every += ["descriptive_mAP@10", "descriptive_R@10", "imperative_mAP@10", "imperative_R@10"]
+    assert chosen_columns("shapes", entries, ["all"]) == every
+    unknown = [lb.Entry("mine", "test", "m", "b", {"x_R@1": 1.0, "R@5": 2.0, "mAP@5": 3.0}, "run", run_key="k")]
+    assert lb.benchmark_columns("mine", unknown) == ["mAP@5", "R@5", "x_R@1"]
     assert "shapes mAP@10 (val)" in lb.summary_table(entries).columns
+    text = lb.render_markdown(entries, "shapes")
+    assert '`descriptive_`: queries worded "is blue"; `imperative_`: "make it blue"; no prefix: both.' in text
 
 
 def test_summary_columns_per_split(entries):

@@ -16,7 +16,7 @@ from cirbench.cli import app
 from cirbench.leaderboard import collect_entries, render_csv, render_markdown
 from cirbench.leaderboard.entries import Entry
 from cirbench.leaderboard.seeds import aggregate_seeds
-from cirbench.leaderboard.significance import adjacent_notes
+from cirbench.leaderboard.significance import adjacent_pairs, pair_notes
 from cirbench.query_scores import QueryScores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def scores(values: list[float]) -> SimpleNamespace:
     return SimpleNamespace(scores=found)
 
 
-def test_adjacent_runs_that_a_paired_test_cannot_separate_are_listed():
+def test_adjacent_runs_are_tested_and_the_notes_say_what_was_found():
     """a and b rank every query the same (p = 1); c misses every query a hits (p tiny); d uses another backbone."""
     hit = [100.0] * 30 + [0.0] * 30
     entries = [
@@ -42,10 +42,16 @@ def test_adjacent_runs_that_a_paired_test_cannot_separate_are_listed():
         run_entry("d", 50.0, "kd", backbone="other"),
     ]
     found = {"ka": scores(hit), "kb": scores(hit), "kc": scores([0.0] * 60), "kd": scores(hit)}
-    notes = adjacent_notes(entries, found, resamples=2000, seed=0, alpha=0.05)
-    (line,) = notes["shapes"]
-    assert "a and b (Δ mAP@10 +0.00, p = 1.000)" in line and "shapes-clip:v1" in line
-    assert " c " not in line and "other" not in line
+    pairs = adjacent_pairs(entries, found, resamples=2000, seed=0)
+    (footnote, group) = pair_notes(pairs, resamples=2000)["shapes"]
+    assert "Holm-adjusted over the 2 pairs tested in this table" in footnote
+    assert group.startswith("Adjacent rows on test with shapes-clip:v1, by mAP@10:")
+    assert "- a (50.00) above b (50.00): paired sign-flip test on mAP@10 over 60 queries, " in group
+    assert "p = 1.000 after Holm over 2 adjacent pairs (raw p = 1.000); the order is not supported" in group
+    assert (
+        "- b (50.00) above c (0.00): paired sign-flip test on mAP@10 over 60 queries, sampled (2,000 random " in group
+    )
+    assert "the order is supported by this test." in group and " d " not in group and "other" not in group
 
 
 def test_seed_rows_average_only_runs_of_one_recipe():
@@ -85,13 +91,12 @@ def test_columns_and_bare_are_checked(tmp_path):
     assert out.exit_code == 2 and "--benchmark" in out.output
 
 
-def test_ci_adds_half_widths_to_run_rows_only(tmp_path):
+def test_ci_adds_intervals_to_run_rows_and_tests_all_9_adjacent_pairs(tmp_path, committed_results):
     results = tmp_path / "results"
     (results / "runs").mkdir(parents=True)
     import shutil
 
-    source = ROOT / "results" / "runs" / "shapes"
-    shutil.copytree(source, results / "runs" / "shapes")
+    shutil.copytree(committed_results / "runs" / "shapes", results / "runs" / "shapes")
     out = CliRunner().invoke(
         app,
         ["leaderboard", "--results-dir", str(results), "--benchmark", "shapes", "--ci", "--resamples", "500",
@@ -99,11 +104,13 @@ def test_ci_adds_half_widths_to_run_rows_only(tmp_path):
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     rows = [line for line in out.output.splitlines() if line.startswith("| ") and "run `" in line]
-    assert rows and all(len(re.findall(r"\d(?:\*\*)? ± \d", row)) == 2 for row in rows)
-    assert "half the width of its 95 % bootstrap interval" in out.output
+    interval = r"\d(?:\*\*)?(?: ± \d+\.\d\d| \[\d+\.\d\d, \d+\.\d\d\]) \|"
+    assert rows and all(len(re.findall(interval, row)) == 2 for row in rows)
+    assert "± h or [lo, hi] on a run: its 95 % interval over the queries" in out.output
+    assert "Holm-adjusted over the 9 pairs tested in this table" in out.output
 
 
-def test_readme_results_table_is_the_tools_output():
+def test_readme_results_table_is_the_tools_output(committed_results):  # the tracked files: no user's run
     """The README's shapes table is generated: `cirbench leaderboard` over the committed results must print it."""
     readme = (ROOT / "README.md").read_text()
     match = re.search(
@@ -111,7 +118,7 @@ def test_readme_results_table_is_the_tools_output():
     )
     assert match, "README.md lacks the generated results block"
     args = match[1].split()[1:]
-    out = CliRunner().invoke(app, [*args, "--results-dir", str(ROOT / "results")])
+    out = CliRunner().invoke(app, [*args, "--results-dir", str(committed_results)])
     assert out.exit_code == 0, out.output
     assert out.output.strip() == match[2].strip()
-    assert collect_entries(ROOT / "results", None)  # the committed results load
+    assert collect_entries(committed_results, None)  # the committed results load

@@ -181,7 +181,7 @@ def test_a_factory_that_builds_no_method_is_one_line(cirr_split, tmp_path):
     try:
         out = run(
             "eval", "-m", "plain-object", "-b", "cirbench-tiny:random", "--benchmark", "cirr", "--root", cirr_split,
-            "--results-dir", tmp_path,
+            "--results-dir", tmp_path, "--json",  # --json: no status line before the models load
         )  # fmt: skip
         one_line_error(out, "plain-object", "not a subclass of cirbench.methods.base.Method")
     finally:

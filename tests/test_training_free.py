@@ -220,6 +220,7 @@ def test_precomputed_text_errors_are_one_line(cirr_split, tmp_path, content, mes
             str(texts),
             "--results-dir",
             str(tmp_path / "r"),
+            "--json",  # no status line before the models load: the error is the only line
         ],
     )
     assert out.exit_code == 2, out.output

@@ -241,6 +241,13 @@ class Benchmark:
         """Every metric as one value per query with the rule that gives back ``metrics`` exactly (statistics)."""
         raise ScoringError(f"{self.name} does not give per-query metrics, so it has no intervals or paired tests")
 
+    def query_clusters(self, data: BenchmarkSplit) -> dict[str, str] | None:
+        """Query id -> cluster of queries that depend on each other (``stats`` resamples and sign-flips a cluster
+        whole; docs/STATISTICS.md). Default: the queries sharing a reference image, when some reference repeats;
+        None when every query stands alone."""
+        references = {q.qid: q.reference for q in data.queries}
+        return references if len(set(references.values())) < len(references) else None
+
     def main_metric_for(self, options: Mapping[str, Any]) -> str:
         """The headline metric under these protocol options (a protocol variant may report other metrics)."""
         return self.main_metric

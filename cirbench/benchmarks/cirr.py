@@ -78,7 +78,7 @@ def detect_layout(root: Path, split: str) -> tuple[str, Path, Path]:
     )
 
 
-class CIRR(Benchmark):
+class CIRR(mbeir.MiebVariant, Benchmark):
     """CIRR rc2: NLVR2 images, one split-wide gallery, reference removed, hard target (soft as an option)."""
 
     name = "cirr"
@@ -105,16 +105,6 @@ class CIRR(Benchmark):
     server_split = "test1"
     server_options = {"remove_reference": True, "protocol": mbeir.OFFICIAL}
     separate_protocols = (mbeir.view("CIRR, MIEB/M-BEIR protocol (CIRRIT2IRetrieval)"),)
-
-    def main_metric_for(self, options: Mapping[str, Any]) -> str:
-        return mbeir.main_metric(options, self.main_metric)
-
-    def metric_names_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
-        return mbeir.metric_names(options, self.metric_names)
-
-    def wants_positive_ranks(self, data: BenchmarkSplit) -> bool:
-        """protocol=mieb reports K up to 1000: every positive's position in the full ranking, not a top-50 list."""
-        return mbeir.is_mieb(data.options)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:
@@ -178,6 +168,13 @@ class CIRR(Benchmark):
                 scores.add(f"{label}@{k}", values)
         scores.derive("Avg", "R@5", "Rsubset@1")
         return scores
+
+    def query_clusters(self, data: BenchmarkSplit) -> dict[str, str] | None:
+        """The image set (``img_set.id``): its queries share six images and Rsubset ranks within it."""
+        sets = {q.qid: q.extra.get("img_set_id") for q in data.queries}
+        if not sets or any(s is None for s in sets.values()):  # protocol=mieb's queries: by reference image
+            return super().query_clusters(data)
+        return {qid: f"set {s}" for qid, s in sets.items()}
 
     def derived_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
         if "Avg" not in metrics and {"R@5", "Rsubset@1"} <= metrics.keys():

@@ -69,7 +69,7 @@ def detect_layout(root: Path, cat: str, split: str) -> str:
     )
 
 
-class FashionIQ(Benchmark):
+class FashionIQ(mbeir.MiebVariant, Benchmark):
     """FashionIQ: three per-category galleries (dress, shirt, toptee), R@10/R@50 on val."""
 
     name = "fashioniq"
@@ -88,16 +88,6 @@ class FashionIQ(Benchmark):
     published_split = "val"
     leaderboard_order = 2
     separate_protocols = (mbeir.view("FashionIQ, MIEB/M-BEIR protocol (FashionIQIT2IRetrieval)"),)
-
-    def main_metric_for(self, options: Mapping[str, Any]) -> str:
-        return mbeir.main_metric(options, self.main_metric)
-
-    def metric_names_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
-        return mbeir.metric_names(options, self.metric_names)
-
-    def wants_positive_ranks(self, data: BenchmarkSplit) -> bool:
-        """protocol=mieb reports K up to 1000: every positive's position in the full ranking, not a top-50 list."""
-        return mbeir.is_mieb(data.options)
 
     def read(self, root: Path | None, split: str, options: dict[str, Any]) -> BenchmarkSplit:
         if root is None:

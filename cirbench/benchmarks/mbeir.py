@@ -62,6 +62,23 @@ NOTES = (
 )
 
 
+class MiebVariant:
+    """What a benchmark with a ``protocol=mieb`` variant answers (CIRR, FashionIQ): mteb's metrics under mieb, and
+    full-ranking positions so K up to 1000 is exact from a top-50 rankings file."""
+
+    main_metric: str
+    metric_names: tuple[str, ...]
+
+    def main_metric_for(self, options: Mapping[str, Any]) -> str:
+        return main_metric(options, self.main_metric)
+
+    def metric_names_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+        return metric_names(options, self.metric_names)
+
+    def wants_positive_ranks(self, data: BenchmarkSplit) -> bool:
+        return is_mieb(data.options)
+
+
 def view(title: str) -> ProtocolView:
     return ProtocolView(f"protocol={MIEB}", title, LEADERBOARD_COLUMNS, MAIN_METRIC, NOTES)
 

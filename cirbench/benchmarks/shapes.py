@@ -121,6 +121,8 @@ class Shapes(Benchmark):
         Option("remove_reference", "bool", True, "drop the reference image from its ranking", varies=True),
     )
     main_metric = "mAP@10"
+    leaderboard_columns = ("mAP@10", "R@1", "descriptive_R@1", "imperative_R@1")  # the headline few; --columns all
+    leaderboard_notes = ('`descriptive_`: queries worded "is blue"; `imperative_`: "make it blue"; no prefix: both.',)
     toy = True
     images_generated = True  # rendered from spec.json (hashed in the run key): identified by that recipe at reuse
     metric_names = _BASE_METRICS + tuple(f"{s}_{m}" for s in STYLES for m in _BASE_METRICS)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import typer
 
-from cirbench import torchrun
+from cirbench import doctor, torchrun
 from cirbench.errors import UserError
 
 TRACEBACK_ENV = "CIRBENCH_TRACEBACK"
@@ -139,6 +139,8 @@ def _own(error: BaseException, command: str) -> Ending:
         return Ending(f"terminated (SIGTERM); {RESUME}", 143)
     if isinstance(error, OSError) and error.errno is not None:
         return Ending(os_error_line(error, command))
+    if (install := doctor.known_install_error(error)) is not None:  # a broken install: its fix, not "internal"
+        return Ending(install)
     return Ending(_internal(error, command))
 
 

@@ -1,4 +1,4 @@
-"""Core commands: ``list``, ``eval`` (one run or ``--all``), ``score``, ``data check``, ``cache ls/clear``."""
+"""Core commands: ``eval`` (one run or ``--all``), ``score``, ``data check``, ``cache ls/clear``."""
 
 from __future__ import annotations
 
@@ -9,78 +9,34 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cirbench.commands import app, cache_app, data_app
-from cirbench.commands.eval_options import DecodeOpt, IndexOpt, IndexParamOpt
+from cirbench.commands import app, cache_app, data_app, listing  # noqa: F401 - `list` registers first
+from cirbench.commands.eval_options import (
+    BackboneOpt,
+    BatchSizeOpt,
+    BenchmarkOpt,
+    DecodeOpt,
+    IndexOpt,
+    IndexParamOpt,
+    MethodOpt,
+    ProtocolOpt,
+    ResultsOpt,
+    RootOpt,
+    SetOpt,
+    SplitOpt,
+)
+from cirbench.commands.help_text import BENCHMARKS
 from cirbench.commands.seeds import seed_checkpoints
+from cirbench.commands.threads_option import ThreadsOpt, use_threads
 from cirbench.errors import UsageError, shown
 
 if TYPE_CHECKING:
     from cirbench.evaluation import Outcome
-
-MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="Method name (see `cirbench list`).")]
-BackboneOpt = Annotated[
-    str | None,
-    typer.Option("--backbone", "-b", help="MODEL:TAG, MODEL:/path/to/ckpt or cirbench-tiny:random."),
-]
-BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="a registered benchmark (see cirbench list).")]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="Benchmark split (default: its first split).")]
-RootOpt = Annotated[Path | None, typer.Option("--root", help="Dataset folder (any supported layout).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable).")]
-ProtocolOpt = Annotated[
-    list[str] | None,
-    typer.Option("--protocol", "-p", help="Benchmark protocol option KEY=VALUE (repeatable; lists: a,b)."),
-]
-ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where result files go.")]
 
 
 def pick_device(device: str) -> str:
     from cirbench.devices import resolve_device
 
     return resolve_device(device)
-
-
-@app.command("list")
-def list_command(
-    what: Annotated[str, typer.Argument(help="methods, benchmarks, backbones or all")] = "all",
-) -> None:
-    """List registered methods, benchmarks and known backbones, with their options."""
-    from rich.table import Table
-
-    from cirbench.console import make_console
-
-    if what not in ("methods", "benchmarks", "backbones", "all"):
-        raise UsageError(f"list what? methods, benchmarks, backbones or all, not {what!r}")
-    console = make_console()
-    if what in ("methods", "all"):
-        from cirbench.methods import METHODS
-
-        table = Table("name", "consumes / gallery", "checkpoint", "options", "description", title="methods")
-        for entry in METHODS.entries():
-            options, need = "\n".join(o.describe() for o in entry.options) or "-", entry.needs_checkpoint
-            interface = f"{entry.inputs.replace('_', ' ')} / {'own encoder' if entry.gallery == 'own' else 'backbone'}"
-            table.add_row(entry.name, interface, "required" if need else "-", options, entry.description)
-        console.print(table)
-    if what in ("benchmarks", "all"):
-        from cirbench.benchmarks import BENCHMARKS
-
-        table = Table(title="benchmarks")
-        for column in ("name", "splits", "main metric", "protocol options"):
-            table.add_column(column)
-        for bench in BENCHMARKS.entries():
-            options = "\n".join(o.describe() for o in bench.options) or "-"
-            table.add_row(bench.name, ", ".join(bench.splits), bench.main_metric, options)
-        console.print(table)
-    if what in ("backbones", "all"):
-        from cirbench.backbones import BACKBONES, KNOWN_BACKBONES
-
-        table = Table(title="backbones (any open_clip MODEL:TAG also works)")
-        table.add_column("id")
-        table.add_column("description")
-        for backbone in KNOWN_BACKBONES:
-            table.add_row(backbone, "open_clip")
-        for provider in BACKBONES.entries():
-            table.add_row(provider.id, provider.description)
-        console.print(table)
 
 
 def print_outcome(outcome: Outcome) -> None:
@@ -138,7 +94,7 @@ def eval_command(
     skip_missing: Annotated[
         bool, typer.Option(help="Evaluate without missing images; the dropped count goes in the result.")
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Image/text batch size (not part of the run key).")] = 64,
+    batch_size: BatchSizeOpt = 64,
     workers: Annotated[int, typer.Option(help="Image decoding workers.")] = 0,
     decode: DecodeOpt = "workers",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
@@ -163,6 +119,7 @@ def eval_command(
     ] = None,
     index: IndexOpt = "exact",
     index_param: IndexParamOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate a method on a benchmark split (or every card with --all) and write result files.
 
@@ -181,6 +138,7 @@ def eval_command(
     index_params = split_pairs(index_param)
     parse_index(index, index_params)  # a bad --index (or --decode) is one line before anything loads
     parse_decode(decode)
+    use_threads(threads, say=not as_json)  # the one thread rule (cirbench/threads.py); run_settings records it
     with joined(pick_device(device)) as (group, rank_device):
         settings = EvalSettings(
             results_dir=results_dir,
@@ -266,7 +224,7 @@ def _eval_all(
             console.print(f"[yellow]{skip}[/]", highlight=False)
         console.print(
             f"{len(report.outcomes)} results ({sum(o.reused for o in report.outcomes)} reused), "
-            f"{len(report.skipped)} skipped; cards: {methods_dir}, {benchmarks_dir}",
+            f"{len(report.skipped)} skipped; cards: {methods_dir}, {benchmarks_dir}; results: {settings.results_dir}",
             highlight=False,
         )
     return report.outcomes
@@ -274,7 +232,7 @@ def _eval_all(
 
 @app.command("score")
 def score_command(
-    benchmark: Annotated[str, typer.Option("--benchmark", help="circo, cirr, fashioniq, genecis.")],
+    benchmark: Annotated[str, typer.Option("--benchmark", help=f"A registered benchmark: {BENCHMARKS}.")],
     rankings: Annotated[Path, typer.Option("--rankings", help="JSON: query id -> ranked ids (CIRR: server format).")],
     split: SplitOpt = None,
     root: RootOpt = None,
@@ -313,7 +271,7 @@ def score_command(
 
 @data_app.command("check")
 def data_check_command(
-    benchmark: Annotated[str, typer.Option("--benchmark", help="a registered benchmark (see cirbench list).")],
+    benchmark: Annotated[str, typer.Option("--benchmark", help=f"A registered benchmark: {BENCHMARKS}.")],
     root: RootOpt = None,
     split: SplitOpt = None,
     protocol: ProtocolOpt = None,

@@ -28,15 +28,27 @@ def leaderboard(
     ),
     no_reported: bool = typer.Option(False, "--no-reported", help="Runs only, no published rows."),
     ci: bool = typer.Option(
-        False, "--ci", help="± half-width of each run's 95 % bootstrap interval, and which adjacent runs differ."
+        False,
+        "--ci",
+        help="Each run's 95 % bootstrap interval (± h, or [lo, hi] when asymmetric), and a paired test of every "
+        "adjacent order in each table (Holm-adjusted; untested pairs say why).",
     ),
     resamples: int = typer.Option(10_000, "--resamples", min=100, help="Bootstrap resamples and permutations (--ci)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the resampling (--ci)."),
+    cluster: str = typer.Option(
+        "auto",
+        "--cluster",
+        help="auto: resample and sign-flip the benchmark's clusters of dependent queries whole (--ci); none: every "
+        "query on its own.",
+    ),
     per_seed: bool = typer.Option(
         False, "--per-seed", help="One row per run, instead of mean ± sd over runs that differ only in seed."
     ),
     columns: str | None = typer.Option(
-        None, "--columns", help="Comma-separated metric columns of the benchmark tables (default: the benchmark's)."
+        None,
+        "--columns",
+        help="Comma-separated metric columns of the benchmark tables, or 'all' for every metric (default: the "
+        "benchmark's headline columns).",
     ),
     bare: bool = typer.Option(
         False, "--bare", help="Only the table and its notes (to paste into a README); needs --benchmark."
@@ -78,8 +90,9 @@ def leaderboard(
     notes: dict[str, list[str]] = {}
     if ci:
         from cirbench.leaderboard.significance import add_intervals
+        from cirbench.stats.compare import use_clusters
 
-        found = add_intervals(entries, results_dir, resamples, seed)
+        found = add_intervals(entries, results_dir, resamples, seed, cluster=use_clusters(cluster))
         entries, notes = found.entries, found.notes
         for line in found.skipped:
             typer.echo(f"no interval for {line}", err=True)

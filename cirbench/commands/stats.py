@@ -9,12 +9,21 @@ from typing import Annotated
 import typer
 
 from cirbench.commands import app
+from cirbench.commands.threads_option import ThreadsOpt, use_threads
 
 ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Folder holding runs/.")]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="Data folder (default: the one the run recorded).")]
 ResamplesOpt = Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples (and permutations).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the resampling.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ClusterOpt = Annotated[
+    str,
+    typer.Option(
+        "--cluster",
+        help="auto: resample and sign-flip the benchmark's clusters of dependent queries whole (CIRR: the image set; "
+        "others: a repeated reference image); none: every query on its own (the query-level numbers).",
+    ),
+]
 
 
 @app.command("stats")
@@ -24,35 +33,26 @@ def stats_command(
     root: RootOpt = None,
     resamples: ResamplesOpt = 10_000,
     seed: SeedOpt = 0,
+    cluster: ClusterOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """95 % bootstrap interval of every metric over the run's queries (stratified by part, percentile method)."""
+    """95 % interval of every metric over the run's queries (stratified by part; clusters resampled whole; percentile
+    bootstrap, Agresti-Coull for small parts and rare hits) and its design effect."""
     from cirbench.stats.bootstrap import intervals
+    from cirbench.stats.compare import use_clusters
+    from cirbench.stats.report import stats_record, stats_table
     from cirbench.stats.runs import load_run
 
+    clustered = use_clusters(cluster)
     scores = load_run(results_dir, run, root)
-    found = intervals(scores.scores, scores.metrics, resamples, seed)
+    found = intervals(scores.scores, scores.metrics, resamples, seed, cluster=clustered)
     if as_json:
-        record = {
-            "run_key": scores.result.run_key,
-            "n_queries": len(scores.scores.query_ids),
-            "resamples": resamples,
-            "seed": seed,
-            "metrics": {m: {"value": i.value, "low": i.low, "high": i.high} for m, i in found.items()},
-        }
-        typer.echo(json.dumps(record, indent=2))
+        typer.echo(json.dumps(stats_record(scores, found, resamples, seed, clustered), indent=2))
         return
-    from rich.table import Table
-
     from cirbench.console import make_console
 
-    table = Table(title=f"{scores.result.label} ({len(scores.scores.query_ids)} queries, {resamples:,} resamples)")
-    for column in ("metric", "value", "95 % interval", "±"):
-        table.add_column(column, justify="right" if column != "metric" else "left")
-    for metric in _ordered(found, scores.result.main_metric):
-        i = found[metric]
-        table.add_row(metric, f"{i.value:.2f}", f"[{i.low:.2f}, {i.high:.2f}]", f"{i.half_width:.2f}")
-    make_console().print(table)
+    order = _ordered(found, scores.result.main_metric)
+    make_console().print(stats_table(scores, found, order, resamples, clustered))
 
 
 def _ordered(metrics, main: str) -> list[str]:
@@ -70,52 +70,38 @@ def compare_command(
     root: RootOpt = None,
     resamples: ResamplesOpt = 10_000,
     seed: SeedOpt = 0,
+    family: Annotated[
+        str,
+        typer.Option(
+            "--family",
+            help="Metrics Holm adjusts together: headline (the benchmark's leaderboard columns) or all. The main "
+            "metric's p is the primary result, reported raw.",
+        ),
+    ] = "headline",
+    cluster: ClusterOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Paired comparison of two runs on the same queries: difference, paired bootstrap interval, sign-flip p-value
-    (Holm-adjusted over the metrics)."""
-    from cirbench.stats.bootstrap import difference, holm, paired, permutation_p
+    (the main metric's raw p is the primary result; Holm within the declared --family)."""
+    from cirbench.stats.compare import compare_runs, family_metrics, use_clusters
+    from cirbench.stats.report import compare_notes, compare_record, compare_table
     from cirbench.stats.runs import comparable, load_run
 
+    clustered = use_clusters(cluster)
     a, b = load_run(results_dir, run_a, root), load_run(results_dir, run_b, root)
     comparable(a, b)
-    found = paired(a.scores, b.scores, resamples, seed)
-    diff = difference(a.scores, b.scores)
-    raw = {m: permutation_p(diff, m, resamples, seed) for m in a.metrics}
-    adjusted = holm(raw)
-    rows = {
-        m: {
-            "a": a.metrics[m],
-            "b": b.metrics[m],
-            "difference": a.metrics[m] - b.metrics[m],
-            "low": found[m].low,
-            "high": found[m].high,
-            "p": raw[m],
-            "p_holm": adjusted[m],
-        }
-        for m in _ordered(a.metrics, a.result.main_metric)
-    }
+    family_metrics(a, family)  # an unknown family is refused before the resampling
+    found = compare_runs(a, b, resamples, seed, family, clustered)
+    order = _ordered(a.metrics, a.result.main_metric)
     if as_json:
-        typer.echo(json.dumps({"a": a.result.run_key, "b": b.result.run_key, "metrics": rows}, indent=2))
+        typer.echo(json.dumps(compare_record(found, order, clustered), indent=2))
         return
-    from rich.table import Table
-
     from cirbench.console import make_console
 
-    table = Table(title=f"A {a.result.label} ({a.result.run_key[:8]}) vs B ({b.result.run_key[:8]})")
-    for column in ("metric", "A", "B", "A - B", "95 % paired interval", "p", "p (Holm)"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for m, r in rows.items():
-        table.add_row(
-            m,
-            f"{r['a']:.2f}",
-            f"{r['b']:.2f}",
-            f"{r['difference']:+.2f}",
-            f"[{r['low']:+.2f}, {r['high']:+.2f}]",
-            f"{r['p']:.4f}",
-            f"{r['p_holm']:.4f}",
-        )
-    make_console().print(table)
+    console = make_console()
+    console.print(compare_table(found, order, clustered))
+    for line in compare_notes(found):
+        console.print(line, highlight=False)
 
 
 @app.command("inspect")
@@ -127,7 +113,14 @@ def inspect_command(
     rows: Annotated[int, typer.Option(min=0, help="Rows to print.")] = 15,
     csv: Annotated[Path | None, typer.Option("--csv", help="Write the whole table as CSV.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the whole table as JSON.")] = None,
-    grid: Annotated[Path | None, typer.Option("--grid", help="PNG of the worst and best queries.")] = None,
+    grid: Annotated[Path | None, typer.Option("--grid", help="Picture of the worst and best queries.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="--grid as png or pdf (vector; default: from the file's suffix).")
+    ] = None,
+    title: Annotated[
+        str | None, typer.Option(help="--grid heading (default: benchmark, split, method, backbone).")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="--grid's name for the run (default: its key and file).")] = None,
 ) -> None:
     """The run query by query, worst first: reference, text, targets, rank of the first target, the metric."""
     import pandas as pd
@@ -135,12 +128,17 @@ def inspect_command(
 
     from cirbench.commands.output_paths import check_outputs
     from cirbench.console import make_console
+    from cirbench.errors import UsageError, shown
     from cirbench.io import atomic_write_text
     from cirbench.results import load_rankings
-    from cirbench.stats.inspect import per_query_table, write_grid
+    from cirbench.stats.inspect import GRID_FORMATS, per_query_table, write_grid
     from cirbench.stats.runs import load_run
 
-    check_outputs({"--csv": csv, "--json": json_out, "--grid": grid}, {"--grid": ".png"})
+    suffix = grid.suffix.lower().lstrip(".") if grid is not None else ""
+    fmt = fmt if fmt is not None else (suffix if suffix in GRID_FORMATS else "png")
+    if fmt not in GRID_FORMATS:
+        raise UsageError(f"--format {shown(fmt)}: the grid is written as {' or '.join(GRID_FORMATS)}; choose one")
+    check_outputs({"--csv": csv, "--json": json_out, "--grid": grid}, {"--grid": f".{fmt}"})
     scores = load_run(results_dir, run, root)
     if metric is not None and metric not in scores.scores.values:
         known = ", ".join(scores.scores.values)
@@ -151,7 +149,7 @@ def inspect_command(
     if json_out is not None:
         atomic_write_text(json_out, frame.to_json(orient="records", indent=1))
     if grid is not None:
-        write_grid(scores, frame, grid)
+        write_grid(scores, frame, grid, fmt=fmt, title=title, label=label)
     table = Table(title=f"{scores.result.label}: worst {min(rows, len(frame))} of {len(frame)} queries")
     for column in frame.columns:
         table.add_column(str(column))
@@ -179,21 +177,33 @@ def sensitivity_command(
     metric: Annotated[str | None, typer.Option(help="Metric to compare (default: the main metric).")] = None,
     resamples: ResamplesOpt = 10_000,
     seed: SeedOpt = 0,
+    cluster: ClusterOpt = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="Also write the markdown table here.")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Re-evaluate under each choice papers make differently and tabulate the difference from the default."""
     from cirbench.commands.core import pick_device
     from cirbench.commands.output_paths import check_outputs
+    from cirbench.console import make_console
     from cirbench.evaluation import EvalSettings, RunRequest
     from cirbench.io import atomic_write_text
+    from cirbench.stats.compare import use_clusters
+    from cirbench.stats.report import sensitivity_table
     from cirbench.stats.sensitivity import markdown, sensitivity
 
+    clustered = use_clusters(cluster)
     check_outputs({"--out": out})  # before the evaluations, not after them
+    use_threads(threads)  # the one thread rule (cirbench/threads.py), said when the first evaluation starts
     request = RunRequest(method, benchmark, backbone, split, root, checkpoint)
     settings = EvalSettings(results_dir=results_dir, device=pick_device(device))
-    base, found = sensitivity(request, settings, metric, resamples, seed)
-    text = markdown(base, found, metric or base.result.main_metric)
-    typer.echo(text)
+
+    def progress(line: str) -> None:
+        typer.echo(f"sensitivity: {line}", err=True)
+
+    base, found = sensitivity(request, settings, metric, resamples, seed, clustered, progress)
+    chosen = metric or base.result.main_metric
+    make_console().print(sensitivity_table(base, found, chosen, clustered))
     if out is not None:
-        atomic_write_text(out, text)
+        atomic_write_text(out, markdown(base, found, chosen))
+        typer.echo(f"wrote {out}", err=True)

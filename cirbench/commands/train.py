@@ -7,12 +7,14 @@ config (only steps/checkpoint/validation/logging settings may change).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from cirbench.commands import train_app
+from cirbench.commands.threads_option import ThreadsOpt, use_threads
 from cirbench.errors import UsageError, shown
 
 
@@ -149,7 +151,7 @@ def train_lincir(
     allow_download: Annotated[
         bool | None, typer.Option("--allow-download/--no-allow-download", help="Allow hub corpora and weights.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads per process.")] = None,
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train LinCIR's phi with Self-Masking Projection (exact upstream objective, fast)."""
@@ -213,6 +215,11 @@ def train_lincir(
                 "no corpus: pass --corpus FILE (repeatable), --masks DIR (from `cirbench lincir prepare`) "
                 "or a --config card with train.corpora"
             )
+    require_train_extra(cfg)
+    # The one thread rule (cirbench.threads): a value from --config/--set/--threads, else chosen now (a resumed run
+    # chooses again); printed, and recorded in config.json and train_meta.json.
+    merged_threads = {**layers[0], **layers[1], **layers[2]}.get("threads")
+    cfg = dataclasses.replace(cfg, threads=use_threads(merged_threads).threads)
     if seeds is not None:
         from cirbench.commands.seeds import parse_seeds
 
@@ -226,6 +233,23 @@ def train_lincir(
             )
         return
     _report(train(cfg, resume=resume is not None, overwrite=overwrite))
+
+
+def require_train_extra(cfg: Any) -> None:
+    """Training from captions needs spaCy (masking) and datasets (corpus readers), which inference users do not
+    install: their absence is one line naming the extra, before anything loads. A prepared mask cache needs neither."""
+    import importlib.util
+
+    from cirbench.doctor import TRAIN_EXTRA_MODULES
+
+    if cfg.masks and not cfg.corpora:
+        return
+    missing = [name for name in TRAIN_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(
+            f"training LinCIR from captions needs {' and '.join(missing)} (cirbench's `train` extra): "
+            "pip install 'cirbench[train]'"
+        )
 
 
 def _report(result: Any) -> None:

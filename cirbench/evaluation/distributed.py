@@ -2,18 +2,21 @@
 
 Why: encoding the images is the slow step of an evaluation, and it splits without changing a number. Each rank
 encodes one contiguous shard of the images (and of every part's queries), cut on the batch boundaries a single
-process uses, so every feature is bitwise the single-process one. Rank 0 gathers the shards, checks that every row
-arrived exactly once, then ranks, scores and writes; the other ranks write nothing and print nothing but errors.
+process uses, so every feature is bitwise the single-process one. Rank 0 checks that every row was encoded exactly
+once; each rank keeps its shard and ranks every query there (``evaluation.sharded``); rank 0 merges, scores and
+writes; the other ranks write nothing and print nothing but errors.
 Objects travel over a gloo group (features live on the host); the process group itself is NCCL on CUDA devices
 and gloo on CPU. Without torchrun the group is ``SINGLE`` and every helper is the identity.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -24,8 +27,10 @@ from cirbench.backbones import Backbone
 from cirbench.benchmarks.base import ImageRef
 from cirbench.decoding import WORKERS, DeviceDecoder
 from cirbench.errors import DistributedError
-from cirbench.features import FeatureSet, batch_starts, cached_features, encode_rows, store_features
+from cirbench.feature_blocks import store_feature_blocks
+from cirbench.features import FeatureSet, batch_starts, cached_features, encode_rows
 from cirbench.images import check_images, identity_hash
+from cirbench.retrieval import BLOCK_ROWS
 from cirbench.torchrun import Dist, check_environment, join, world_size
 
 _OBJECTS: Any = None  # the gloo group the object collectives use under NCCL (None: the default group)
@@ -70,12 +75,49 @@ def joined(device: str) -> Iterator[tuple[Group, str]]:
         dist.destroy_process_group()
 
 
+@dataclass
+class Shard:
+    """The image features this rank holds: rows ``start:stop`` of the split's image list, ``bounds`` every rank's."""
+
+    keys: list[str]  # every image of the split, in order (every rank reads the same split)
+    start: int
+    stop: int
+    features: np.ndarray  # rows start:stop (a memory map of the cache entry when one rank holds them all)
+    bounds: list[tuple[int, int]]
+    seconds: float = 0.0
+    from_cache: bool = False
+    decoded: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index = {key: i for i, key in enumerate(self.keys)}
+        self._starts = [a for a, _ in self.bounds]
+
+    def holder(self, row: int) -> int:
+        """The rank that holds feature row ``row`` (an empty shard holds none)."""
+        rank = bisect.bisect_right(self._starts, row) - 1
+        while self.bounds[rank][0] == self.bounds[rank][1]:
+            rank -= 1
+        return rank
+
+    def local(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.features[np.asarray(rows, dtype=np.int64) - self.start], dtype=np.float32)
+
+
 def broadcast(group: Group, obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not group.enabled:
         return obj
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=0, group=_OBJECTS)
+    return box[0]
+
+
+def broadcast_from(group: Group, src: int, obj: Any) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not group.enabled:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=src, group=_OBJECTS)
     return box[0]
 
 
@@ -141,32 +183,59 @@ def encode_images_sharded(
     images_id: str | None,
     progress: Callable[[int, int], None] | None = None,
     decoder: DeviceDecoder | None = None,
-) -> FeatureSet | None:
-    """The features of ``refs`` on rank 0 (None on the others): rank 0's finished cache entry when it has one,
-    else every rank encodes its shard and rank 0 gathers, checks and caches them. Every rank decodes with the
-    same kind of ``decoder`` (the evaluation chose it from the same settings and backbone on each rank)."""
+) -> Shard:
+    """This rank's shard of the features of ``refs`` (``evaluation.sharded``): the rows it encoded, never gathered;
+    or, when rank 0 has a finished cache entry, its memory map on rank 0 and nothing on the others. When caching,
+    the shards travel to rank 0 a block at a time and are written as one entry (no process holds every row). Every
+    rank decodes with the same kind of ``decoder`` (the evaluation chose it from the same settings on each rank)."""
     start = time.perf_counter()
     name = decoder.id if decoder is not None else WORKERS
+    keys = [ref.key for ref in refs]
+    n = len(refs)
     if images_id is None and group.main:
-        images_id = identity_hash(check_images(refs), [ref.key for ref in refs])
+        images_id = identity_hash(check_images(refs), keys)
     hit = cached_features(backbone, refs, preprocess, reader, images_id, name) if use_cache and group.main else None
-    if broadcast(group, hit is not None):
-        return hit
-    a, b = shards(batch_starts(len(refs), batch_size), len(refs), group.world)[group.rank]
+    width = broadcast(group, hit.features.shape[1] if hit is not None else None)
+    if width is not None:
+        bounds = [(0, n)] + [(n, n)] * (group.world - 1)
+        if hit is not None:
+            return Shard(keys, 0, n, hit.features, bounds, hit.seconds, True, hit.decoded)
+        return Shard(keys, n, n, np.zeros((0, width), np.float32), bounds, 0.0, True)
+    bounds = shards(batch_starts(n, batch_size), n, group.world)
+    a, b = bounds[group.rank]
     counts: dict[str, int] = {}
     rows = encode_rows(backbone, refs, a, b, preprocess, batch_size, num_workers, open_image, progress, decoder, counts)
-    pieces = gather(group, (group.rank, a, b, len(rows), (rows, counts)))
-    if pieces is None:
-        return None
-    parts = assemble(pieces, len(refs), "image features")
-    features = np.concatenate([rows for rows, _ in parts])
+    pieces = gather(group, (group.rank, a, b, len(rows), counts))
     total = {"device": 0, WORKERS: 0}
-    for _, counted in parts:
-        for path, n in counted.items():
-            total[path] = total.get(path, 0) + n
+    if pieces is not None:
+        assemble([(*piece[:4], None) for piece in pieces], n, "image features")
+        for *_, counted in pieces:
+            for path, count in counted.items():
+                total[path] = total.get(path, 0) + count
     if use_cache:
-        store_features(backbone, refs, features, preprocess, reader, images_id, name, total)
-    return FeatureSet([ref.key for ref in refs], features, time.perf_counter() - start, False, total)
+        blocks = _shards_in_order(group, rows, bounds, rows.shape[1])
+        if group.main:
+            store_feature_blocks(backbone, refs, rows.shape[1], blocks, preprocess, reader, images_id, name, total)
+        else:
+            for _ in blocks:
+                pass
+    return Shard(keys, a, b, rows, bounds, time.perf_counter() - start, False, total)
+
+
+def _shards_in_order(group: Group, rows: np.ndarray, bounds: Sequence[tuple[int, int]], width: int) -> Iterator:
+    """Every rank's rows, in row order, a block at a time on rank 0 (point-to-point over the object group); on the
+    other ranks, sending their own blocks yields nothing."""
+    for src, (a, b) in enumerate(bounds):
+        for start in range(a, b, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, b)
+            if group.main and src == 0:
+                yield rows[start - a : stop - a]
+            elif group.main:
+                block = torch.empty((stop - start, width), dtype=torch.float32)
+                torch.distributed.recv(block, src=src, group=_OBJECTS)
+                yield block.numpy()
+            elif group.rank == src:
+                torch.distributed.send(torch.from_numpy(np.ascontiguousarray(rows[start - a : stop - a])), 0, _OBJECTS)
 
 
 def encode_queries_sharded(

@@ -3,13 +3,14 @@
 No files are written here except the feature cache; the caller decides what becomes a result. One ranking path
 serves every method and benchmark: a part's queries are scored through ``_Scorer`` (one query embedding against
 the normalised gallery, or a method's fusion of its image and text similarity matrices), split-wide galleries are
-ranked with the reference masked (``search.search_gallery`` for one embedding: exact by default, or a faiss index;
-``retrieval.topk_scored`` for fused scores; ``retrieval.rank_with_positives`` when the benchmark
-``needs_positive_ranks``), per-query candidate lists and CIRR subsets by the same scores. The gallery is encoded by
-the shared backbone or the method's own encoder (whatever is passed as ``backbone``: ``encoders.GalleryEncoder``);
-a method whose entry consumes ``reference_images`` gets the reference images, opened by the benchmark's reader,
-instead of their features. Under torchrun the images and queries are encoded in shards
-(``evaluation.distributed``) and only rank 0 ranks and scores.
+ranked with the reference masked, a block of gallery rows at a time (``retrieval.topk_streamed`` for one embedding
+or fused scores, with a second pass, ``retrieval.count_above``, when the benchmark ``needs_positive_ranks``; or a
+faiss index through ``search.search_gallery``), per-query candidate lists and CIRR subsets by the same scores.
+The gallery is encoded by the shared backbone or the method's own encoder (whatever is passed as ``backbone``:
+``encoders.GalleryEncoder``); a method whose entry consumes ``reference_images`` gets the reference images, opened
+by the benchmark's reader, instead of their features. Under torchrun the images and queries are encoded in shards
+(``evaluation.distributed``), every rank ranks its shard of the gallery (``evaluation.sharded``), and rank 0 merges
+and scores.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,11 +30,13 @@ from cirbench.benchmarks.ranks import RankingsWithPositives
 from cirbench.decoding import DeviceDecoder
 from cirbench.encoders import GalleryEncoder
 from cirbench.errors import SearchIndexError
-from cirbench.evaluation.distributed import SINGLE, Group, encode_images_sharded, encode_queries_sharded
+from cirbench.evaluation.distributed import SINGLE, Group, broadcast, encode_images_sharded, encode_queries_sharded
+from cirbench.evaluation.sharded import gather_rows, rank_sharded
+from cirbench.feature_blocks import GalleryRows
 from cirbench.features import FeatureSet, encode_images
 from cirbench.finite import require_finite_features, require_finite_tensor
 from cirbench.methods.base import Method, QueryInput
-from cirbench.retrieval import rank_candidate_scores, rank_with_positives, topk_scored
+from cirbench.retrieval import clipped_k, count_above, product, rank_candidate_scores, topk_streamed
 from cirbench.search import EXACT, IndexSpec, search_gallery
 
 TOP_K = 50
@@ -74,7 +78,7 @@ def run_engine(
     fused = method.fuses_scores
     positives: dict[str, list[int]] | None = {} if benchmark.wants_positive_ranks(data) else None
     if index.name != EXACT.name:
-        check_index(index, data, fused=fused, full_ranking=positives is not None)
+        check_index(index, data, fused=fused, full_ranking=positives is not None, sharded=group.enabled)
     common: dict[str, Any] = dict(
         preprocess=method.preprocess,
         batch_size=batch_size,
@@ -97,6 +101,9 @@ def run_engine(
     placeholder = method.placeholder
     references = _reference_images(data, benchmark) if inputs == "reference_images" else None
     with_placeholder = 0
+    reference_rows = feats
+    if group.enabled and references is None:  # rank 0 gets the references' rows, which it sends to the query slices
+        reference_rows = gather_rows(group, feats, [q.reference for q in data.queries if q.reference in feats.index])
     top: dict[str, list[str]] = {}
     scores: dict[str, list[float]] = {}
     subset: dict[str, list[str]] = {}
@@ -107,9 +114,9 @@ def run_engine(
         texts = [benchmark.query_texts(q, method.caption_join) for q in part.queries]
         if placeholder:
             with_placeholder += sum(any(placeholder in t for t in variants) for variants in texts)
-        encoded = _encode_part(method, part, texts, references or feats, batch_size * 4, device, fused, group)
-        if encoded is None:  # a torchrun rank other than 0: it encoded its slice, rank 0 ranks
-            continue
+        encoded = _encode_part(method, part, texts, references or reference_rows, batch_size * 4, device, fused, group)
+        if group.enabled:  # every rank ranks its shard of the gallery against every query
+            encoded = broadcast(group, encoded)
         what = f"method {method.info.name} on {data.benchmark}/{data.split}"
         require_finite_tensor(encoded, f"query features of {what}", method.info.checkpoint)
         if fused:
@@ -118,7 +125,7 @@ def run_engine(
             scorer = _Scorer(embed=encoded.to(device), what=what)
         query_s += time.perf_counter() - start
         start = time.perf_counter()
-        _rank_part(part, scorer, feats, top_k, (top, scores, subset), positives, device, index, searched)
+        _rank_part(part, scorer, feats, top_k, (top, scores, subset), positives, device, index, searched, group)
         rank_s += time.perf_counter() - start
         if progress:
             progress("queries", len(top), len(data.queries))
@@ -136,11 +143,15 @@ def run_engine(
     return output
 
 
-def check_index(index: IndexSpec, data: BenchmarkSplit, *, fused: bool, full_ranking: bool) -> None:
+def check_index(
+    index: IndexSpec, data: BenchmarkSplit, *, fused: bool, full_ranking: bool, sharded: bool = False
+) -> None:
     """Refuse, before any image is encoded, a run an index cannot rank: it searches one query embedding against a
     split-wide gallery, while fused scores and full-ranking positions need every score."""
     why = None
-    if fused:
+    if sharded:
+        why = "under torchrun only exact search is sharded (each rank would build its own faiss index of its shard)"
+    elif fused:
         why = "the method fuses two similarity matrices, which no single index holds"
     elif full_ranking:
         why = f"{data.benchmark}'s metrics need every ground truth's position in the full ranking"
@@ -230,14 +241,21 @@ def _width(references: FeatureSet | ReferenceImages) -> int:
     return references.features.shape[1] if isinstance(references, FeatureSet) else 0
 
 
-def _rank_part(part, scorer, feats, top_k, out, positives, device, index: IndexSpec, searched: dict) -> None:
+def _rank_part(part, scorer, feats, top_k, out, positives, device, index: IndexSpec, searched: dict, group) -> None:
     """Rank one part (the one ranking path): its queries' own candidate lists, or its split-wide gallery with the
-    reference masked (``search_gallery`` for one embedding, whatever the index; ``topk_scored`` for fused scores;
-    ``rank_with_positives`` when every ground truth's position is needed), then CIRR's subsets by the same scores."""
+    reference masked, read a block of rows at a time (``topk_streamed``: one embedding or fused scores;
+    ``search_gallery`` for a faiss index; a second pass counts every ground truth's full-ranking position when the
+    benchmark needs them), then CIRR's subsets by the same scores. Under torchrun every rank scores the blocks of its
+    shard (``evaluation.sharded``) and rank 0 gets the few rows that candidate lists and subsets need."""
     top, scores, subset = out
+    if group.enabled:
+        needed = [c for q in part.queries for c in (q.candidates if part.gallery is None else q.subset or ())]
+        rows = gather_rows(group, feats, [key for key in needed if key in feats.index])
+    else:
+        rows = feats
     if part.gallery is None:
-        for i, q in enumerate(part.queries):
-            cands = F.normalize(feats.rows(list(q.candidates)).to(device), dim=-1)
+        for i, q in enumerate(part.queries if rows is not None else ()):
+            cands = F.normalize(rows.rows(list(q.candidates)).to(device), dim=-1)
             values = scorer.one(i, cands)
             order = rank_candidate_scores(values, scorer.scores)
             top[q.qid] = [q.candidates[j] for j in order]
@@ -246,28 +264,38 @@ def _rank_part(part, scorer, feats, top_k, out, positives, device, index: IndexS
                 ranked = {key: r for r, key in enumerate(top[q.qid])}
                 positives[q.qid] = sorted(ranked[g] for g in q.gt or () if g in ranked)
         return
-    gallery = F.normalize(feats.rows(part.gallery).to(device), dim=-1)
     position = {key: i for i, key in enumerate(part.gallery)}
     exclude = [position.get(q.reference) for q in part.queries] if part.remove_reference else None
-    n = len(part.queries)
-    if positives is not None:
-        wanted = [[position[g] for g in q.gt or () if g in position] for q in part.queries]
-        idx, vals, ranks = rank_with_positives(
-            lambda a, b: scorer.block(a, b, gallery), n, len(part.gallery), top_k, wanted, exclude, what=scorer.scores
-        )
-        positives.update({q.qid: r for q, r in zip(part.queries, ranks, strict=True)})
-    elif scorer.embed is None:
-        rows = lambda a, b: scorer.block(a, b, gallery)  # noqa: E731
-        idx, vals = topk_scored(rows, n, len(part.gallery), top_k, exclude=exclude, what=scorer.scores)
+    n, k = len(part.queries), clipped_k(top_k, len(part.gallery), exclude)
+    wanted = (
+        [[position[g] for g in q.gt or () if g in position] for q in part.queries] if positives is not None else None
+    )
+    at = np.array([feats.index[key] for key in part.gallery], dtype=np.int64)
+    ranks = None
+    if group.enabled:
+        found = rank_sharded(group, feats, at, scorer.block, n, k, exclude, wanted, device, scorer.scores)
+        if found is None:
+            return
+        idx, vals, ranks = found
+    elif scorer.embed is None or wanted is not None or index.name == EXACT.name:
+        gallery = GalleryRows(feats.features, at, device)
+        idx, vals, captured = topk_streamed(gallery, scorer.block, n, k, exclude, what=scorer.scores, capture=wanted)
+        if wanted is not None:
+            targets = [[(g, got[g]) for g in w] for w, got in zip(wanted, captured, strict=True)]
+            ranks = [sorted(c) for c in count_above(gallery, scorer.block, n, targets, exclude)]
     else:
-        idx, vals = _search(scorer.embed, gallery, part.gallery, top_k, exclude, index, searched)
+        idx, vals = _search(
+            scorer.embed, GalleryRows(feats.features, at, device), part.gallery, k, exclude, index, searched
+        )
+    if ranks is not None:
+        positives.update({q.qid: r for q, r in zip(part.queries, ranks, strict=True)})
     for i, (q, row_idx, row_vals) in enumerate(zip(part.queries, _as_lists(idx), _as_lists(vals), strict=True)):
         top[q.qid] = [part.gallery[j] for j in row_idx]
         scores[q.qid] = [round(v, 6) for v in row_vals]
         if q.subset is not None:
             members = [m for m in q.subset if m in position]
-            order = rank_candidate_scores(scorer.one(i, gallery[[position[m] for m in members]]), scorer.scores)
-            subset[q.qid] = [members[j] for j in order]
+            candidates = F.normalize(rows.rows(members).to(device), dim=-1)
+            subset[q.qid] = [members[j] for j in rank_candidate_scores(scorer.one(i, candidates), scorer.scores)]
 
 
 def _as_lists(values: Any) -> list[list[Any]]:
@@ -321,8 +349,8 @@ class _Scorer:
     def block(self, start: int, stop: int, gallery: torch.Tensor) -> torch.Tensor:
         """Queries ``start:stop`` x ``gallery`` rows (the product ``topk_chunked`` computes)."""
         if self.embed is not None:
-            return self.embed[start:stop] @ gallery.T
-        return self.fuse(self.image[start:stop] @ gallery.T, self.text[start:stop] @ gallery.T)
+            return product(self.embed[start:stop], gallery)
+        return self.fuse(product(self.image[start:stop], gallery), product(self.text[start:stop], gallery))
 
     def one(self, i: int, candidates: torch.Tensor) -> torch.Tensor:
         """Query ``i`` against its own candidate rows (the product ``rank_candidates`` computes)."""

@@ -45,7 +45,7 @@ from cirbench.evaluation.reuse import images_identity, one_writer, reusable
 from cirbench.evaluation.spec import RunSpec, key_fields
 from cirbench.io import ensure_writable
 from cirbench.methods.base import Method
-from cirbench.progress import stage_progress
+from cirbench.progress import note, stage_progress
 from cirbench.results import (
     BackboneRecord,
     BenchmarkRecord,
@@ -220,6 +220,9 @@ def _compute(
     """Encode, rank, score and write one result (its path locked by the caller)."""
     group = settings.group
     fields, key, path = target
+    if settings.show_progress and group.main and progress is None:  # a line before the models load, not silence
+        where = f"results: {settings.results_dir}" if path is not None else "not written"
+        note(f"{spec.method.name} {spec.benchmark.name}/{spec.split}: computing, loading {spec.backbone.id} ({where})")
     images_sha256 = images_identity(data, prepared, settings.skip_missing, settings.verify) if group.main else None
     start = time.perf_counter()
     backbone = backbone or get_backbone(spec, settings.device, settings.allow_download)
@@ -307,6 +310,7 @@ def _compute(
             "skip_missing": settings.skip_missing,
             "feature_cache": settings.use_cache,
             "limit": spec.limit,  # --limit N: only the first N queries (also in key_fields)
+            "threads": torch.get_num_threads(),  # intra-op threads (the CLI sets them: cirbench/threads.py)
             "world_size": group.world,  # torchrun processes that encoded it (the numbers do not depend on it)
             "index": output.index,  # gallery search: name, parameters, and recall@50 for an approximate index
             "decode": {  # which decoder ran and how many images each path decoded (see the module docstring)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cirbench.backbones import BackboneIdentity, backbone_identity
+from cirbench.backbone_hints import available_here
+from cirbench.backbones import BACKBONES, BackboneIdentity, backbone_identity
 from cirbench.benchmarks import get_benchmark
 from cirbench.benchmarks.base import Benchmark
 from cirbench.errors import MethodError, OptionError, shown
@@ -156,4 +157,4 @@ def _gallery_identity(
 def _inferred_backbone(entry: MethodEntry, checkpoint: Path | None) -> str:
     if entry.infer_backbone is not None and checkpoint is not None:
         return entry.infer_backbone(checkpoint)
-    raise MethodError(f"give --backbone for method {entry.name!r} (e.g. ViT-L-14:openai)")
+    raise MethodError(f"give --backbone for method {entry.name!r}: {available_here(BACKBONES.names())}")

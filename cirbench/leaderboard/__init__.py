@@ -20,10 +20,12 @@ from cirbench.leaderboard.render import (
     DELTA_NOTE,
     best_mask,
     csv_frame,
+    interval_text,
     markdown_table,
     render_csv,
     render_markdown,
 )
+from cirbench.leaderboard.summary import summary_table
 from cirbench.leaderboard.tables import (
     HIDDEN_COLUMNS,
     META_COLUMNS,
@@ -34,7 +36,6 @@ from cirbench.leaderboard.tables import (
     entry_values,
     not_compared,
     summary_column,
-    summary_table,
 )
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "entry_values",
     "format_duration",
     "format_train_time",
+    "interval_text",
     "load_reported",
     "markdown_table",
     "not_compared",

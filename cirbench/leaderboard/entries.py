@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from cirbench.benchmarks import BENCHMARKS
 from cirbench.benchmarks.base import Benchmark
-from cirbench.errors import LeaderboardError, shown
+from cirbench.errors import LeaderboardError, UserError, shown
 from cirbench.leaderboard.durations import format_train_time
 from cirbench.leaderboard.reported_rows import check_row, refuse_duplicates
 from cirbench.leaderboard.row import Entry  # re-exported: ``from cirbench.leaderboard.entries import Entry``
@@ -65,6 +65,27 @@ def protocol_deviations(benchmark: str, options: Mapping[str, Any] | None) -> tu
     return tuple(out)
 
 
+def method_deviations(method: str, benchmark: str, options: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Keyed method options that differ from what ``method`` uses on ``benchmark`` by default (its option defaults,
+    with its ``benchmark_defaults`` applied), as "key=value": ``alpha=0.6`` for a Slerp run with ``-o alpha=0.6``."""
+    from cirbench.methods import METHODS
+
+    if options is None or method not in METHODS:
+        return ()
+    entry = METHODS.get(method)
+    try:
+        defaults = entry.parse_options(entry.defaults_for(benchmark))
+    except UserError:  # a plugin's defaults this install cannot read: the row still renders, unlabelled
+        return ()
+    out = []
+    for option in sorted(entry.options, key=lambda o: o.name):
+        if not option.keyed or option.name not in options:
+            continue
+        if _value_text(options[option.name]) != _value_text(defaults.get(option.name, option.default)):
+            out.append(f"{option.name}={_value_text(options[option.name])}")
+    return tuple(out)
+
+
 def entry_from_result(result: RunResult) -> Entry:
     """A result file -> one run row."""
     method, bench, skipped, timing = result.method, result.benchmark, result.skipped, result.timing
@@ -74,6 +95,7 @@ def entry_from_result(result: RunResult) -> Entry:
     if skipped.images_missing and not skipped.queries_dropped:
         protocol += (f"{skipped.images_missing} images missing",)
     limit = result.key_fields.get("limit")
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
     if limit is not None:  # a smoke test over the first N queries: never ranked as a full run
         protocol += (f"first {limit} queries (--limit)",)
     index = result.key_fields.get("index")
@@ -93,6 +115,9 @@ def entry_from_result(result: RunResult) -> Entry:
         metrics={k: float(v) for k, v in result.metrics.items() if v is not None},
         source="run",
         protocol=protocol,
+        options=method_deviations(method.name, bench.name, result.key_fields.get("method_options", method.options)),
+        model=method.checkpoint_id or "",
+        limit=limit,
         training_data=method.training_data,
         zero_shot=method.zero_shot,
         train_time=format_train_time(
@@ -204,16 +229,20 @@ def _is_metric_block(value: Any) -> bool:
     )
 
 
+def run_entries(results: Iterable[RunResult], aggregate: bool = True) -> list[Entry]:
+    """Run results -> rows (with their seed facts); runs that differ only in seed become one row if ``aggregate``.
+    Test-split runs without public labels have no metrics: they feed `cirbench submit`, not the tables."""
+    from cirbench.leaderboard.seeds import aggregate_seeds
+
+    entries = [_with_seed(entry_from_result(r), r) for r in results if r.metrics]
+    return aggregate_seeds(entries) if aggregate else entries
+
+
 def collect_entries(results_dir: Path | None, reported: Path | None, aggregate: bool = True) -> list[Entry]:
     """Every run under ``results_dir/runs`` plus the reported rows (either may be None); runs that differ only in
     their training seed become one row (mean ± sample std) unless ``aggregate`` is False."""
-    from cirbench.leaderboard.seeds import aggregate_seeds
-
     results = iter_results(results_dir) if results_dir is not None else []
-    # Test-split runs without public labels have no metrics: they feed `cirbench submit`, not the tables.
-    entries = [_with_seed(entry_from_result(r), r) for r in results if r.metrics]
-    if aggregate:
-        entries = aggregate_seeds(entries)
+    entries = run_entries(results, aggregate)
     if reported is not None:
         entries += load_reported(reported)
     return entries

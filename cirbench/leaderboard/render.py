@@ -9,8 +9,11 @@ import pandas as pd
 
 from cirbench.errors import LeaderboardError
 from cirbench.leaderboard.entries import Entry, registered
+from cirbench.leaderboard.summary import summary_choices, summary_table
 from cirbench.leaderboard.tables import (
     HIDDEN_COLUMNS,
+    HIGH,
+    LOW,
     MISSING,
     PM,
     SUMMARY_META,
@@ -19,7 +22,7 @@ from cirbench.leaderboard.tables import (
     chosen_columns,
     not_compared,
     section_rows,
-    summary_table,
+    smoke_rows,
     title,
     views_present,
 )
@@ -73,11 +76,28 @@ class _Footnotes:
         return [f"[{i}] {t}" for i, t in enumerate(self.texts, 1)]
 
 
+def interval_text(value: float, low: float, high: float, decimals: int = DECIMALS) -> str:
+    """`` ± h`` when the interval is symmetric about the value at the printed precision, else `` [lo, hi]``: the
+    rule of every surface (``stats.display.is_symmetric``). "2.27 ± 2.05" for [0.45, 4.55] would put the lower end
+    at 0.22: that interval is shown as "[0.45, 4.55]"."""
+    from cirbench.stats.display import is_symmetric
+
+    if is_symmetric(value, low, high, decimals):
+        return f" ± {value - low:.{decimals}f}"
+    return f" [{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
+def _is_number(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def markdown_table(df: pd.DataFrame, value_columns: Sequence[str], group: str | None = "Split") -> tuple[str, list]:
-    """(markdown, footnotes): two decimals, "–" for missing, best per column (and split) in bold."""
+    """(markdown, footnotes): two decimals, "–" for missing, best per column (and split) in bold; a run's 95 %
+    interval as ``± h`` or ``[lo, hi]`` (``interval_text``), a seed mean's sd as ``± sd``."""
     notes = _Footnotes()
     best = best_mask(df, value_columns, group)
-    shown = [c for c in df.columns if c not in HIDDEN_COLUMNS and not str(c).endswith(PM)]
+    hidden = (PM, LOW, HIGH)
+    shown = [c for c in df.columns if c not in HIDDEN_COLUMNS and not str(c).endswith(hidden)]
     out = pd.DataFrame(index=df.index, columns=shown, dtype=object)
     for idx, row in df.iterrows():
         kind = row["Source"]
@@ -85,8 +105,12 @@ def markdown_table(df: pd.DataFrame, value_columns: Sequence[str], group: str | 
             if col in value_columns:
                 text = _fmt(row[col], delta=kind == "delta")
                 text = f"**{text}**" if best.at[idx, col] else text
-                pm = row.get(f"{col}{PM}")
-                out.at[idx, col] = f"{text} ± {pm:.{DECIMALS}f}" if pm is not None and not math.isnan(pm) else text
+                pm, low, high = (row.get(f"{col}{suffix}") for suffix in (PM, LOW, HIGH))
+                if _is_number(low) and _is_number(high) and _is_number(row[col]):
+                    text += interval_text(float(row[col]), float(low), float(high))
+                elif _is_number(pm):
+                    text += f" ± {pm:.{DECIMALS}f}"
+                out.at[idx, col] = text
             elif col == "Source":
                 out.at[idx, col] = _source_text(row, notes)
             else:
@@ -120,13 +144,28 @@ def spread_notes(entries: Sequence[Entry]) -> list[str]:
             "± on a row averaging seeds: the sample standard deviation over its seeds (n - 1; each seed's run is "
             "listed in Source). It measures training noise on these queries, not how the method fares on other data."
         )
-    if any(e.half_widths for e in entries):
+    if any(e.intervals for e in entries):
         out.append(
-            "± on a run: half the width of its 95 % bootstrap interval over the queries (percentile method, "
-            "resampled within each part the benchmark averages); a statement about this query sample, not about "
-            "other datasets (docs/STATISTICS.md)."
+            "± h or [lo, hi] on a run: its 95 % interval over the queries (bootstrap percentile, resampled within each "
+            "part the benchmark averages and by whole clusters of dependent queries where it declares them; "
+            "Agresti-Coull for a small part or rare hits), written ± h where it is symmetric about the value at two "
+            "decimals, else as its ends; a statement about this query sample, not about other datasets "
+            "(docs/STATISTICS.md)."
         )
+    for entry in entries:
+        if entry.replaced:
+            left = " ".join(f"`{k[:8]}`" for k in entry.replaced)
+            out.append(
+                f"{entry.label} · {entry.backbone}: a seed run twice with one recipe counts once, by its latest "
+                f"run; left out: {left}."
+            )
     return out
+
+
+SMOKE_NOTE = (
+    "Smoke runs (`cirbench eval --limit N`): each scores only the split's first N queries, a pipeline check. Their "
+    "numbers are not comparable with full runs or with each other across N; they are never ranked or bolded."
+)
 
 
 def render_markdown(
@@ -165,10 +204,13 @@ def render_markdown(
             "## Summary",
             "",
             "Headline metric per benchmark, one column per split (test and val numbers are not comparable). "
-            "Runs: latest default-protocol run per method, variant and backbone.",
+            "Runs: default protocol, full runs only; one row per method, variant, method options (in parentheses "
+            "when not the method's defaults), backbone, weights and seed set, so a run at other options or a single "
+            "seed is never shown as the default or the seed mean.",
             "",
             table,
             *(["", *notes] if notes else []),
+            *[part for line in summary_choices(entries) for part in ("", line)],
         ]
     for name in names:
         rows = section_rows(entries, name)
@@ -193,6 +235,14 @@ def render_markdown(
             parts += ["", *footnotes] if footnotes else []
             for line in [*view.notes, *spread_notes(section_rows(entries, name, view))]:
                 parts += ["", line]
+        smoke = smoke_rows(entries, name)
+        if smoke:  # --limit runs: after every ranked section, never beside them
+            shown = chosen_columns(name, entries, columns)
+            table, footnotes = markdown_table(benchmark_table(entries, name, shown, smoke=True), shown)
+            parts += ["", f"## {title(name)}: smoke runs (`--limit`)", "", table]
+            parts += ["", *footnotes] if footnotes else []
+            for line in [SMOKE_NOTE, *spread_notes(smoke)]:
+                parts += ["", line]
     return "\n".join(parts).strip() + "\n"
 
 
@@ -211,6 +261,10 @@ def csv_frame(
         for view in views_present(entries, name):  # a protocol variant: its own rows, marked in "Benchmark"
             df = benchmark_table(entries, name, None, view)
             df.insert(0, "Benchmark", f"{name} [{view.deviation}]")
+            frames.append(df)
+        if smoke_rows(entries, name):  # --limit smoke runs: their own rows, marked in "Benchmark"
+            df = benchmark_table(entries, name, chosen_columns(name, entries, columns) if columns else None, smoke=True)
+            df.insert(0, "Benchmark", f"{name} [--limit]")
             frames.append(df)
     if not frames:
         what = f"benchmark {benchmark!r}" if benchmark else "any benchmark"

@@ -3,8 +3,12 @@
 Two runs belong together when everything that defines them is equal except the seed: the method, its options and
 variant, the backbone's weights, the benchmark, split, protocol and annotations, and the training recipe (every
 ``recipe`` and ``schedule`` option of ``TrainConfig`` but ``seed``, with corpora compared by file name, so a
-corpus written per seed, ``seed-<s>/corpus.txt``, still matches). Only runs that record how they were trained
-(``train_meta``) are grouped; training-free methods are deterministic and stay single rows.
+corpus written per seed, ``seed-<s>/corpus.txt``, still matches). Options added to ``TrainConfig`` after a run was
+trained take the value that reproduces how it trained (``LATER_OPTIONS``), so a run written by an older cirbench
+still joins its newer seeds: without this, a fresh ``cirbench demo`` run of seed 0 formed a row of its own and the
+summary showed its number under the 3-seed label. Only runs that record how they were trained (``train_meta``) are
+grouped; training-free methods are deterministic and stay single rows. A seed run twice with one recipe counts once
+(its latest run), and the row names the runs it left out (``Entry.replaced``).
 """
 
 from __future__ import annotations
@@ -48,17 +52,29 @@ def seed_group(result: RunResult) -> str:
     config = meta.get("config")
     if training_seed(result) is None or not isinstance(config, dict):
         return ""
-    from cirbench.lincir.config import STORED_ROLES, fields_with_role
+    from cirbench.lincir.config import LATER_OPTIONS, STORED_ROLES, fields_with_role
 
     stored = fields_with_role(*STORED_ROLES)
-    recipe: dict[str, Any] = {k: v for k, v in config.items() if k in stored and k != "seed"}
+    recipe: dict[str, Any] = {k: v for k, v in {**LATER_OPTIONS, **config}.items() if k in stored and k != "seed"}
     recipe["corpora"] = [PurePath(str(c)).name for c in config.get("corpora") or []]
     recipe["selection"] = (meta.get("selection") or {}).get("strategy")
     method, bench = result.method, result.benchmark
     identity = {
-        "method": [method.name, method.variant, method.version, method.options],
+        # the keyed options (batch size and other settings that do not change numbers are left out)
+        "method": [
+            method.name,
+            method.variant,
+            method.version,
+            result.key_fields.get("method_options", method.options),
+        ],
         "backbone": result.backbone.weights_id,
-        "benchmark": [bench.name, bench.split, bench.protocol_version, bench.options, bench.annotations_sha256],
+        "benchmark": [  # the keyed protocol options (data locations differ between machines, not the numbers)
+            bench.name,
+            bench.split,
+            bench.protocol_version,
+            result.key_fields.get("protocol", bench.options),
+            bench.annotations_sha256,
+        ],
         "skipped": result.skipped.queries_dropped,
         "recipe": recipe,
     }
@@ -74,11 +90,13 @@ def aggregate_seeds(entries: Sequence[Entry]) -> list[Entry]:
             groups[entry.seed_group].append(entry)
     merged: dict[str, Entry] = {}
     for key, members in groups.items():
-        latest = {}  # one run per seed: the latest
+        latest: dict[int | None, Entry] = {}  # one run per seed: the latest (a rerun of one seed counts once)
         for entry in sorted(members, key=lambda e: (e.created_at, e.run_key)):
             latest[entry.seed] = entry
         if len(latest) >= 2:
-            merged[key] = _mean_entry(sorted(latest.values(), key=lambda e: e.seed))
+            kept = {e.run_key for e in latest.values()}
+            left_out = tuple(sorted(e.run_key for e in members if e.run_key not in kept))
+            merged[key] = _mean_entry(sorted(latest.values(), key=lambda e: e.seed), left_out)
     out, placed = [], set()
     for entry in entries:
         key = entry.seed_group if entry.source == "run" else ""
@@ -91,7 +109,7 @@ def aggregate_seeds(entries: Sequence[Entry]) -> list[Entry]:
     return out
 
 
-def _mean_entry(members: list[Entry]) -> Entry:
+def _mean_entry(members: list[Entry], left_out: tuple[str, ...] = ()) -> Entry:
     """Mean and sample standard deviation (n - 1) of each metric every member has."""
     names = [m for m in members[0].metrics if all(m in e.metrics for e in members)]
     mean = {m: statistics.fmean(e.metrics[m] for e in members) for m in names}
@@ -115,5 +133,7 @@ def _mean_entry(members: list[Entry]) -> Entry:
         members=tuple(e.run_key for e in members),
         run_key=",".join(e.run_key for e in members),
         created_at=max(e.created_at for e in members),
-        half_widths={},
+        model=",".join(sorted(e.model for e in members)),
+        intervals={},
+        replaced=left_out,
     )

@@ -7,7 +7,8 @@ method, variant, backbone, benchmark and split under the default protocol. Missi
 A benchmark may declare protocol variants that are never ranked beside its official rows (``separate_protocols``:
 CIRR's and FashionIQ's ``protocol=mieb``, scored as MIEB does with other metrics, pool and queries): their rows form
 a section of their own, with its own title, columns and notes, and are left out of the official table and the
-summary.
+summary. So do ``--limit`` smoke runs (over a split's first N queries): a section of their own, never ranked.
+The summary table is ``summary.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MISSING = "–"
 META_COLUMNS = ("Method", "Backbone", "Split", "Protocol", "Training data", "Train time", "Source")
 HIDDEN_COLUMNS = ("Citation", "Run key", "Seeds", "±")
 PM = " ±"  # suffix of the column holding a metric's spread (sd over seeds) or CI half-width
+LOW, HIGH = " 95% low", " 95% high"  # suffixes of the columns holding a run's bootstrap interval (--ci)
+ALL_COLUMNS = "all"  # --columns all: every metric the rows have
 SUMMARY_META = ("Method", "Backbone", "Train time", "Source", "Citation")
 UNREGISTERED_ORDER = 100
 
@@ -54,12 +57,17 @@ def view_of(entry: Entry) -> ProtocolView | None:
 
 
 def section_rows(entries: Iterable[Entry], benchmark: str, view: ProtocolView | None = None) -> list[Entry]:
-    """``benchmark``'s rows of one section: the official table (``view`` None) or one protocol variant's."""
-    return [e for e in entries if e.benchmark == benchmark and view_of(e) == view]
+    """``benchmark``'s full-run rows of one section: the official table (``view`` None) or one protocol variant's."""
+    return [e for e in entries if e.benchmark == benchmark and e.limit is None and view_of(e) == view]
+
+
+def smoke_rows(entries: Iterable[Entry], benchmark: str) -> list[Entry]:
+    """``benchmark``'s ``--limit`` runs: smoke tests over a split's first N queries, shown apart and never ranked."""
+    return [e for e in entries if e.benchmark == benchmark and e.limit is not None]
 
 
 def views_present(entries: Iterable[Entry], benchmark: str) -> list[ProtocolView]:
-    rows = [e for e in entries if e.benchmark == benchmark]
+    rows = [e for e in entries if e.benchmark == benchmark and e.limit is None]
     return [v for v in protocol_views(benchmark) if any(view_of(e) == v for e in rows)]
 
 
@@ -95,6 +103,7 @@ def sort_key(entry: Entry) -> tuple:
         entry.split,
         entry.method,
         entry.variant,
+        entry.options,
         entry.backbone,
         entry.protocol,
         0 if entry.source == "reported" else 1,
@@ -115,6 +124,10 @@ def training_text(entry: Entry) -> str:
 
 
 def _matching_reported(run: Entry, reported: Sequence[Entry]) -> Entry | None:
+    """The reported row a run is compared with: same method, variant, backbone, benchmark and split, and the run at
+    the method's default options (a Slerp run at another alpha is not the published Slerp)."""
+    if run.options:
+        return None
     same = (run.benchmark, run.split, run.method, run.variant, run.backbone)
     return next((r for r in reported if (r.benchmark, r.split, r.method, r.variant, r.backbone) == same), None)
 
@@ -123,11 +136,12 @@ def spread_kind(entry: Entry) -> str:
     """What a row's ± means: the sample std over seeds, or the half-width of a 95 % bootstrap interval."""
     if entry.seeds:
         return f"sd over {len(entry.seeds)} seeds"
-    return "95 % CI half-width" if entry.half_widths else ""
+    return "95 % bootstrap interval" if entry.intervals else ""
 
 
 def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dict[str, Any]:
     pm = entry.spread if entry.seeds else entry.half_widths
+    bounds = {} if source is not None else entry.intervals
     return {
         "Method": entry.label,
         "Backbone": entry.backbone,
@@ -142,6 +156,8 @@ def _row(entry: Entry, columns: Sequence[str], source: str | None = None) -> dic
         "±": spread_kind(entry) if source is None else "",
         **dict(zip(columns, entry_values(entry, columns), strict=True)),
         **{f"{c}{PM}": float(pm[c]) if c in pm and source is None else math.nan for c in columns},
+        **{f"{c}{LOW}": float(bounds[c][0]) if c in bounds else math.nan for c in columns},
+        **{f"{c}{HIGH}": float(bounds[c][1]) if c in bounds else math.nan for c in columns},
     }
 
 
@@ -152,10 +168,13 @@ def chosen_columns(
     protocol variant's section always has its own columns."""
     if view is not None:
         return list(view.columns)
-    rows = section_rows(entries, benchmark)
+    rows = section_rows(entries, benchmark) or smoke_rows(entries, benchmark)
     if not wanted:
         return benchmark_columns(benchmark, rows)
-    known = set(benchmark_columns(benchmark, rows)) | {m for e in rows for m in e.metrics}
+    official = benchmark_columns(benchmark, rows)
+    known = set(official) | {m for e in rows for m in e.metrics}
+    if list(wanted) == [ALL_COLUMNS]:  # every metric: the official columns first, then the rest by prefix and K
+        return official + sorted(known - set(official), key=metric_sort_key)
     unknown = [c for c in wanted if c not in known]
     if unknown:
         choices = ", ".join(sorted(known, key=metric_sort_key))
@@ -164,10 +183,15 @@ def chosen_columns(
 
 
 def benchmark_table(
-    entries: Sequence[Entry], benchmark: str, wanted: Sequence[str] | None = None, view: ProtocolView | None = None
+    entries: Sequence[Entry],
+    benchmark: str,
+    wanted: Sequence[str] | None = None,
+    view: ProtocolView | None = None,
+    smoke: bool = False,
 ) -> pd.DataFrame:
-    """One benchmark's rows of one section (floats, NaN = missing), each run followed by its Δ row when comparable."""
-    rows_in = sorted(section_rows(entries, benchmark, view), key=sort_key)
+    """One benchmark's rows of one section (floats, NaN = missing), each run followed by its Δ row when comparable;
+    ``smoke``: its ``--limit`` runs instead."""
+    rows_in = sorted(smoke_rows(entries, benchmark) if smoke else section_rows(entries, benchmark, view), key=sort_key)
     columns = chosen_columns(benchmark, rows_in, wanted, view)
     reported = [e for e in rows_in if e.source == "reported"]
     rows = []
@@ -182,9 +206,9 @@ def benchmark_table(
             ):
                 delta[col] = run_v - rep_v
             rows.append(delta)
-    frame = pd.DataFrame(rows, columns=[*META_COLUMNS, *HIDDEN_COLUMNS, *columns, *(f"{c}{PM}" for c in columns)])
-    spread = [f"{c}{PM}" for c in columns]
-    return frame.drop(columns=[c for c in spread if frame[c].isna().all()])
+    extra = [f"{c}{suffix}" for suffix in (PM, LOW, HIGH) for c in columns]
+    frame = pd.DataFrame(rows, columns=[*META_COLUMNS, *HIDDEN_COLUMNS, *columns, *extra])
+    return frame.drop(columns=[c for c in extra if frame[c].isna().all()])
 
 
 def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
@@ -195,7 +219,9 @@ def not_compared(entries: Sequence[Entry], benchmark: str) -> list[str]:
         same = [r for r in reported if (r.method, r.variant, r.backbone) == (run.method, run.variant, run.backbone)]
         if not same:
             continue
-        if not run.default_protocol and any(r.split == run.split for r in same):
+        if run.options and any(r.split == run.split for r in same):
+            notes.add(f"{run.label} · {run.backbone} (run with method options other than the defaults)")
+        elif not run.default_protocol and any(r.split == run.split for r in same):
             notes.add(f"{run.label} · {run.backbone} (run on {run.split} with a non-default protocol)")
         elif not any(r.split == run.split for r in same):
             splits = "/".join(sorted({r.split for r in same}))
@@ -215,40 +241,3 @@ def benchmarks_in(entries: Iterable[Entry]) -> list[str]:
 
 def summary_column(benchmark: str, split: str) -> str:
     return f"{title(benchmark)} {headline_metric(benchmark)} ({split})"
-
-
-def summary_table(entries: Sequence[Entry]) -> pd.DataFrame:
-    """Headline metric per benchmark and split (columns only where data exists); one row per run identity
-    (method, variant, backbone; latest default-protocol run per cell) and per reported row."""
-    groups: dict[tuple, dict[str, Any]] = {}
-    latest: dict[tuple, str] = {}
-    present: set[tuple[str, str]] = set()
-    for entry in sorted(entries, key=sort_key):
-        metric = headline_metric(entry.benchmark)
-        if metric is None or metric not in entry.metrics or not entry.default_protocol:
-            continue
-        key = (entry.source != "run", entry.method, entry.variant, entry.backbone, entry.group)
-        row = groups.setdefault(
-            key,
-            {
-                "Method": entry.label,
-                "Backbone": entry.backbone,
-                "Train time": MISSING,
-                "Source": entry.source,
-                "Citation": "",
-            },
-        )
-        column = (entry.benchmark, entry.split)
-        stamp = f"{entry.created_at}|{entry.run_key}"
-        if entry.source == "run" and latest.get((*key, column), "") > stamp:
-            continue
-        latest[(*key, column)] = stamp
-        present.add(column)
-        row[summary_column(*column)] = entry.metrics[metric]
-        if entry.train_time and row["Train time"] == MISSING:
-            row["Train time"] = entry.train_time
-        if entry.source == "reported" and entry.citation not in row["Citation"].split(" | "):
-            row["Citation"] = " | ".join(c for c in (row["Citation"], entry.citation) if c)
-    columns = [summary_column(b, s) for b, s in sorted(present, key=lambda bs: (benchmark_order(bs[0]), bs[1]))]
-    rows = [groups[k] for k in sorted(groups)]
-    return pd.DataFrame(rows, columns=[*SUMMARY_META, *columns])

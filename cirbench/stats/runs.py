@@ -70,6 +70,9 @@ def run_scores(result: RunResult, root: Path | None = None) -> RunScores:
     if result.skipped.queries_dropped:
         data = _only_ranked(data, rankings)
     scores = bench.per_query(data, rankings)
+    declared = bench.query_clusters(data)  # dependent queries: resampled and flipped whole (stats/clusters.py)
+    if declared is not None:
+        scores.clusters = [declared.get(q, f"query {q}") for q in scores.query_ids]
     metrics = official_metrics(scores)
     changed = [m for m, v in result.metrics.items() if m in metrics and abs(metrics[m] - v) > 1e-5]
     if changed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cirbench.errors import AnnotationError, DataError, OptionError, UsageError, shown
@@ -67,7 +68,13 @@ def metric_names(bench, options) -> tuple[str, ...]:
 
 
 def sensitivity(
-    request: RunRequest, settings: EvalSettings, metric: str | None = None, resamples: int = 10_000, seed: int = 0
+    request: RunRequest,
+    settings: EvalSettings,
+    metric: str | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
+    cluster: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[RunScores, list[Row]]:
     """The default run and one row per variant (``metric``: the benchmark's main metric by default). An unknown
     ``metric`` is refused before anything is evaluated.
@@ -75,8 +82,10 @@ def sensitivity(
     A variant whose protocol has other metrics (``protocol=mieb``: mteb's names, other queries) shows its own main
     metric beside the default's number, with no difference, interval or p: the two are not the same quantity. A
     variant whose data cannot be read (``protocol=mieb`` needs every split's image list and images) is listed with the
-    reason instead of stopping the others.
+    reason instead of stopping the others. ``cluster``: resample and flip the benchmark's clusters of dependent
+    queries (False: queries); ``progress`` hears one line before each evaluation.
     """
+    say = progress or (lambda line: None)
     spec = resolve(request)
     if metric is not None:
         names = metric_names(spec.benchmark, spec.options)
@@ -87,11 +96,14 @@ def sensitivity(
             )
     nan = float("nan")
     with keep_splits():
+        say("evaluating the default run (cached runs are reused)")
         base = run_scores(evaluate(spec, settings).result)
         metric = metric or main_metric(spec.benchmark, spec.options)
         rows = []
-        for variant in variants(request):
+        found = variants(request)
+        for i, variant in enumerate(found, 1):
             label = f"{variant.where} {variant.option}={variant.value}"
+            say(f"[{i}/{len(found)}] {label}")
             try:
                 changed = resolve(_with(request, variant))
                 run = run_scores(evaluate(changed, settings).result)
@@ -109,8 +121,8 @@ def sensitivity(
                 label += " (other queries: not paired)"
                 rows.append(Row(label, run.metrics[metric], delta, nan, nan, nan, run.result.run_key))
                 continue
-            interval = paired(run.scores, base.scores, resamples, seed)[metric]
-            p = permutation_p(difference(run.scores, base.scores), metric, resamples, seed)
+            interval = paired(run.scores, base.scores, resamples, seed, cluster=cluster)[metric]
+            p = permutation_p(difference(run.scores, base.scores), metric, resamples, seed, cluster)
             rows.append(Row(label, run.metrics[metric], delta, interval.low, interval.high, p, run.result.run_key))
     return base, rows
 
