@@ -1,8 +1,9 @@
 """Features a block of rows at a time: exact search over a gallery larger than memory, and a cache entry written
 from blocks that arrive in order (a torchrun evaluation's shards), so no process holds every row.
 
-The entry written is the one ``features.store_features`` writes (same key, same bytes); ``GalleryRows`` reads the
-finished entry's memory map (or a rank's shard) and normalises each block as the whole gallery would be.
+The entry written is the one ``features.encode_images`` finishes on one process (same key, same bytes);
+``GalleryRows`` reads the finished entry's memory map (or a rank's shard) and normalises each block as the whole
+gallery would be.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def store_feature_blocks(
     decoder: str = WORKERS,
     counts: dict[str, int] | None = None,
 ) -> None:
-    """``store_features`` for features that arrive a block of rows at a time, in row order (a torchrun evaluation's
+    """The finished cache entry of features that arrive a block of rows at a time, in row order (a torchrun evaluation's
     shards): the same entry, bytes and key, written without any process holding every row."""
     folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id, decoder)
     _write_manifest(folder, backbone, refs, preprocess, reader, images_id, decoder)

@@ -261,24 +261,6 @@ def cached_features(
     )
 
 
-def store_features(
-    backbone: Backbone,
-    refs: Sequence[ImageRef],
-    features: np.ndarray,
-    preprocess: str,
-    reader: str,
-    images_id: str,
-    decoder: str = WORKERS,
-    counts: dict[str, int] | None = None,
-) -> None:
-    """Write the finished entry of features encoded elsewhere (gathered from the ranks of a torchrun evaluation),
-    so a later run, distributed or not, reads them as if one process had encoded them."""
-    folder = cache_root() / "features" / entry_key(backbone, preprocess, refs, reader, images_id, decoder)
-    _write_manifest(folder, backbone, refs, preprocess, reader, images_id, decoder)
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    _finish(folder, [r.key for r in refs], features, counts if decoder != WORKERS else None)
-
-
 def batch_starts(n: int, batch_size: int) -> list[int]:
     """Where ``encode_images`` starts a batch over ``n`` images (chunks of ``CHUNK``, batches inside each).
 

@@ -99,7 +99,7 @@ def run_engine(
     timings = {"gallery_encode_s": feats.seconds, "gallery_from_cache": float(feats.from_cache)} if feats else {}
     query_s = rank_s = 0.0
     placeholder = method.placeholder
-    references = _reference_images(data, benchmark) if inputs == "reference_images" else None
+    references = ReferenceImages(data, benchmark) if inputs == "reference_images" else None
     with_placeholder = 0
     reference_rows = feats
     if group.enabled and references is None:  # rank 0 gets the references' rows, which it sends to the query slices
@@ -183,10 +183,6 @@ class ReferenceImages:
 
     def rows(self, keys: list[str]) -> list[Any]:
         return [self.open_image(self.images[key]) for key in keys]
-
-
-def _reference_images(data: BenchmarkSplit, benchmark: Benchmark) -> ReferenceImages:
-    return ReferenceImages(data, benchmark)
 
 
 def _encode_part(method, part, texts, references, batch, device, fused, group) -> Any:

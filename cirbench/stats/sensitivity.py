@@ -57,16 +57,6 @@ def variants(request: RunRequest) -> list[Variant]:
     return out
 
 
-def main_metric(bench, options) -> str:
-    """The benchmark's headline metric under ``options`` (a protocol variant such as CIRR's ``protocol=mieb``
-    names its own metrics: nDCG@10 instead of R@1)."""
-    return bench.main_metric_for(options)
-
-
-def metric_names(bench, options) -> tuple[str, ...]:
-    return tuple(bench.metric_names_for(options))
-
-
 def sensitivity(
     request: RunRequest,
     settings: EvalSettings,
@@ -88,7 +78,7 @@ def sensitivity(
     say = progress or (lambda line: None)
     spec = resolve(request)
     if metric is not None:
-        names = metric_names(spec.benchmark, spec.options)
+        names = spec.benchmark.metric_names_for(spec.options)
         if metric not in names:
             raise UsageError(
                 f"--metric {shown(metric)} is not a metric of {request.benchmark}{did_you_mean(metric, names)} "
@@ -98,7 +88,7 @@ def sensitivity(
     with keep_splits():
         say("evaluating the default run (cached runs are reused)")
         base = run_scores(evaluate(spec, settings).result)
-        metric = metric or main_metric(spec.benchmark, spec.options)
+        metric = metric or spec.benchmark.main_metric_for(spec.options)
         rows = []
         found = variants(request)
         for i, variant in enumerate(found, 1):
@@ -111,7 +101,7 @@ def sensitivity(
                 rows.append(Row(f"{label} (not evaluated: {exc})", nan, nan, nan, nan, nan, ""))
                 continue
             if metric not in run.metrics:  # another protocol's metrics: shown beside, never subtracted
-                own = main_metric(changed.benchmark, changed.options)
+                own = changed.benchmark.main_metric_for(changed.options)
                 value = run.metrics.get(own, nan)
                 note = f" (its own metrics and queries: no {metric}, not compared)"
                 rows.append(Row(label + note, value, nan, nan, nan, nan, run.result.run_key, metric=own))
